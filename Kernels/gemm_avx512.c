@@ -1,0 +1,42 @@
+// x86-64 AVX-512F micro-kernel. Only this function gets the avx512f target.
+#if defined(__x86_64__)
+#include "internal.h"
+#include <immintrin.h>
+
+// Contract: see kn_sgemm_ukr in internal.h. MR = 8, NR = 48: 24 zmm accumulators, 3 for B,
+// 1 broadcast of A. MR = 8 divides the channel counts of CNN layers (the M of a conv GEMM),
+// so conv GEMMs waste no rows; NR = 48 divides 9*C for C a multiple of 16 (backward-weights).
+__attribute__((target("avx512f")))
+void kn_sgemm_ukr_avx512_8x48(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
+                              float alpha, float beta) {
+    __m512 acc[8][3];
+#pragma clang loop unroll(full)
+    for (int i = 0; i < 8; i++) {
+        acc[i][0] = acc[i][1] = acc[i][2] = _mm512_setzero_ps();
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 32), _MM_HINT_T0);
+    }
+    for (int p = 0; p < k; p++, a += 8, b += 48) {
+        const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16),
+                     b2 = _mm512_load_ps(b + 32);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 8; i++) {
+            const __m512 ai = _mm512_set1_ps(a[i]);
+            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(ai, b2, acc[i][2]);
+        }
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma clang loop unroll(full)
+    for (int i = 0; i < 8; i++) {
+        float *ci = c + i * ldc;
+#pragma clang loop unroll(full)
+        for (int j = 0; j < 3; j++) {
+            __m512 r = _mm512_mul_ps(va, acc[i][j]);
+            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + 16 * j), r);
+            _mm512_storeu_ps(ci + 16 * j, r);
+        }
+    }
+}
+#endif

@@ -1,0 +1,228 @@
+// RematKernels: float32 CNN kernels for the CPU (the one public header of the C target).
+//
+// Conventions (see docs/ARCHITECTURE.md):
+// - Activations are NCHW, row-major. Letters: N batch, C input channels, H W input height and
+//   width, K output channels, R S kernel height and width, P Q output height and width.
+// - Functions take outputs first, then inputs, then sizes (llm.c style); sgemm keeps BLAS order.
+// - Forward functions overwrite their outputs. Backward functions ACCUMULATE (+=) into
+//   gradients; the caller zeroes them once per step.
+// - Every kernel is deterministic: the result is bitwise identical for any team size, because
+//   reductions use a partition fixed by the shape, never by the number of threads.
+// - Threads: every kernel runs on an OpenMP team whose size is a per-calling-thread setting
+//   (kn_set_num_threads). Two OS threads may run kernels concurrently, each with its own team.
+#ifndef REMAT_KERNELS_H
+#define REMAT_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: - Status
+
+typedef enum {
+    KN_OK = 0,
+    KN_EINVAL = 1,       // a size or argument that cannot be right (negative, zero stride, ...)
+    KN_ESHAPE = 2,       // sizes that do not make an output (kernel larger than padded input)
+    KN_ELABEL = 3,       // a class label outside [0, classes)
+    KN_EUNSUPPORTED = 4, // an instruction set this CPU (or this build) lacks
+} kn_status;
+
+/// A one-line English description of a status code.
+const char *kn_status_string(kn_status s);
+
+// MARK: - Runtime: instruction sets and threads
+
+typedef enum {
+    KN_ISA_PORTABLE = 0, // plain C, any CPU
+    KN_ISA_AVX2 = 1,     // x86-64 AVX2 + FMA
+    KN_ISA_AVX512 = 2,   // x86-64 AVX-512F
+    KN_ISA_NEON = 3,     // arm64 Advanced SIMD
+    KN_ISA_COUNT = 4,
+} kn_isa;
+
+/// Name of an instruction set ("avx2", ...).
+const char *kn_isa_name(kn_isa isa);
+/// 1 when this CPU and this build can run the ISA's kernels.
+int kn_isa_supported(kn_isa isa);
+/// The ISA whose kernels run now. Chosen once at first use: the best supported, unless the
+/// environment variable REMAT_ISA names another (an unsupported name is reported, not ignored).
+kn_isa kn_isa_active(void);
+/// Switch all kernels to `isa` (process-wide). KN_EUNSUPPORTED if this CPU lacks it.
+kn_status kn_isa_select(kn_isa isa);
+/// Which kernels run and why, one line each (the `verbose` query). Valid until the next call.
+const char *kn_dispatch_report(void);
+
+/// Team size for kernels called from THIS OS thread (>= 1). Other threads are unaffected.
+void kn_set_num_threads(int n);
+/// Team size kernels called from this thread will use. Defaults to the number of usable cores.
+int kn_get_num_threads(void);
+/// Number of cores this process may run on.
+int kn_num_cores(void);
+
+// MARK: - GEMM
+
+/// Register and cache blocking of the GEMM for one instruction set (BLIS names).
+/// MR x NR is the micro-kernel tile (fixed per ISA); MC, KC, NC are the cache blocks.
+typedef struct {
+    int mr, nr; // micro-tile, fixed by the micro-kernel
+    int mc;     // rows of A packed per block (multiple of mr; sized for L2)
+    int kc;     // depth per packed panel (sized so a KC x NR sliver of B fits L1)
+    int nc;     // columns of B packed per block (multiple of nr; sized for L3)
+} kn_gemm_blocking;
+
+kn_gemm_blocking kn_gemm_get_blocking(kn_isa isa);
+/// Replace the cache blocks of one ISA (mr and nr must match). This is what `tune` writes.
+kn_status kn_gemm_set_blocking(kn_isa isa, kn_gemm_blocking b);
+
+/// C = alpha * op(A) * op(B) + beta * C, row-major, op(X) = X or X^T.
+/// op(A) is M x K, op(B) is K x N, C is M x N. With beta == 0, C is never read (NaN-safe).
+/// lda/ldb/ldc are the row strides of A, B, C as stored.
+kn_status kn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                   const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/// Naive triple loop, same contract: the oracle for kn_sgemm.
+kn_status kn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                       const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                       int ldc);
+
+// MARK: - Convolution
+
+typedef enum {
+    KN_CONV_IM2COL = 0, // im2col (a chunk of images at once) + one GEMM per chunk
+    KN_CONV_1X1 = 1,    // 1x1, stride 1, no padding: the input already is the GEMM operand
+} kn_conv_algo;
+
+/// A 2-D convolution, planned once and run many times (oneDNN style).
+/// Fill the first block, call kn_conv2d_plan, then read the derived block.
+typedef struct {
+    // given
+    int N, C, H, W;             // input (N, C, H, W)
+    int K, R, S;                // weights (K, C, R, S), bias (K)
+    int stride_h, stride_w;     // >= 1
+    int pad_h, pad_w;           // >= 0, zeros
+    int dil_h, dil_w;           // >= 1
+    // derived by kn_conv2d_plan
+    int P, Q;                   // output (N, K, P, Q)
+    kn_conv_algo algo;
+    int images_per_chunk;       // images per im2col chunk (fixed by the shape, not by threads)
+    size_t scratch_floats;      // scratch every pass of this convolution needs
+} kn_conv2d;
+
+/// Validate the sizes and derive P, Q, the algorithm and the scratch size.
+kn_status kn_conv2d_plan(kn_conv2d *cv);
+
+/// y = conv(x, w) + bias. y (N,K,P,Q), x (N,C,H,W), w (K,C,R,S), bias (K) or NULL.
+void kn_conv2d_forward(const kn_conv2d *cv, float *y, const float *x, const float *w,
+                       const float *bias, float *scratch);
+/// dx += conv_transpose(dy, w). dx (N,C,H,W), dy (N,K,P,Q).
+void kn_conv2d_backward_data(const kn_conv2d *cv, float *dx, const float *dy, const float *w,
+                             float *scratch);
+/// dw += dy (*) x, dbias += sum of dy over N, P, Q (dbias may be NULL).
+void kn_conv2d_backward_weights(const kn_conv2d *cv, float *dw, float *dbias, const float *dy,
+                                const float *x, float *scratch);
+
+/// Direct seven-loop convolutions: the oracles (no scratch, single thread).
+void kn_conv2d_forward_ref(const kn_conv2d *cv, float *y, const float *x, const float *w,
+                           const float *bias);
+void kn_conv2d_backward_data_ref(const kn_conv2d *cv, float *dx, const float *dy, const float *w);
+void kn_conv2d_backward_weights_ref(const kn_conv2d *cv, float *dw, float *dbias,
+                                    const float *dy, const float *x);
+
+// MARK: - Linear (fully connected): y = x w^T + b
+
+/// y (N, OUT), x (N, IN), w (OUT, IN), b (OUT) or NULL.
+void kn_linear_forward(float *y, const float *x, const float *w, const float *b, int N, int IN,
+                       int OUT);
+/// dx += dy w, dw += dy^T x, db += sum_n dy. dx, db may be NULL.
+void kn_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, int N, int IN, int OUT);
+
+// MARK: - Elementwise
+
+/// y[i] = a[i] + b[i] (residual add). y may alias a or b.
+void kn_add(float *y, const float *a, const float *b, size_t n);
+/// y[i] += x[i] (gradient accumulation, residual backward).
+void kn_accumulate(float *y, const float *x, size_t n);
+/// y = max(x, 0). y may alias x.
+void kn_relu_forward(float *y, const float *x, size_t n);
+/// dx += dy where y > 0 (y is the ReLU output, or its input: the sign is the same).
+void kn_relu_backward(float *dx, const float *dy, const float *y, size_t n);
+/// y (N,C,HW) += bias (C).
+void kn_bias_forward(float *y, const float *bias, int N, int C, int HW);
+/// dbias (C) += sum over N and HW of dy (N,C,HW).
+void kn_bias_backward(float *dbias, const float *dy, int N, int C, int HW);
+
+// MARK: - Pooling (NCHW planes; output size floor((H + 2p - k) / s) + 1)
+
+/// Max over each window; padding never wins. y (N,C,P,Q), x (N,C,H,W).
+void kn_maxpool2d_forward(float *y, const float *x, int N, int C, int H, int W, int kh, int kw,
+                          int sh, int sw, int ph, int pw);
+/// dx += dy routed to the first maximum of each window, found again from x (no stored indices).
+void kn_maxpool2d_backward(float *dx, const float *dy, const float *x, int N, int C, int H, int W,
+                           int kh, int kw, int sh, int sw, int ph, int pw);
+/// Mean over each window, padding counted as zeros in the divisor (PyTorch's default).
+void kn_avgpool2d_forward(float *y, const float *x, int N, int C, int H, int W, int kh, int kw,
+                          int sh, int sw, int ph, int pw);
+void kn_avgpool2d_backward(float *dx, const float *dy, int N, int C, int H, int W, int kh, int kw,
+                           int sh, int sw, int ph, int pw);
+/// y (N,C) = mean of x (N,C,HW) over HW.
+void kn_global_avgpool_forward(float *y, const float *x, int N, int C, int HW);
+/// dx (N,C,HW) += dy (N,C) / HW.
+void kn_global_avgpool_backward(float *dx, const float *dy, int N, int C, int HW);
+
+// MARK: - BatchNorm2d (x, y: (N,C,HW); per-channel vectors: (C))
+// Training = kn_batchnorm_stats, then kn_batchnorm_forward, then kn_batchnorm_update_running.
+// A checkpoint recompute calls kn_batchnorm_forward alone with the saved mean and invstd.
+
+/// mean and invstd = 1/sqrt(biased var + eps) of each channel over N and HW.
+void kn_batchnorm_stats(float *mean, float *invstd, const float *x, int N, int C, int HW,
+                        float eps);
+/// y = (x - mean) * invstd * gamma + beta.
+void kn_batchnorm_forward(float *y, const float *x, const float *mean, const float *invstd,
+                          const float *gamma, const float *beta, int N, int C, int HW);
+/// running = (1 - momentum) * running + momentum * batch, with the unbiased batch variance.
+void kn_batchnorm_update_running(float *running_mean, float *running_var, const float *mean,
+                                 const float *invstd, int C, int count, float eps, float momentum);
+/// Inference: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta.
+void kn_batchnorm_inference(float *y, const float *x, const float *running_mean,
+                            const float *running_var, const float *gamma, const float *beta,
+                            int N, int C, int HW, float eps);
+/// Training-mode backward: dx += ..., dgamma += ..., dbeta += ... (batch statistics).
+void kn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                           const float *x, const float *mean, const float *invstd,
+                           const float *gamma, int N, int C, int HW);
+
+// MARK: - Loss
+
+/// Mean softmax cross-entropy of logits (N, K) against labels (N). Writes the mean loss to
+/// *loss and, when dlogits is not NULL, dlogits (N, K) = d(mean loss)/d(logits) (overwritten).
+/// KN_ELABEL, with nothing written, if a label is outside [0, K).
+kn_status kn_softmax_xent(float *loss, float *dlogits, const float *logits,
+                          const int32_t *labels, int N, int K);
+
+// MARK: - Dropout (counter-based: the mask is a pure function of seed, offset + i)
+
+/// y[i] = keep(i) ? x[i] / (1 - p) : 0, keep(i) = uniform(seed, offset + i) >= p. 0 <= p < 1.
+void kn_dropout_forward(float *y, const float *x, float p, uint64_t seed, uint64_t offset,
+                        size_t n);
+/// dx[i] += keep(i) ? dy[i] / (1 - p) : 0, the same mask regenerated.
+void kn_dropout_backward(float *dx, const float *dy, float p, uint64_t seed, uint64_t offset,
+                         size_t n);
+/// The generator itself: a uniform float in [0, 1) for counter `index` (Philox4x32-10).
+float kn_uniform(uint64_t seed, uint64_t index);
+
+// MARK: - Optimizers (one flat loop over the parameter arena)
+
+/// PyTorch's SGD: g += wd * w; v = momentum * v + g; w -= lr * (nesterov ? g + momentum * v : v).
+void kn_sgd_step(float *w, float *velocity, const float *grad, size_t n, float lr,
+                 float momentum, float weight_decay, int nesterov);
+/// AdamW (decoupled weight decay); `step` counts from 1.
+void kn_adamw_step(float *w, float *m, float *v, const float *grad, size_t n, float lr,
+                   float beta1, float beta2, float eps, float weight_decay, int64_t step);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

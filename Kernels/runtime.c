@@ -1,0 +1,215 @@
+// Runtime: instruction-set dispatch, the per-thread team size, thread-owned scratch.
+#include "internal.h"
+
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// MARK: - Status
+
+const char *kn_status_string(kn_status s) {
+    switch (s) {
+    case KN_OK: return "ok";
+    case KN_EINVAL: return "invalid argument (a size, stride or dilation out of range)";
+    case KN_ESHAPE: return "the kernel does not fit the padded input: no output";
+    case KN_ELABEL: return "a class label is outside [0, classes)";
+    case KN_EUNSUPPORTED: return "this CPU or build lacks that instruction set";
+    }
+    return "unknown status";
+}
+
+// MARK: - Blocking table (the one place block sizes live; `tune` rewrites rows of it)
+// Cache blocks: KC*NR*4 bytes of B (a sliver) stay in L1 while a KC*MR sliver of A streams;
+// MC*KC*4 bytes of A stay in L2; KC*NC*4 bytes of B sit in L3.
+
+static kn_gemm_impl gemm_table[KN_ISA_COUNT] = {
+    [KN_ISA_PORTABLE] = {kn_sgemm_ukr_portable_4x8, "kn_sgemm_ukr_portable_4x8",
+                         {.mr = 4, .nr = 8, .mc = 128, .kc = 256, .nc = 4096}},
+#if defined(__x86_64__)
+    [KN_ISA_AVX2] = {kn_sgemm_ukr_avx2_6x16, "kn_sgemm_ukr_avx2_6x16",
+                     {.mr = 6, .nr = 16, .mc = 144, .kc = 512, .nc = 4096}},
+    [KN_ISA_AVX512] = {kn_sgemm_ukr_avx512_8x48, "kn_sgemm_ukr_avx512_8x48",
+                       {.mr = 8, .nr = 48, .mc = 96, .kc = 1024, .nc = 4032}},
+#endif
+#if defined(__aarch64__)
+    [KN_ISA_NEON] = {kn_sgemm_ukr_neon_8x12, "kn_sgemm_ukr_neon_8x12",
+                     {.mr = 8, .nr = 12, .mc = 128, .kc = 256, .nc = 4080}},
+#endif
+};
+
+kn_gemm_impl *kn_gemm_table(kn_isa isa) { return &gemm_table[isa]; }
+
+kn_gemm_blocking kn_gemm_get_blocking(kn_isa isa) {
+    if ((unsigned)isa >= KN_ISA_COUNT) return (kn_gemm_blocking){0};
+    return gemm_table[isa].blocking;
+}
+
+kn_status kn_gemm_set_blocking(kn_isa isa, kn_gemm_blocking b) {
+    if ((unsigned)isa >= KN_ISA_COUNT || gemm_table[isa].ukr == NULL) return KN_EUNSUPPORTED;
+    kn_gemm_blocking cur = gemm_table[isa].blocking;
+    if (b.mr != cur.mr || b.nr != cur.nr) return KN_EINVAL;
+    if (b.mc < b.mr || b.mc % b.mr || b.nc < b.nr || b.nc % b.nr || b.kc < 1) return KN_EINVAL;
+    if (b.mc > 4096 || b.kc > 4096 || b.nc > 65536) return KN_EINVAL;
+    gemm_table[isa].blocking = b;
+    return KN_OK;
+}
+
+// MARK: - Instruction sets
+
+const char *kn_isa_name(kn_isa isa) {
+    static const char *names[KN_ISA_COUNT] = {"portable", "avx2", "avx512", "neon"};
+    return (unsigned)isa < KN_ISA_COUNT ? names[isa] : "unknown";
+}
+
+// Why an ISA is or is not available, for the report.
+static const char *isa_reason(kn_isa isa) {
+    switch (isa) {
+    case KN_ISA_PORTABLE: return "plain C, runs anywhere";
+#if defined(__x86_64__)
+    case KN_ISA_AVX2:
+        return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+                   ? "cpu has avx2 and fma" : "cpu lacks avx2 or fma";
+    case KN_ISA_AVX512:
+        return __builtin_cpu_supports("avx512f") ? "cpu has avx512f" : "cpu lacks avx512f";
+    case KN_ISA_NEON: return "not an arm64 build";
+#elif defined(__aarch64__)
+    case KN_ISA_AVX2:
+    case KN_ISA_AVX512: return "not an x86-64 build";
+    case KN_ISA_NEON: return "arm64 always has Advanced SIMD";
+#else
+    case KN_ISA_AVX2:
+    case KN_ISA_AVX512:
+    case KN_ISA_NEON: return "no SIMD kernels for this architecture";
+#endif
+    default: return "unknown instruction set";
+    }
+}
+
+int kn_isa_supported(kn_isa isa) {
+    if ((unsigned)isa >= KN_ISA_COUNT || gemm_table[isa].ukr == NULL) return 0;
+#if defined(__x86_64__)
+    if (isa == KN_ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == KN_ISA_AVX512) return __builtin_cpu_supports("avx512f");
+#endif
+    return 1;
+}
+
+static kn_isa active_isa;
+static char choice_reason[160];
+static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
+
+static void choose_isa(void) {
+    kn_isa best = KN_ISA_PORTABLE;
+    // most specialised first; the portable kernel is the last resort
+    static const kn_isa order[] = {KN_ISA_AVX512, KN_ISA_AVX2, KN_ISA_NEON, KN_ISA_PORTABLE};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
+        if (kn_isa_supported(order[i])) { best = order[i]; break; }
+    active_isa = best;
+    snprintf(choice_reason, sizeof choice_reason, "best supported (%s)", isa_reason(best));
+    const char *want = getenv("REMAT_ISA");
+    if (want && *want) {
+        kn_isa asked = KN_ISA_COUNT;
+        for (int i = 0; i < KN_ISA_COUNT; i++)
+            if (strcmp(want, kn_isa_name((kn_isa)i)) == 0) asked = (kn_isa)i;
+        if (asked == KN_ISA_COUNT) {
+            fprintf(stderr, "remat: REMAT_ISA=%s is not an instruction set (portable, avx2, "
+                            "avx512, neon); using %s\n", want, kn_isa_name(best));
+            snprintf(choice_reason, sizeof choice_reason,
+                     "REMAT_ISA=%s unknown, so best supported (%s)", want, isa_reason(best));
+        } else if (!kn_isa_supported(asked)) {
+            fprintf(stderr, "remat: REMAT_ISA=%s is not usable here (%s); using %s\n", want,
+                    isa_reason(asked), kn_isa_name(best));
+            snprintf(choice_reason, sizeof choice_reason, "REMAT_ISA=%s unusable (%s), so %s",
+                     want, isa_reason(asked), kn_isa_name(best));
+        } else {
+            active_isa = asked;
+            snprintf(choice_reason, sizeof choice_reason, "REMAT_ISA=%s", want);
+        }
+    }
+}
+
+kn_isa kn_isa_active(void) {
+    pthread_once(&isa_once, choose_isa);
+    return active_isa;
+}
+
+kn_status kn_isa_select(kn_isa isa) {
+    pthread_once(&isa_once, choose_isa);
+    if (!kn_isa_supported(isa)) return KN_EUNSUPPORTED;
+    active_isa = isa;
+    snprintf(choice_reason, sizeof choice_reason, "selected by kn_isa_select");
+    return KN_OK;
+}
+
+const kn_gemm_impl *kn_gemm_active(void) { return &gemm_table[kn_isa_active()]; }
+
+const char *kn_dispatch_report(void) {
+    static _Thread_local char report[1024];
+    kn_isa isa = kn_isa_active();
+    const kn_gemm_impl *g = &gemm_table[isa];
+    int n = snprintf(report, sizeof report,
+                     "isa: %s (%s)\nsgemm: %s, blocking MR=%d NR=%d MC=%d KC=%d NC=%d\n",
+                     kn_isa_name(isa), choice_reason, g->ukr_name, g->blocking.mr,
+                     g->blocking.nr, g->blocking.mc, g->blocking.kc, g->blocking.nc);
+    for (int i = 0; i < KN_ISA_COUNT && n < (int)sizeof report; i++)
+        n += snprintf(report + n, sizeof report - n, "  %s: %s, %s\n", kn_isa_name((kn_isa)i),
+                      kn_isa_supported((kn_isa)i) ? "available" : "unavailable",
+                      isa_reason((kn_isa)i));
+    if (n < (int)sizeof report)
+        snprintf(report + n, sizeof report - n,
+                 "conv2d: im2col + sgemm (1x1 stride-1 unpadded: direct sgemm); other ops: "
+                 "plain C compiled -O3\nthreads: %d for this thread, %d cores\n",
+                 kn_get_num_threads(), kn_num_cores());
+    return report;
+}
+
+// MARK: - Threads
+// The team size is a thread-local setting passed to every parallel region as num_threads(...),
+// so two OS threads (backward and recompute) each drive a team of their own size.
+
+static _Thread_local int team_size; // 0: not set on this thread yet
+
+int kn_num_cores(void) { return omp_get_num_procs(); }
+
+void kn_set_num_threads(int n) { team_size = n < 1 ? 1 : n; }
+
+int kn_get_num_threads(void) { return team_size > 0 ? team_size : kn_num_cores(); }
+
+int kn_team(void) { return kn_get_num_threads(); }
+
+// MARK: - Thread-owned scratch
+
+typedef struct { float *p[2]; size_t cap[2]; } scratch_set;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *v) {
+    scratch_set *s = v;
+    free(s->p[0]);
+    free(s->p[1]);
+    free(s);
+}
+static void scratch_key_init(void) { pthread_key_create(&scratch_key, scratch_free); }
+
+float *kn_thread_scratch(int slot, size_t floats) {
+    pthread_once(&scratch_once, scratch_key_init);
+    scratch_set *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s) abort();
+        pthread_setspecific(scratch_key, s);
+    }
+    if (s->cap[slot] < floats) {
+        free(s->p[slot]);
+        size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
+        s->p[slot] = aligned_alloc(64, bytes);
+        if (!s->p[slot]) {
+            fprintf(stderr, "remat: out of memory for %zu bytes of GEMM packing space\n", bytes);
+            abort();
+        }
+        s->cap[slot] = floats;
+    }
+    return s->p[slot];
+}

@@ -1,0 +1,78 @@
+// swift-tools-version:6.2
+// 6.2 or later: unsafeFlags no longer stop other packages from depending on Remat by version.
+import PackageDescription
+import Foundation
+
+// MARK: - OpenMP (LLVM's libomp, Debian package libomp-dev)
+
+/// Where libomp's header and library live. Swift's own clang ships no omp.h, so we look for the
+/// one libomp-dev installs under /usr/lib/llvm-*/ (any version), or where REMAT_OMP_INCLUDE and
+/// REMAT_OMP_LIB point. The manifest stops with a message naming the package when none is found.
+struct OpenMP {
+    let includeDir: String
+    let libDir: String
+
+    static func locate() -> OpenMP {
+        let env = ProcessInfo.processInfo.environment
+        if let inc = env["REMAT_OMP_INCLUDE"], let lib = env["REMAT_OMP_LIB"] {
+            return OpenMP(includeDir: inc, libDir: lib)
+        }
+        let fm = FileManager.default
+        let llvmRoots = ((try? fm.contentsOfDirectory(atPath: "/usr/lib")) ?? [])
+            .filter { $0.hasPrefix("llvm-") }
+            .sorted { (Int($0.dropFirst(5)) ?? 0) > (Int($1.dropFirst(5)) ?? 0) }  // newest first
+            .map { "/usr/lib/\($0)" }
+        for root in llvmRoots {
+            let lib = "\(root)/lib"
+            guard fm.fileExists(atPath: "\(lib)/libomp.so") else { continue }
+            let clangDir = "\(lib)/clang"
+            for version in ((try? fm.contentsOfDirectory(atPath: clangDir)) ?? []).sorted().reversed() {
+                let inc = "\(clangDir)/\(version)/include"
+                if fm.fileExists(atPath: "\(inc)/omp.h") { return OpenMP(includeDir: inc, libDir: lib) }
+            }
+        }
+        fatalError("""
+            Remat needs LLVM's OpenMP runtime (omp.h and libomp.so) and could not find it under /usr/lib/llvm-*.
+            Install it with:  apt-get install -y libomp-dev
+            or point REMAT_OMP_INCLUDE (the folder with omp.h) and REMAT_OMP_LIB (the folder with libomp.so) at it.
+            """)
+    }
+}
+
+let omp = OpenMP.locate()
+
+// MARK: - Targets
+
+let package = Package(
+    name: "Remat",
+    products: [
+        .library(name: "Remat", targets: ["Remat"]),
+        .library(name: "RematKernels", targets: ["RematKernels"]),
+    ],
+    targets: [
+        // The C kernels behind one header (Kernels/include/RematKernels.h).
+        .target(
+            name: "RematKernels",
+            path: "Kernels",
+            cSettings: [
+                .unsafeFlags([
+                    "-fopenmp",
+                    // after clang's own headers, so only omp.h comes from libomp-dev
+                    "-idirafter", omp.includeDir,
+                    // kernels are always optimised: SwiftPM would build C at -O0 in debug
+                    "-O3",
+                    // no -march and no -ffast-math: ISA-specific code opts in per function with
+                    // __attribute__((target(...))), so the portable fallback stays portable
+                    "-std=gnu11",
+                ]),
+            ],
+            linkerSettings: [
+                .linkedLibrary("omp"),
+                .unsafeFlags(["-L", omp.libDir, "-Xlinker", "-rpath", "-Xlinker", omp.libDir]),
+            ]
+        ),
+        // The Swift library: hides the C pointers.
+        .target(name: "Remat", dependencies: ["RematKernels"]),
+        .testTarget(name: "RematKernelsTests", dependencies: ["RematKernels", "Remat"]),
+    ]
+)
