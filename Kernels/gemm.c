@@ -77,8 +77,10 @@ kn_status kn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, c
     const kn_gemm_impl *impl = kn_gemm_active();
     const kn_gemm_blocking bk = impl->blocking;
     const int MR = bk.mr, NR = bk.nr;
-    float *apack = kn_thread_scratch(0, (size_t)bk.mc * bk.kc);
-    float *bpack = kn_thread_scratch(1, (size_t)bk.kc * bk.nc);
+    const size_t kmax = K < bk.kc ? K : bk.kc, mmax = M < bk.mc ? M : bk.mc;
+    const size_t nmax = N < bk.nc ? N : bk.nc;
+    float *apack = kn_thread_scratch(0, kmax * ((mmax + MR - 1) / MR * MR));
+    float *bpack = kn_thread_scratch(1, kmax * ((nmax + NR - 1) / NR * NR));
     // below ~0.1 MFLOP a fork/join costs more than it saves
     int team = ((double)M * N * K < 1e5) ? 1 : kn_team();
 

@@ -155,17 +155,18 @@ void kn_bias_forward(float *y, const float *bias, int N, int C, int HW);
 void kn_bias_backward(float *dbias, const float *dy, int N, int C, int HW);
 
 // MARK: - Pooling (NCHW planes; output size floor((H + 2p - k) / s) + 1)
+// KN_EINVAL unless k >= 1, s >= 1, 0 <= 2p <= k (PyTorch's rule) and the output is non-empty.
 
 /// Max over each window; padding never wins. y (N,C,P,Q), x (N,C,H,W).
-void kn_maxpool2d_forward(float *y, const float *x, int N, int C, int H, int W, int kh, int kw,
+kn_status kn_maxpool2d_forward(float *y, const float *x, int N, int C, int H, int W, int kh, int kw,
                           int sh, int sw, int ph, int pw);
 /// dx += dy routed to the first maximum of each window, found again from x (no stored indices).
-void kn_maxpool2d_backward(float *dx, const float *dy, const float *x, int N, int C, int H, int W,
+kn_status kn_maxpool2d_backward(float *dx, const float *dy, const float *x, int N, int C, int H, int W,
                            int kh, int kw, int sh, int sw, int ph, int pw);
 /// Mean over each window, padding counted as zeros in the divisor (PyTorch's default).
-void kn_avgpool2d_forward(float *y, const float *x, int N, int C, int H, int W, int kh, int kw,
+kn_status kn_avgpool2d_forward(float *y, const float *x, int N, int C, int H, int W, int kh, int kw,
                           int sh, int sw, int ph, int pw);
-void kn_avgpool2d_backward(float *dx, const float *dy, int N, int C, int H, int W, int kh, int kw,
+kn_status kn_avgpool2d_backward(float *dx, const float *dy, int N, int C, int H, int W, int kh, int kw,
                            int sh, int sw, int ph, int pw);
 /// y (N,C) = mean of x (N,C,HW) over HW.
 void kn_global_avgpool_forward(float *y, const float *x, int N, int C, int HW);

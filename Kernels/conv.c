@@ -1,0 +1,220 @@
+// Conv2d forward, backward-data and backward-weights through im2col + SGEMM.
+//
+// A conv is a GEMM over the "column" matrix col (C*R*S, PQ) of each image:
+//   forward          y_n (K, PQ)     = w (K, CRS) . col_n
+//   backward-data    dcol (CRS, PQ)  = w^T . dy_n, then col2im adds dcol into dx_n
+//   backward-weights dw (K, CRS)    += dy_n . col_n^T
+// Images with PQ >= 256 are one GEMM each, straight into y (no copy of the output). Smaller
+// images are taken in chunks of `images_per_chunk`, side by side in one wider col
+// (CRS, nb*PQ), so late layers (8x8, 2x2) still make GEMMs wide enough to run fast; the
+// chunk size comes from the shape alone, so the dw reduction order never depends on threads.
+// A 1x1 stride-1 unpadded conv needs no im2col: x_n already is col_n.
+#include "internal.h"
+
+#include <limits.h>
+#include <string.h>
+
+#define KN_COL_BUDGET (1u << 22) // floats of col per chunk (16 MiB)
+
+kn_status kn_conv2d_plan(kn_conv2d *cv) {
+    if (!cv) return KN_EINVAL;
+    if (cv->N < 1 || cv->C < 1 || cv->H < 1 || cv->W < 1 || cv->K < 1 || cv->R < 1 ||
+        cv->S < 1 || cv->stride_h < 1 || cv->stride_w < 1 || cv->pad_h < 0 || cv->pad_w < 0 ||
+        cv->dil_h < 1 || cv->dil_w < 1)
+        return KN_EINVAL;
+    const long eff_r = (long)cv->dil_h * (cv->R - 1) + 1, eff_s = (long)cv->dil_w * (cv->S - 1) + 1;
+    const long span_h = (long)cv->H + 2L * cv->pad_h, span_w = (long)cv->W + 2L * cv->pad_w;
+    if (eff_r > span_h || eff_s > span_w) return KN_ESHAPE;
+    const long P = (span_h - eff_r) / cv->stride_h + 1, Q = (span_w - eff_s) / cv->stride_w + 1;
+    // every tensor and GEMM dimension must stay within int range
+    const double lim = (double)INT_MAX;
+    const double crs = (double)cv->C * cv->R * cv->S;
+    if ((double)cv->N * cv->C * cv->H * cv->W > lim || (double)cv->N * cv->K * P * Q > lim ||
+        (double)cv->K * crs > lim || crs * P * Q > lim)
+        return KN_EINVAL;
+    cv->P = (int)P;
+    cv->Q = (int)Q;
+    cv->algo = (cv->R == 1 && cv->S == 1 && cv->stride_h == 1 && cv->stride_w == 1 &&
+                cv->pad_h == 0 && cv->pad_w == 0) ? KN_CONV_1X1 : KN_CONV_IM2COL;
+    const long PQ = P * Q, CRS = (long)crs;
+    long nb = PQ >= 256 ? 1 : (512 + PQ - 1) / PQ;
+    long fit = (long)KN_COL_BUDGET / (CRS * PQ);
+    if (nb > fit) nb = fit;
+    if (nb > cv->N) nb = cv->N;
+    if (nb < 1) nb = 1;
+    cv->images_per_chunk = (int)nb;
+    if (nb == 1) cv->scratch_floats = cv->algo == KN_CONV_1X1 ? 0 : (size_t)(CRS * PQ);
+    else cv->scratch_floats = (size_t)((CRS + cv->K) * nb * PQ); // col + output/dy transposed
+    return KN_OK;
+}
+
+// col (CRS, nb*PQ) of images [n0, n0+nb). Row (c, r, s), column (image, p, q).
+static void im2col(const kn_conv2d *cv, float *col, const float *x, int n0, int nb) {
+    const int C = cv->C, H = cv->H, W = cv->W, R = cv->R, S = cv->S, P = cv->P, Q = cv->Q;
+    const size_t PQ = (size_t)P * Q, ld = (size_t)nb * PQ;
+    const int rows = C * R * S;
+    // split over col rows (and images): each thread writes whole rows
+#pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
+    if ((size_t)rows * ld > KN_PAR_MIN)
+    for (int row = 0; row < rows; row++)
+        for (int nn = 0; nn < nb; nn++) {
+            const int c = row / (R * S), r = row / S % R, s = row % S;
+            const float *xc = x + ((size_t)(n0 + nn) * C + c) * H * W;
+            float *dst = col + (size_t)row * ld + (size_t)nn * PQ;
+            const int dw = s * cv->dil_w - cv->pad_w, dh = r * cv->dil_h - cv->pad_h;
+            for (int p = 0; p < P; p++) {
+                const int ih = p * cv->stride_h + dh;
+                float *d = dst + (size_t)p * Q;
+                if (ih < 0 || ih >= H) {
+                    memset(d, 0, sizeof(float) * Q);
+                    continue;
+                }
+                const float *xr = xc + (size_t)ih * W;
+                if (cv->stride_w == 1) {
+                    // valid q: 0 <= q + dw < W
+                    int lo = dw < 0 ? -dw : 0, hi = W - dw < Q ? W - dw : Q;
+                    if (hi < lo) hi = lo;
+                    memset(d, 0, sizeof(float) * lo);
+                    memcpy(d + lo, xr + lo + dw, sizeof(float) * (hi - lo));
+                    memset(d + hi, 0, sizeof(float) * (Q - hi));
+                } else {
+                    for (int q = 0; q < Q; q++) {
+                        const int iw = q * cv->stride_w + dw;
+                        d[q] = (iw >= 0 && iw < W) ? xr[iw] : 0.0f;
+                    }
+                }
+            }
+        }
+}
+
+// dx += col2im(dcol) for images [n0, n0+nb).
+static void col2im_add(const kn_conv2d *cv, float *dx, const float *dcol, int n0, int nb) {
+    const int C = cv->C, H = cv->H, W = cv->W, R = cv->R, S = cv->S, P = cv->P, Q = cv->Q;
+    const size_t PQ = (size_t)P * Q, ld = (size_t)nb * PQ;
+    // split over (image, channel) planes of dx: each thread owns whole planes, and adds into
+    // a plane in the same (r, s, p, q) order whatever the team size
+#pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
+    if ((size_t)C * R * S * ld > KN_PAR_MIN)
+    for (int nn = 0; nn < nb; nn++)
+        for (int c = 0; c < C; c++) {
+            float *dxc = dx + ((size_t)(n0 + nn) * C + c) * H * W;
+            for (int r = 0; r < R; r++)
+                for (int s = 0; s < S; s++) {
+                    const float *src = dcol + ((size_t)(c * R + r) * S + s) * ld + nn * PQ;
+                    const int dh = r * cv->dil_h - cv->pad_h, dw = s * cv->dil_w - cv->pad_w;
+                    for (int p = 0; p < P; p++) {
+                        const int ih = p * cv->stride_h + dh;
+                        if (ih < 0 || ih >= H) continue;
+                        float *row = dxc + (size_t)ih * W;
+                        const float *sr = src + (size_t)p * Q;
+                        for (int q = 0; q < Q; q++) {
+                            const int iw = q * cv->stride_w + dw;
+                            if (iw >= 0 && iw < W) row[iw] += sr[q];
+                        }
+                    }
+                }
+        }
+}
+
+// t (K, nb*PQ) <-> y (nb images of (K, PQ)): the layout change between a chunk GEMM and NCHW.
+static void chunk_to_nchw(const kn_conv2d *cv, float *y, const float *t, const float *bias,
+                          int n0, int nb) {
+    const int K = cv->K;
+    const size_t PQ = (size_t)cv->P * cv->Q;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
+    if ((size_t)K * nb * PQ > KN_PAR_MIN)
+    for (int nn = 0; nn < nb; nn++)
+        for (int k = 0; k < K; k++) {
+            float *dst = y + ((size_t)(n0 + nn) * K + k) * PQ;
+            const float *src = t + (size_t)k * nb * PQ + nn * PQ;
+            const float b = bias ? bias[k] : 0.0f;
+            for (size_t i = 0; i < PQ; i++) dst[i] = src[i] + b;
+        }
+}
+
+static void nchw_to_chunk(const kn_conv2d *cv, float *t, const float *dy, int n0, int nb) {
+    const int K = cv->K;
+    const size_t PQ = (size_t)cv->P * cv->Q;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
+    if ((size_t)K * nb * PQ > KN_PAR_MIN)
+    for (int k = 0; k < K; k++)
+        for (int nn = 0; nn < nb; nn++)
+            memcpy(t + (size_t)k * nb * PQ + nn * PQ, dy + ((size_t)(n0 + nn) * K + k) * PQ,
+                   sizeof(float) * PQ);
+}
+
+void kn_conv2d_forward(const kn_conv2d *cv, float *y, const float *x, const float *w,
+                       const float *bias, float *scratch) {
+    const int K = cv->K, CRS = cv->C * cv->R * cv->S, PQ = cv->P * cv->Q;
+    const int chunk = cv->images_per_chunk;
+    for (int n0 = 0; n0 < cv->N; n0 += chunk) {
+        const int nb = cv->N - n0 < chunk ? cv->N - n0 : chunk;
+        if (chunk == 1) {
+            float *yn = y + (size_t)n0 * K * PQ;
+            const float *col = x + (size_t)n0 * cv->C * cv->H * cv->W;
+            if (cv->algo != KN_CONV_1X1) {
+                im2col(cv, scratch, x, n0, 1);
+                col = scratch;
+            }
+            kn_sgemm(0, 0, K, PQ, CRS, 1.0f, w, CRS, col, PQ, 0.0f, yn, PQ);
+            if (bias) kn_bias_forward(yn, bias, 1, K, PQ);
+        } else {
+            float *col = scratch, *t = scratch + (size_t)CRS * chunk * PQ;
+            im2col(cv, col, x, n0, nb);
+            kn_sgemm(0, 0, K, nb * PQ, CRS, 1.0f, w, CRS, col, nb * PQ, 0.0f, t, nb * PQ);
+            chunk_to_nchw(cv, y, t, bias, n0, nb);
+        }
+    }
+}
+
+void kn_conv2d_backward_data(const kn_conv2d *cv, float *dx, const float *dy, const float *w,
+                             float *scratch) {
+    const int K = cv->K, C = cv->C, CRS = C * cv->R * cv->S, PQ = cv->P * cv->Q;
+    const size_t HW = (size_t)cv->H * cv->W;
+    const int chunk = cv->images_per_chunk;
+    for (int n0 = 0; n0 < cv->N; n0 += chunk) {
+        const int nb = cv->N - n0 < chunk ? cv->N - n0 : chunk;
+        if (chunk == 1) {
+            const float *dyn = dy + (size_t)n0 * K * PQ;
+            if (cv->algo == KN_CONV_1X1) {
+                kn_sgemm(1, 0, C, PQ, K, 1.0f, w, CRS, dyn, PQ, 1.0f, dx + n0 * HW * C, PQ);
+            } else {
+                kn_sgemm(1, 0, CRS, PQ, K, 1.0f, w, CRS, dyn, PQ, 0.0f, scratch, PQ);
+                col2im_add(cv, dx, scratch, n0, 1);
+            }
+        } else {
+            float *dcol = scratch, *t = scratch + (size_t)CRS * chunk * PQ;
+            nchw_to_chunk(cv, t, dy, n0, nb);
+            kn_sgemm(1, 0, CRS, nb * PQ, K, 1.0f, w, CRS, t, nb * PQ, 0.0f, dcol, nb * PQ);
+            col2im_add(cv, dx, dcol, n0, nb);
+        }
+    }
+}
+
+void kn_conv2d_backward_weights(const kn_conv2d *cv, float *dw, float *dbias, const float *dy,
+                                const float *x, float *scratch) {
+    const int K = cv->K, CRS = cv->C * cv->R * cv->S, PQ = cv->P * cv->Q;
+    const int chunk = cv->images_per_chunk;
+    // images are reduced chunk by chunk in order: the chunk size is fixed by the shape
+    for (int n0 = 0; n0 < cv->N; n0 += chunk) {
+        const int nb = cv->N - n0 < chunk ? cv->N - n0 : chunk;
+        const float *a, *col;
+        if (chunk == 1) {
+            a = dy + (size_t)n0 * K * PQ;
+            col = x + (size_t)n0 * cv->C * cv->H * cv->W;
+            if (cv->algo != KN_CONV_1X1) {
+                im2col(cv, scratch, x, n0, 1);
+                col = scratch;
+            }
+        } else {
+            float *t = scratch + (size_t)CRS * chunk * PQ;
+            nchw_to_chunk(cv, t, dy, n0, nb);
+            im2col(cv, scratch, x, n0, nb);
+            a = t;
+            col = scratch;
+        }
+        const int L = nb * PQ; // reduction length of this chunk
+        kn_sgemm(0, 1, K, CRS, L, 1.0f, a, L, col, L, 1.0f, dw, CRS);
+        if (dbias) kn_bias_backward(dbias, a, 1, K, L);
+    }
+}

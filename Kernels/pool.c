@@ -1,0 +1,146 @@
+// Pooling over NCHW planes. Every kernel splits over (image, channel) planes, so each output
+// and each gradient plane belongs to one thread.
+#include "internal.h"
+
+#include <float.h>
+
+static int pool_ok(int N, int C, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw) {
+    if (N < 1 || C < 1 || H < 1 || W < 1 || kh < 1 || kw < 1 || sh < 1 || sw < 1) return 0;
+    if (ph < 0 || pw < 0 || 2 * ph > kh || 2 * pw > kw) return 0;
+    return H + 2 * ph >= kh && W + 2 * pw >= kw;
+}
+#define POOL_OUT(in, k, s, p) (((in) + 2 * (p) - (k)) / (s) + 1)
+
+kn_status kn_maxpool2d_forward(float *y, const float *x, int N, int C, int H, int W, int kh,
+                               int kw, int sh, int sw, int ph, int pw) {
+    if (!pool_ok(N, C, H, W, kh, kw, sh, sw, ph, pw)) return KN_EINVAL;
+    const int P = POOL_OUT(H, kh, sh, ph), Q = POOL_OUT(W, kw, sw, pw);
+#pragma omp parallel for schedule(static) num_threads(kn_team()) \
+    if ((size_t)N * C * H * W > KN_PAR_MIN)
+    for (long plane = 0; plane < (long)N * C; plane++) {
+        const float *xp = x + plane * H * W;
+        float *yp = y + plane * P * Q;
+        for (int p = 0; p < P; p++)
+            for (int q = 0; q < Q; q++) {
+                float m = -FLT_MAX;
+                int seen = 0;
+                for (int r = 0; r < kh; r++) {
+                    const int ih = p * sh - ph + r;
+                    if (ih < 0 || ih >= H) continue;
+                    for (int s = 0; s < kw; s++) {
+                        const int iw = q * sw - pw + s;
+                        if (iw < 0 || iw >= W) continue;
+                        const float v = xp[ih * W + iw];
+                        if (!seen || v > m || v != v) m = v, seen = 1; // NaN propagates
+                    }
+                }
+                yp[p * Q + q] = m;
+            }
+    }
+    return KN_OK;
+}
+
+kn_status kn_maxpool2d_backward(float *dx, const float *dy, const float *x, int N, int C, int H,
+                                int W, int kh, int kw, int sh, int sw, int ph, int pw) {
+    if (!pool_ok(N, C, H, W, kh, kw, sh, sw, ph, pw)) return KN_EINVAL;
+    const int P = POOL_OUT(H, kh, sh, ph), Q = POOL_OUT(W, kw, sw, pw);
+#pragma omp parallel for schedule(static) num_threads(kn_team()) \
+    if ((size_t)N * C * H * W > KN_PAR_MIN)
+    for (long plane = 0; plane < (long)N * C; plane++) {
+        const float *xp = x + plane * H * W;
+        float *dxp = dx + plane * H * W;
+        const float *dyp = dy + plane * P * Q;
+        for (int p = 0; p < P; p++)
+            for (int q = 0; q < Q; q++) {
+                // the same scan as the forward: the first maximum wins
+                float m = -FLT_MAX;
+                int arg = -1;
+                for (int r = 0; r < kh; r++) {
+                    const int ih = p * sh - ph + r;
+                    if (ih < 0 || ih >= H) continue;
+                    for (int s = 0; s < kw; s++) {
+                        const int iw = q * sw - pw + s;
+                        if (iw < 0 || iw >= W) continue;
+                        const float v = xp[ih * W + iw];
+                        if (arg < 0 || v > m || v != v) m = v, arg = ih * W + iw;
+                    }
+                }
+                dxp[arg] += dyp[p * Q + q];
+            }
+    }
+    return KN_OK;
+}
+
+kn_status kn_avgpool2d_forward(float *y, const float *x, int N, int C, int H, int W, int kh,
+                               int kw, int sh, int sw, int ph, int pw) {
+    if (!pool_ok(N, C, H, W, kh, kw, sh, sw, ph, pw)) return KN_EINVAL;
+    const int P = POOL_OUT(H, kh, sh, ph), Q = POOL_OUT(W, kw, sw, pw);
+    const float inv = 1.0f / (float)(kh * kw); // padding counts in the divisor
+#pragma omp parallel for schedule(static) num_threads(kn_team()) \
+    if ((size_t)N * C * H * W > KN_PAR_MIN)
+    for (long plane = 0; plane < (long)N * C; plane++) {
+        const float *xp = x + plane * H * W;
+        float *yp = y + plane * P * Q;
+        for (int p = 0; p < P; p++)
+            for (int q = 0; q < Q; q++) {
+                float acc = 0.0f;
+                for (int r = 0; r < kh; r++) {
+                    const int ih = p * sh - ph + r;
+                    if (ih < 0 || ih >= H) continue;
+                    for (int s = 0; s < kw; s++) {
+                        const int iw = q * sw - pw + s;
+                        if (iw >= 0 && iw < W) acc += xp[ih * W + iw];
+                    }
+                }
+                yp[p * Q + q] = acc * inv;
+            }
+    }
+    return KN_OK;
+}
+
+kn_status kn_avgpool2d_backward(float *dx, const float *dy, int N, int C, int H, int W, int kh,
+                                int kw, int sh, int sw, int ph, int pw) {
+    if (!pool_ok(N, C, H, W, kh, kw, sh, sw, ph, pw)) return KN_EINVAL;
+    const int P = POOL_OUT(H, kh, sh, ph), Q = POOL_OUT(W, kw, sw, pw);
+    const float inv = 1.0f / (float)(kh * kw);
+#pragma omp parallel for schedule(static) num_threads(kn_team()) \
+    if ((size_t)N * C * H * W > KN_PAR_MIN)
+    for (long plane = 0; plane < (long)N * C; plane++) {
+        float *dxp = dx + plane * H * W;
+        const float *dyp = dy + plane * P * Q;
+        for (int p = 0; p < P; p++)
+            for (int q = 0; q < Q; q++) {
+                const float g = dyp[p * Q + q] * inv;
+                for (int r = 0; r < kh; r++) {
+                    const int ih = p * sh - ph + r;
+                    if (ih < 0 || ih >= H) continue;
+                    for (int s = 0; s < kw; s++) {
+                        const int iw = q * sw - pw + s;
+                        if (iw >= 0 && iw < W) dxp[ih * W + iw] += g;
+                    }
+                }
+            }
+    }
+    return KN_OK;
+}
+
+void kn_global_avgpool_forward(float *y, const float *x, int N, int C, int HW) {
+#pragma omp parallel for schedule(static) num_threads(kn_team()) \
+    if ((size_t)N * C * HW > KN_PAR_MIN)
+    for (long plane = 0; plane < (long)N * C; plane++) {
+        const float *xp = x + plane * HW;
+        float acc = 0.0f;
+        for (int i = 0; i < HW; i++) acc += xp[i];
+        y[plane] = acc / (float)HW;
+    }
+}
+
+void kn_global_avgpool_backward(float *dx, const float *dy, int N, int C, int HW) {
+#pragma omp parallel for schedule(static) num_threads(kn_team()) \
+    if ((size_t)N * C * HW > KN_PAR_MIN)
+    for (long plane = 0; plane < (long)N * C; plane++) {
+        float *dxp = dx + plane * HW;
+        const float g = dy[plane] / (float)HW;
+        for (int i = 0; i < HW; i++) dxp[i] += g;
+    }
+}
