@@ -1,0 +1,160 @@
+import RematKernels
+import Testing
+
+/// A planned convolution with helpers that run each pass on Swift arrays.
+struct Conv: CustomStringConvertible {
+    var cv: kn_conv2d
+
+    init?(N: Int, C: Int, H: Int, W: Int, K: Int, R: Int, S: Int, stride: (Int, Int) = (1, 1),
+          pad: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1)) {
+        cv = kn_conv2d()
+        (cv.N, cv.C, cv.H, cv.W) = (Int32(N), Int32(C), Int32(H), Int32(W))
+        (cv.K, cv.R, cv.S) = (Int32(K), Int32(R), Int32(S))
+        (cv.stride_h, cv.stride_w) = (Int32(stride.0), Int32(stride.1))
+        (cv.pad_h, cv.pad_w) = (Int32(pad.0), Int32(pad.1))
+        (cv.dil_h, cv.dil_w) = (Int32(dilation.0), Int32(dilation.1))
+        guard kn_conv2d_plan(&cv) == KN_OK else { return nil }
+    }
+    var description: String {
+        "N\(cv.N) C\(cv.C) \(cv.H)x\(cv.W) K\(cv.K) \(cv.R)x\(cv.S) s\(cv.stride_h),\(cv.stride_w) p\(cv.pad_h),\(cv.pad_w) d\(cv.dil_h),\(cv.dil_w) chunk \(cv.images_per_chunk) algo \(cv.algo.rawValue)"
+    }
+    var xCount: Int { Int(cv.N * cv.C * cv.H * cv.W) }
+    var wCount: Int { Int(cv.K * cv.C * cv.R * cv.S) }
+    var yCount: Int { Int(cv.N * cv.K * cv.P * cv.Q) }
+    var crs: Int { Int(cv.C * cv.R * cv.S) }
+
+    func forward(_ x: [Float], _ w: [Float], _ b: [Float]?, reference: Bool = false) -> [Float] {
+        var y = [Float](repeating: .nan, count: yCount)
+        var scratch = [Float](repeating: 0, count: max(1, cv.scratch_floats))
+        withUnsafePointer(to: cv) { p in
+            let bias = b.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: $0.count).initialized($0) }
+            defer { bias?.deallocate() }
+            if reference { kn_conv2d_forward_ref(p, &y, x, w, bias?.baseAddress) }
+            else { kn_conv2d_forward(p, &y, x, w, bias?.baseAddress, &scratch) }
+        }
+        return y
+    }
+    /// dx accumulated onto `into` (so the accumulate contract is exercised too).
+    func backwardData(_ dy: [Float], _ w: [Float], into: [Float], reference: Bool = false) -> [Float] {
+        var dx = into
+        var scratch = [Float](repeating: 0, count: max(1, cv.scratch_floats))
+        withUnsafePointer(to: cv) { p in
+            if reference { kn_conv2d_backward_data_ref(p, &dx, dy, w) }
+            else { kn_conv2d_backward_data(p, &dx, dy, w, &scratch) }
+        }
+        return dx
+    }
+    func backwardWeights(_ dy: [Float], _ x: [Float], into: [Float], biasInto: [Float],
+                         reference: Bool = false) -> ([Float], [Float]) {
+        var dw = into, db = biasInto
+        var scratch = [Float](repeating: 0, count: max(1, cv.scratch_floats))
+        withUnsafePointer(to: cv) { p in
+            if reference { kn_conv2d_backward_weights_ref(p, &dw, &db, dy, x) }
+            else { kn_conv2d_backward_weights(p, &dw, &db, dy, x, &scratch) }
+        }
+        return (dw, db)
+    }
+}
+
+extension UnsafeMutableBufferPointer where Element == Float {
+    func initialized(_ a: [Float]) -> Self { _ = self.initialize(from: a); return self }
+}
+
+/// Shapes that reach every path: chunked and one-image GEMMs, the 1x1 path, stride, padding,
+/// dilation, odd sizes, batch 1, a kernel as large as the padded input.
+func convShapes() -> [Conv] {
+    var shapes: [Conv] = [
+        Conv(N: 1, C: 3, H: 7, W: 5, K: 4, R: 3, S: 3, pad: (1, 1))!,
+        Conv(N: 2, C: 5, H: 17, W: 16, K: 6, R: 1, S: 1)!,                       // 1x1, PQ >= 256
+        Conv(N: 3, C: 4, H: 5, W: 5, K: 7, R: 1, S: 1)!,                         // 1x1, chunked
+        Conv(N: 2, C: 3, H: 9, W: 11, K: 5, R: 1, S: 1, stride: (2, 2))!,        // projection shortcut
+        Conv(N: 2, C: 2, H: 16, W: 17, K: 3, R: 3, S: 3, stride: (1, 1), pad: (1, 1))!, // PQ >= 256
+        Conv(N: 3, C: 2, H: 9, W: 8, K: 3, R: 3, S: 2, stride: (2, 1), pad: (1, 0), dilation: (1, 2))!,
+        Conv(N: 2, C: 1, H: 6, W: 6, K: 2, R: 5, S: 5, pad: (2, 2))!,
+        Conv(N: 1, C: 2, H: 3, W: 3, K: 2, R: 5, S: 5, pad: (1, 1))!,            // kernel = padded input
+    ]
+    var rng = SplitMix(2024)
+    while shapes.count < 28 {
+        if let c = Conv(N: rng.int(1...3), C: rng.int(1...5), H: rng.int(1...12), W: rng.int(1...12),
+                        K: rng.int(1...9), R: rng.int(1...3), S: rng.int(1...3),
+                        stride: (rng.int(1...2), rng.int(1...2)), pad: (rng.int(0...2), rng.int(0...2)),
+                        dilation: (rng.int(1...2), rng.int(1...2))) { shapes.append(c) }
+    }
+    return shapes
+}
+
+@Suite("Conv2d against the direct reference")
+struct ConvTests {
+    @Test func forwardMatchesReference() {
+        for (i, conv) in convShapes().enumerated() {
+            var rng = SplitMix(UInt64(i))
+            let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(conv.cv.K))
+            let fast = conv.forward(x, w, b), ref = conv.forward(x, w, b, reference: true)
+            // both sums are within gamma(CRS + 1) of exact; magnitudes from |x|, |w|, |b|
+            let mag = conv.forward(x.map(abs), w.map(abs), b.map(abs), reference: true)
+            expectClose(fast, ref, bound: mag.map { 2.1 * gamma(conv.crs + 1) * Double($0) }, "forward \(conv)")
+        }
+    }
+
+    @Test func backwardDataMatchesReference() {
+        for (i, conv) in convShapes().enumerated() {
+            var rng = SplitMix(UInt64(100 + i))
+            let dy = rng.array(conv.yCount), w = rng.array(conv.wCount), base = rng.array(conv.xCount)
+            let fast = conv.backwardData(dy, w, into: base), ref = conv.backwardData(dy, w, into: base, reference: true)
+            let mag = conv.backwardData(dy.map(abs), w.map(abs), into: base.map(abs), reference: true)
+            let L = Int(conv.cv.K * conv.cv.R * conv.cv.S) + 1
+            expectClose(fast, ref, bound: mag.map { 2.1 * gamma(L) * Double($0) }, "backward-data \(conv)")
+        }
+    }
+
+    @Test func backwardWeightsMatchesReference() {
+        for (i, conv) in convShapes().enumerated() {
+            var rng = SplitMix(UInt64(200 + i))
+            let dy = rng.array(conv.yCount), x = rng.array(conv.xCount)
+            let w0 = rng.array(conv.wCount), b0 = rng.array(Int(conv.cv.K))
+            let fast = conv.backwardWeights(dy, x, into: w0, biasInto: b0)
+            let ref = conv.backwardWeights(dy, x, into: w0, biasInto: b0, reference: true)
+            let mag = conv.backwardWeights(dy.map(abs), x.map(abs), into: w0.map(abs), biasInto: b0.map(abs), reference: true)
+            let L = Int(conv.cv.N * conv.cv.P * conv.cv.Q) + 1
+            expectClose(fast.0, ref.0, bound: mag.0.map { 2.1 * gamma(L) * Double($0) }, "backward-weights \(conv)")
+            expectClose(fast.1, ref.1, bound: mag.1.map { 2.1 * gamma(L) * Double($0) }, "backward-bias \(conv)")
+        }
+    }
+
+    /// Finite differences through the fast kernels: d/dx, d/dw and d/dbias.
+    @Test func finiteDifferences() {
+        for (i, conv) in convShapes().prefix(10).enumerated() {
+            var rng = SplitMix(UInt64(300 + i))
+            let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(conv.cv.K))
+            let g = rng.array(conv.yCount)
+            let zeroX = [Float](repeating: 0, count: conv.xCount), zeroW = [Float](repeating: 0, count: conv.wCount)
+            let zeroB = [Float](repeating: 0, count: Int(conv.cv.K))
+            checkGradient("conv dx \(conv)", x: x, outputWeights: g, reduction: conv.crs + 1,
+                          forward: { conv.forward($0, w, b) }, gradient: { _ in conv.backwardData(g, w, into: zeroX) })
+            checkGradient("conv dw \(conv)", x: w, outputWeights: g, reduction: conv.crs + 1,
+                          forward: { conv.forward(x, $0, b) },
+                          gradient: { _ in conv.backwardWeights(g, x, into: zeroW, biasInto: zeroB).0 })
+            checkGradient("conv dbias \(conv)", x: b, outputWeights: g, reduction: conv.crs + 1,
+                          forward: { conv.forward(x, w, $0) },
+                          gradient: { _ in conv.backwardWeights(g, x, into: zeroW, biasInto: zeroB).1 })
+        }
+    }
+
+    /// Shapes that cannot make an output, or make no sense, are refused by the plan.
+    @Test func impossibleShapesAreRefused() {
+        var cv = kn_conv2d()
+        (cv.N, cv.C, cv.H, cv.W, cv.K, cv.R, cv.S) = (1, 1, 3, 3, 1, 5, 5)
+        (cv.stride_h, cv.stride_w, cv.dil_h, cv.dil_w) = (1, 1, 1, 1)
+        #expect(kn_conv2d_plan(&cv) == KN_ESHAPE)          // 5x5 kernel on a 3x3 image
+        cv.pad_h = 1; cv.pad_w = 1
+        #expect(kn_conv2d_plan(&cv) == KN_OK)               // fits once padded
+        cv.stride_h = 0
+        #expect(kn_conv2d_plan(&cv) == KN_EINVAL)
+        cv.stride_h = 1; cv.C = 0
+        #expect(kn_conv2d_plan(&cv) == KN_EINVAL)
+        cv.C = 1; cv.dil_w = 3
+        #expect(kn_conv2d_plan(&cv) == KN_ESHAPE)           // dilated kernel spans 13 > 5
+        cv.dil_w = 1; cv.N = Int32.max; cv.H = 1000; cv.W = 1000
+        #expect(kn_conv2d_plan(&cv) == KN_EINVAL)           // tensor beyond int range
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import RematKernels
+import Testing
+
+/// Every output of one training-style pass over a few layer shapes, as one array: GEMM, conv
+/// forward / backward-data / backward-weights (one-image and chunked paths), BatchNorm and
+/// bias reductions, pooling. Large enough that every kernel forks a team.
+func kernelFingerprint(seed: UInt64) -> [Float] {
+    var rng = SplitMix(seed)
+    var out: [Float] = []
+    let (M, N, K) = (301, 203, 705)
+    let a = rng.array(M * K), b = rng.array(K * N)
+    var c = [Float](repeating: 0, count: M * N)
+    _ = kn_sgemm(0, 1, Int32(M), Int32(N), Int32(K), 1, a, Int32(K), b, Int32(K), 0, &c, Int32(N))
+    out += c
+    for conv in [Conv(N: 8, C: 16, H: 16, W: 16, K: 16, R: 3, S: 3, pad: (1, 1))!,
+                 Conv(N: 8, C: 32, H: 8, W: 8, K: 32, R: 3, S: 3, pad: (1, 1))!,
+                 Conv(N: 8, C: 16, H: 16, W: 16, K: 32, R: 1, S: 1, stride: (2, 2))!] {
+        let x = rng.array(conv.xCount), w = rng.array(conv.wCount), bias = rng.array(Int(conv.cv.K))
+        let dy = rng.array(conv.yCount)
+        out += conv.forward(x, w, bias)
+        out += conv.backwardData(dy, w, into: [Float](repeating: 0, count: conv.xCount))
+        let (dw, db) = conv.backwardWeights(dy, x, into: [Float](repeating: 0, count: conv.wCount),
+                                            biasInto: [Float](repeating: 0, count: Int(conv.cv.K)))
+        out += dw + db
+    }
+    let (n, ch, hw) = (16, 32, 256)
+    let x = rng.array(n * ch * hw), dy = rng.array(n * ch * hw), gm = rng.array(ch)
+    var mean = [Float](repeating: 0, count: ch), invstd = mean, dg = mean, dbt = mean, dbias = mean
+    var dx = [Float](repeating: 0, count: x.count)
+    kn_batchnorm_stats(&mean, &invstd, x, Int32(n), Int32(ch), Int32(hw), 1e-5)
+    kn_batchnorm_backward(&dx, &dg, &dbt, dy, x, mean, invstd, gm, Int32(n), Int32(ch), Int32(hw))
+    kn_bias_backward(&dbias, dy, Int32(n), Int32(ch), Int32(hw))
+    var pooled = [Float](repeating: 0, count: n * ch * hw / 4)
+    _ = kn_maxpool2d_forward(&pooled, x, Int32(n), Int32(ch), 16, 16, 2, 2, 2, 2, 0, 0)
+    out += mean + invstd + dx + dg + dbt + dbias + pooled
+    return out
+}
+
+@Suite("Determinism across team sizes and concurrent teams")
+struct DeterminismTests {
+    @Test func sameBitsForAnyTeamSize() {
+        kernelStateLock.withLock {
+            let one = withThreads(1) { kernelFingerprint(seed: 1) }
+            for team in [2, 3, max(4, Int(kn_num_cores()))] {
+                let other = withThreads(team) { () -> [Float] in
+                    #expect(Int(kn_get_num_threads()) == team)
+                    return kernelFingerprint(seed: 1)
+                }
+                expectBitwise(one, other, "team of \(team) vs 1")
+            }
+        }
+    }
+
+    /// Two OS threads, each with its own team size, running kernels at the same time (the
+    /// backward thread and the recompute thread) get exactly what each gets alone.
+    @Test func concurrentTeamsMatchRunningAlone() {
+        kernelStateLock.withLock {
+            let alone = withThreads(1) { kernelFingerprint(seed: 2) }
+            let results = Mutex<[Int: [Float]]>([:])
+            let threads = [(1, 1), (2, 2), (3, 1)].map { (id, team) in
+                Thread {
+                    kn_set_num_threads(Int32(team))
+                    let r = kernelFingerprint(seed: 2)
+                    results.withLock { $0[id] = r }
+                }
+            }
+            for t in threads { t.start() }
+            // Thread has no join: poll for the results (bounded, so a hang fails instead)
+            var waited = 0.0
+            while results.withLock({ $0.count }) < threads.count && waited < 120 {
+                Thread.sleep(forTimeInterval: 0.01); waited += 0.01
+            }
+            for id in [1, 2, 3] {
+                guard let r = results.withLock({ $0[id] }) else { Issue.record("thread \(id) did not finish"); continue }
+                expectBitwise(alone, r, "concurrent thread \(id) vs alone")
+            }
+        }
+    }
+}
+
+/// A tiny lock-protected box (Synchronization's Mutex needs macOS 15 / Swift 6 runtime APIs;
+/// this keeps the tests portable).
+final class Mutex<Value>: @unchecked Sendable {
+    private var value: Value
+    private let lock = NSLock()
+    init(_ value: Value) { self.value = value }
+    func withLock<T>(_ body: (inout Value) -> T) -> T { lock.lock(); defer { lock.unlock() }; return body(&value) }
+}
