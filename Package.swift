@@ -68,6 +68,7 @@ let package = Package(
             ],
             linkerSettings: [
                 .linkedLibrary("omp"),
+                .linkedLibrary("m"),
                 .unsafeFlags(["-L", omp.libDir, "-Xlinker", "-rpath", "-Xlinker", omp.libDir]),
             ]
         ),

@@ -61,6 +61,9 @@ void kn_set_num_threads(int n);
 int kn_get_num_threads(void);
 /// Number of cores this process may run on.
 int kn_num_cores(void);
+/// Measured FMA throughput (GFLOP/s, a multiply-add counts 2) of the active ISA on this
+/// thread's team: the denominator of "fraction of peak". Takes about 0.1 s.
+double kn_peak_gflops(void);
 
 // MARK: - GEMM
 

@@ -1,0 +1,31 @@
+// swift-tools-version:6.2
+// Benchmarks live in their own package (package-benchmark's convention), so users of Remat
+// do not inherit the benchmark dependencies.
+import PackageDescription
+
+let package = Package(
+    name: "RematBenchmarks",
+    dependencies: [
+        .package(name: "Remat", path: ".."),
+        // MallocInterposer only: the default RuntimeInterposer trait needs a package this
+        // toolchain's mirror does not carry.
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        // The layer shapes of the WORKLOADS.md models, shared by the suite and the peer driver.
+        .target(name: "KernelShapes", dependencies: [.product(name: "RematKernels", package: "Remat")]),
+        // `swift package benchmark`: the package-benchmark suite (statistics, regressions).
+        .executableTarget(
+            name: "KernelBenchmarks",
+            dependencies: [
+                "KernelShapes",
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "RematKernels", package: "Remat"),
+            ],
+            path: "Benchmarks/KernelBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // `kernel-peers`: our side of the side-by-side runs driven by peers/*.py.
+        .executableTarget(name: "kernel-peers", dependencies: ["KernelShapes"]),
+    ]
+)
