@@ -1,11 +1,16 @@
-// Conv2d forward, backward-data and backward-weights through im2col + SGEMM.
+// Conv2d forward, backward-data and backward-weights as GEMMs over the "column" matrix
+// col (C*R*S, N*P*Q) of the batch. Two algorithms, chosen per shape by kn_conv2d_plan:
 //
-// A conv is a GEMM over the "column" matrix col (C*R*S, PQ) of each image:
+// IMPLICIT (stride 1; conv_shift.c): col is never written; the GEMM reads shifted runs of the
+// zero-padded input. kn_conv2d_plan picks, per pass, the implicit GEMM where it pays
+// (kn_conv2d_shift_pays) and im2col elsewhere; a caller may force one for all passes.
+//
+// IM2COL (any stride; this file): col written per chunk of images into scratch, then a dense GEMM:
 //   forward          y_n (K, PQ)     = w (K, CRS) . col_n
 //   backward-data    dcol (CRS, PQ)  = w^T . dy_n, then col2im adds dcol into dx_n
 //   backward-weights dw (K, CRS)    += dy_n . col_n^T
 // Images with PQ >= 256 are one GEMM each, straight into y (no copy of the output). Smaller
-// images are taken in chunks of `images_per_chunk`, side by side in one wider col
+// images are taken in chunks of `col_images`, side by side in one wider col
 // (CRS, nb*PQ), so late layers (8x8, 2x2) still make GEMMs wide enough to run fast; the
 // chunk size comes from the shape alone, so the dw reduction order never depends on threads.
 // A 1x1 stride-1 unpadded conv needs no im2col: x_n already is col_n.
@@ -15,6 +20,11 @@
 #include <string.h>
 
 #define KN_COL_BUDGET (1u << 22) // floats of col per chunk (16 MiB)
+
+static int is_unit_1x1(const kn_conv2d *cv) {
+    return cv->R == 1 && cv->S == 1 && cv->stride_h == 1 && cv->stride_w == 1 &&
+           cv->pad_h == 0 && cv->pad_w == 0;
+}
 
 kn_status kn_conv2d_plan(kn_conv2d *cv) {
     if (!cv) return KN_EINVAL;
@@ -32,19 +42,41 @@ kn_status kn_conv2d_plan(kn_conv2d *cv) {
     if ((double)cv->N * cv->C * cv->H * cv->W > lim || (double)cv->N * cv->K * P * Q > lim ||
         (double)cv->K * crs > lim || crs * P * Q > lim)
         return KN_EINVAL;
+    if (cv->algo != KN_CONV_AUTO && cv->algo != KN_CONV_IMPLICIT && cv->algo != KN_CONV_IM2COL)
+        return KN_EINVAL;
+    const int unit_stride = cv->stride_h == 1 && cv->stride_w == 1;
+    if (cv->algo == KN_CONV_IMPLICIT && !unit_stride) return KN_EINVAL; // needs stride 1
     cv->P = (int)P;
     cv->Q = (int)Q;
-    cv->algo = (cv->R == 1 && cv->S == 1 && cv->stride_h == 1 && cv->stride_w == 1 &&
-                cv->pad_h == 0 && cv->pad_w == 0) ? KN_CONV_1X1 : KN_CONV_IM2COL;
+    // per pass: a requested algorithm wins; AUTO takes the implicit GEMM where it pays
+    const int auto_ = cv->algo == KN_CONV_AUTO;
+    const kn_conv_algo fixed = auto_ ? KN_CONV_IM2COL : cv->algo;
+    cv->algo_forward = cv->algo_backward_weights = cv->algo_backward_data = fixed;
+    if (auto_ && unit_stride && kn_conv2d_shift_pays(cv, cv->K))
+        cv->algo_forward = cv->algo_backward_weights = KN_CONV_IMPLICIT;
+    if (auto_ && unit_stride && kn_conv2d_shift_pays(cv, cv->C))
+        cv->algo_backward_data = KN_CONV_IMPLICIT;
+    // the transposed conv needs its padding d(R-1) - pad >= 0
+    if (cv->pad_h > cv->dil_h * (cv->R - 1) || cv->pad_w > cv->dil_w * (cv->S - 1))
+        cv->algo_backward_data = KN_CONV_IM2COL;
+
+    const size_t limit = cv->scratch_limit ? cv->scratch_limit : KN_COL_BUDGET;
     const long PQ = P * Q, CRS = (long)crs;
     long nb = PQ >= 256 ? 1 : (512 + PQ - 1) / PQ;
-    long fit = (long)KN_COL_BUDGET / (CRS * PQ);
+    const long fit = (long)limit / ((CRS + cv->K) * PQ);
     if (nb > fit) nb = fit;
     if (nb > cv->N) nb = cv->N;
     if (nb < 1) nb = 1;
-    cv->images_per_chunk = (int)nb;
-    if (nb == 1) cv->scratch_floats = cv->algo == KN_CONV_1X1 ? 0 : (size_t)(CRS * PQ);
-    else cv->scratch_floats = (size_t)((CRS + cv->K) * nb * PQ); // col + output/dy transposed
+    cv->col_images = (int)nb;
+    cv->shift_images = 1;
+    const int uses_col = cv->algo_forward == KN_CONV_IM2COL ||
+                         cv->algo_backward_data == KN_CONV_IM2COL ||
+                         cv->algo_backward_weights == KN_CONV_IM2COL;
+    const size_t col_scratch = !uses_col ? 0
+                               : nb > 1  ? (size_t)((CRS + cv->K) * nb * PQ) // col + y/dy chunk
+                               : is_unit_1x1(cv) ? 0 : (size_t)(CRS * PQ);
+    const size_t shift_scratch = kn_conv2d_plan_shift(cv, limit);
+    cv->scratch_floats = col_scratch > shift_scratch ? col_scratch : shift_scratch;
     return KN_OK;
 }
 
@@ -143,16 +175,16 @@ static void nchw_to_chunk(const kn_conv2d *cv, float *t, const float *dy, int n0
                    sizeof(float) * PQ);
 }
 
-void kn_conv2d_forward(const kn_conv2d *cv, float *y, const float *x, const float *w,
-                       const float *bias, float *scratch) {
+static void forward_im2col(const kn_conv2d *cv, float *y, const float *x, const float *w,
+                           const float *bias, float *scratch) {
     const int K = cv->K, CRS = cv->C * cv->R * cv->S, PQ = cv->P * cv->Q;
-    const int chunk = cv->images_per_chunk;
+    const int chunk = cv->col_images;
     for (int n0 = 0; n0 < cv->N; n0 += chunk) {
         const int nb = cv->N - n0 < chunk ? cv->N - n0 : chunk;
         if (chunk == 1) {
             float *yn = y + (size_t)n0 * K * PQ;
             const float *col = x + (size_t)n0 * cv->C * cv->H * cv->W;
-            if (cv->algo != KN_CONV_1X1) {
+            if (!is_unit_1x1(cv)) {
                 im2col(cv, scratch, x, n0, 1);
                 col = scratch;
             }
@@ -167,16 +199,16 @@ void kn_conv2d_forward(const kn_conv2d *cv, float *y, const float *x, const floa
     }
 }
 
-void kn_conv2d_backward_data(const kn_conv2d *cv, float *dx, const float *dy, const float *w,
-                             float *scratch) {
+static void backward_data_im2col(const kn_conv2d *cv, float *dx, const float *dy, const float *w,
+                                 float *scratch) {
     const int K = cv->K, C = cv->C, CRS = C * cv->R * cv->S, PQ = cv->P * cv->Q;
     const size_t HW = (size_t)cv->H * cv->W;
-    const int chunk = cv->images_per_chunk;
+    const int chunk = cv->col_images;
     for (int n0 = 0; n0 < cv->N; n0 += chunk) {
         const int nb = cv->N - n0 < chunk ? cv->N - n0 : chunk;
         if (chunk == 1) {
             const float *dyn = dy + (size_t)n0 * K * PQ;
-            if (cv->algo == KN_CONV_1X1) {
+            if (is_unit_1x1(cv)) {
                 kn_sgemm(1, 0, C, PQ, K, 1.0f, w, CRS, dyn, PQ, 1.0f, dx + n0 * HW * C, PQ);
             } else {
                 kn_sgemm(1, 0, CRS, PQ, K, 1.0f, w, CRS, dyn, PQ, 0.0f, scratch, PQ);
@@ -191,10 +223,10 @@ void kn_conv2d_backward_data(const kn_conv2d *cv, float *dx, const float *dy, co
     }
 }
 
-void kn_conv2d_backward_weights(const kn_conv2d *cv, float *dw, float *dbias, const float *dy,
-                                const float *x, float *scratch) {
+static void backward_weights_im2col(const kn_conv2d *cv, float *dw, float *dbias,
+                                    const float *dy, const float *x, float *scratch) {
     const int K = cv->K, CRS = cv->C * cv->R * cv->S, PQ = cv->P * cv->Q;
-    const int chunk = cv->images_per_chunk;
+    const int chunk = cv->col_images;
     // images are reduced chunk by chunk in order: the chunk size is fixed by the shape
     for (int n0 = 0; n0 < cv->N; n0 += chunk) {
         const int nb = cv->N - n0 < chunk ? cv->N - n0 : chunk;
@@ -202,7 +234,7 @@ void kn_conv2d_backward_weights(const kn_conv2d *cv, float *dw, float *dbias, co
         if (chunk == 1) {
             a = dy + (size_t)n0 * K * PQ;
             col = x + (size_t)n0 * cv->C * cv->H * cv->W;
-            if (cv->algo != KN_CONV_1X1) {
+            if (!is_unit_1x1(cv)) {
                 im2col(cv, scratch, x, n0, 1);
                 col = scratch;
             }
@@ -217,4 +249,25 @@ void kn_conv2d_backward_weights(const kn_conv2d *cv, float *dw, float *dbias, co
         kn_sgemm(0, 1, K, CRS, L, 1.0f, a, L, col, L, 1.0f, dw, CRS);
         if (dbias) kn_bias_backward(dbias, a, 1, K, L);
     }
+}
+
+// MARK: - Entry points
+
+void kn_conv2d_forward(const kn_conv2d *cv, float *y, const float *x, const float *w,
+                       const float *bias, float *scratch) {
+    if (cv->algo_forward == KN_CONV_IMPLICIT) kn_conv2d_forward_shift(cv, y, x, w, bias, scratch);
+    else forward_im2col(cv, y, x, w, bias, scratch);
+}
+
+void kn_conv2d_backward_data(const kn_conv2d *cv, float *dx, const float *dy, const float *w,
+                             float *scratch) {
+    if (cv->algo_backward_data == KN_CONV_IMPLICIT) kn_conv2d_backward_data_shift(cv, dx, dy, w, scratch);
+    else backward_data_im2col(cv, dx, dy, w, scratch);
+}
+
+void kn_conv2d_backward_weights(const kn_conv2d *cv, float *dw, float *dbias, const float *dy,
+                                const float *x, float *scratch) {
+    if (cv->algo_backward_weights == KN_CONV_IMPLICIT)
+        kn_conv2d_backward_weights_shift(cv, dw, dbias, dy, x, scratch);
+    else backward_weights_im2col(cv, dw, dbias, dy, x, scratch);
 }

@@ -2,58 +2,216 @@
 //   jc (NC columns of B) > pc (KC deep) > pack B > ic (MC rows of A) > pack A > tiles (jr, ir)
 // Threads split the MR x NR tiles of each MC x NC block (and the packing); they never split
 // the K dimension, so every element of C is reduced in the same order for any team size.
+// Operands are views (internal.h): packing reads straight from a padded conv tensor when the
+// convolution kernels ask for it, so the same driver runs dense GEMMs and implicit-GEMM convs.
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
-// op(A)(i, p) of a row-major A.
-static inline float a_at(const float *A, int lda, int trans, int i, int p) {
-    return trans ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p];
-}
+// MARK: - Packing A: rows [i0, i0+rows) x depth [p0, p0+kc) into one MR-row panel
+// (column p at dst + p*MR); rows past `rows` are zero, so the micro-kernel needs no edge logic.
 
-// Packs rows [i0, i0+mc) x depth [p0, p0+kc) of op(A) into MR-row panels, column p of panel
-// ir at dst + ir*MR*kc + p*MR; rows past mc are zero so the micro-kernel needs no edge logic.
-static void pack_a_panel(float *dst, const float *A, int lda, int trans, int i0, int rows,
-                         int p0, int kc, int mr) {
+static void pack_a(float *dst, const kn_view *A, int i0, int rows, int p0, int kc, int mr) {
+    const float *a = A->data;
     for (int p = 0; p < kc; p++) {
         float *d = dst + (size_t)p * mr;
         int r = 0;
-        for (; r < rows; r++) d[r] = a_at(A, lda, trans, i0 + r, p0 + p);
+        switch (A->kind) {
+        case KN_VIEW_DENSE:
+            for (; r < rows; r++) d[r] = a[(size_t)(i0 + r) * A->ld + p0 + p];
+            break;
+        case KN_VIEW_DENSE_T: {
+            const float *src = a + (size_t)(p0 + p) * A->ld + i0;
+            for (; r < rows; r++) d[r] = src[r];
+            break;
+        }
+        case KN_VIEW_NCHW: {
+            const int j = p0 + p, n = j / A->plane, q = j % A->plane;
+            const float *src = a + ((size_t)n * A->ch + i0) * A->plane + q;
+            for (; r < rows; r++) d[r] = src[(size_t)r * A->plane];
+            break;
+        }
+        default: abort(); // not an A operand anywhere in the library
+        }
         for (; r < mr; r++) d[r] = 0.0f;
     }
 }
 
-// Packs depth [p0, p0+kc) x columns [j0, j0+cols) of op(B) into one NR-column panel (row p at
-// dst + p*NR), zero-padding columns past cols.
-static void pack_b_panel(float *dst, const float *B, int ldb, int trans, int p0, int kc, int j0,
-                         int cols, int nr) {
-    if (!trans) {
-        for (int p = 0; p < kc; p++) {
-            const float *src = B + (size_t)(p0 + p) * ldb + j0;
-            float *d = dst + (size_t)p * nr;
-            memcpy(d, src, sizeof(float) * cols);
+// MARK: - Packing B: depth [p0, p0+kc) x columns [j0, j0+cols) into one NR-column panel
+// (row p at dst + p*NR), zero-padding columns past `cols`.
+
+// Shift view, rows (c, r, s) of depth [p0, p0+kc), columns [j0, j0+cols): each row is a
+// contiguous run of a padded image, split where the columns cross into the next image.
+static void pack_b_shift(float *dst, const kn_view *B, int p0, int kc, int j0, int cols, int nr) {
+    const int RS = B->R * B->S;
+    for (int p = 0; p < kc; p++) {
+        const int row = p0 + p, r = row / B->S % B->R, s = row % B->S;
+        const float *src = B->data + (long)(row / RS) * B->cstride + (long)r * B->rstep +
+                           (long)s * B->sstep;
+        float *d = dst + (size_t)p * nr;
+        for (int c = 0; c < cols;) {
+            const int j = j0 + c, n = j / B->T, t = j % B->T;
+            const int run = B->T - t < cols - c ? B->T - t : cols - c;
+            memcpy(d + c, src + n * B->image + t, sizeof(float) * run);
+            c += run;
+        }
+        for (int c = cols; c < nr; c++) d[c] = 0.0f;
+    }
+}
+
+// Transposed shift view: depth rows are columns (n, t) of the shift view, panel columns are
+// its rows (c, r, s). Each panel column reads a contiguous run of an image; the panel is
+// filled row by row from NR such streams, so stores stay contiguous.
+static void pack_b_shift_t(float *dst, const kn_view *B, int p0, int kc, int j0, int cols,
+                           int nr) {
+    const int RS = B->R * B->S;
+    long off[64];
+    for (int c = 0; c < cols; c++) {
+        const int row = j0 + c;
+        off[c] = (long)(row / RS) * B->cstride + (long)(row / B->S % B->R) * B->rstep +
+                 (long)(row % B->S) * B->sstep;
+    }
+    for (int p = 0; p < kc;) {
+        const int j = p0 + p, n = j / B->T, t = j % B->T;
+        const int run = B->T - t < kc - p ? B->T - t : kc - p;
+        const float *img = B->data + n * B->image + t;
+        for (int i = 0; i < run; i++) {
+            float *d = dst + (size_t)(p + i) * nr;
+            for (int c = 0; c < cols; c++) d[c] = img[off[c] + i];
             for (int c = cols; c < nr; c++) d[c] = 0.0f;
         }
-    } else {
+        p += run;
+    }
+}
+
+static void pack_b(float *dst, const kn_view *B, int p0, int kc, int j0, int cols, int nr) {
+    switch (B->kind) {
+    case KN_VIEW_DENSE:
+        for (int p = 0; p < kc; p++) {
+            float *d = dst + (size_t)p * nr;
+            memcpy(d, B->data + (size_t)(p0 + p) * B->ld + j0, sizeof(float) * cols);
+            for (int c = cols; c < nr; c++) d[c] = 0.0f;
+        }
+        return;
+    case KN_VIEW_DENSE_T:
         for (int c = 0; c < nr; c++) {
             if (c < cols) {
-                const float *src = B + (size_t)(j0 + c) * ldb + p0;
+                const float *src = B->data + (size_t)(j0 + c) * B->ld + p0;
                 for (int p = 0; p < kc; p++) dst[(size_t)p * nr + c] = src[p];
             } else {
                 for (int p = 0; p < kc; p++) dst[(size_t)p * nr + c] = 0.0f;
             }
         }
+        return;
+    case KN_VIEW_SHIFT: pack_b_shift(dst, B, p0, kc, j0, cols, nr); return;
+    case KN_VIEW_SHIFT_T: pack_b_shift_t(dst, B, p0, kc, j0, cols, nr); return;
+    default: abort(); // not a B operand anywhere in the library
     }
 }
 
-// C = beta * C (beta == 0 writes zeros without reading C).
-static void scale_c(float *C, int ldc, int M, int N, float beta) {
-    for (int i = 0; i < M; i++) {
-        float *row = C + (size_t)i * ldc;
-        if (beta == 0.0f) memset(row, 0, sizeof(float) * N);
-        else if (beta != 1.0f) for (int j = 0; j < N; j++) row[j] *= beta;
+// MARK: - Writing C tiles
+
+// Where the rows x cols tile at (i0, j0) of C starts and its row stride, when it is one
+// strided block in memory (always for dense C; for an NCHW view when it stays in one image).
+static float *c_block(const kn_view *C, int i0, int j0, int cols, ptrdiff_t *ldc) {
+    if (C->kind == KN_VIEW_DENSE) {
+        *ldc = C->ld;
+        return C->data + (size_t)i0 * C->ld + j0;
+    }
+    const int n = j0 / C->plane, q = j0 % C->plane;
+    if (q + cols > C->plane) return NULL;
+    *ldc = C->plane;
+    return C->data + ((size_t)n * C->ch + i0) * C->plane + q;
+}
+
+static inline float *c_at(const kn_view *C, int i, int j) {
+    if (C->kind == KN_VIEW_DENSE) return C->data + (size_t)i * C->ld + j;
+    return C->data + ((size_t)(j / C->plane) * C->ch + i) * C->plane + j % C->plane;
+}
+
+// C = beta * C over the whole view (beta == 0 writes zeros without reading C).
+static void scale_c(const kn_view *C, int M, int N, float beta) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float *c = c_at(C, i, j);
+            *c = beta == 0.0f ? 0.0f : beta * *c;
+        }
+}
+
+// MARK: - The driver
+
+void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_view *B,
+                   float beta, const kn_view *C) {
+    if (M == 0 || N == 0) return;
+    if (K == 0 || alpha == 0.0f) {
+        if (beta != 1.0f) scale_c(C, M, N, beta);
+        return;
+    }
+    const kn_gemm_impl *impl = kn_gemm_active();
+    const kn_gemm_blocking bk = impl->blocking;
+    const int MR = bk.mr, NR = bk.nr;
+    const size_t kmax = K < bk.kc ? K : bk.kc, mmax = M < bk.mc ? M : bk.mc;
+    const size_t nmax = N < bk.nc ? N : bk.nc;
+    float *apack = kn_thread_scratch(0, kmax * ((mmax + MR - 1) / MR * MR));
+    float *bpack = kn_thread_scratch(1, kmax * ((nmax + NR - 1) / NR * NR));
+    // below ~0.1 MFLOP a fork/join costs more than it saves
+    const int team = ((double)M * N * K < 1e5) ? 1 : kn_team();
+
+    // split over MR x NR tiles of each block and over packing panels: no thread ever owns a
+    // partial sum of another's tile, so results do not depend on the team size
+#pragma omp parallel num_threads(team)
+    {
+        float edge[64 * 64] __attribute__((aligned(64))); // an MR x NR tile for ragged edges
+        for (int jc = 0; jc < N; jc += bk.nc) {
+            const int nc = N - jc < bk.nc ? N - jc : bk.nc;
+            const int n_jr = (nc + NR - 1) / NR;
+            for (int pc = 0; pc < K; pc += bk.kc) {
+                const int kc = K - pc < bk.kc ? K - pc : bk.kc;
+                const float beta_pc = pc == 0 ? beta : 1.0f;
+#pragma omp for schedule(static)
+                for (int jr = 0; jr < n_jr; jr++) {
+                    const int cols = nc - jr * NR < NR ? nc - jr * NR : NR;
+                    pack_b(bpack + (size_t)jr * NR * kc, B, pc, kc, jc + jr * NR, cols, NR);
+                }
+                for (int ic = 0; ic < M; ic += bk.mc) {
+                    const int mc = M - ic < bk.mc ? M - ic : bk.mc;
+                    const int n_ir = (mc + MR - 1) / MR;
+#pragma omp for schedule(static)
+                    for (int ir = 0; ir < n_ir; ir++) {
+                        const int rows = mc - ir * MR < MR ? mc - ir * MR : MR;
+                        pack_a(apack + (size_t)ir * MR * kc, A, ic + ir * MR, rows, pc, kc, MR);
+                    }
+                    // tiles in jr-major order: a thread's B sliver stays in cache across its ir's
+#pragma omp for schedule(static)
+                    for (int t = 0; t < n_jr * n_ir; t++) {
+                        const int jr = t / n_ir, ir = t % n_ir;
+                        const int i0 = ic + ir * MR, j0 = jc + jr * NR;
+                        const int rows = mc - ir * MR < MR ? mc - ir * MR : MR;
+                        const int cols = nc - jr * NR < NR ? nc - jr * NR : NR;
+                        const float *ap = apack + (size_t)ir * MR * kc;
+                        const float *bp = bpack + (size_t)jr * NR * kc;
+                        ptrdiff_t ldc;
+                        float *c = c_block(C, i0, j0, cols, &ldc);
+                        if (c && rows == MR && cols == NR) {
+                            impl->ukr(kc, ap, bp, c, ldc, alpha, beta_pc);
+                            continue;
+                        }
+                        impl->ukr(kc, ap, bp, edge, NR, alpha, 0.0f);
+                        for (int i = 0; i < rows; i++)
+                            for (int j = 0; j < cols; j++) {
+                                float *cij = c ? c + i * ldc + j : c_at(C, i0 + i, j0 + j);
+                                *cij = beta_pc == 0.0f ? edge[i * NR + j]
+                                                       : edge[i * NR + j] + beta_pc * *cij;
+                            }
+                    }
+                }
+            }
+        }
     }
 }
+
+// MARK: - Dense SGEMM
 
 static int sgemm_args_ok(int ta, int tb, int M, int N, int K, const float *A, int lda,
                          const float *B, int ldb, const float *C, int ldc) {
@@ -69,72 +227,10 @@ static int sgemm_args_ok(int ta, int tb, int M, int N, int K, const float *A, in
 kn_status kn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                    int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (!sgemm_args_ok(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc)) return KN_EINVAL;
-    if (M == 0 || N == 0) return KN_OK;
-    if (K == 0 || alpha == 0.0f) {
-        scale_c(C, ldc, M, N, beta);
-        return KN_OK;
-    }
-    const kn_gemm_impl *impl = kn_gemm_active();
-    const kn_gemm_blocking bk = impl->blocking;
-    const int MR = bk.mr, NR = bk.nr;
-    const size_t kmax = K < bk.kc ? K : bk.kc, mmax = M < bk.mc ? M : bk.mc;
-    const size_t nmax = N < bk.nc ? N : bk.nc;
-    float *apack = kn_thread_scratch(0, kmax * ((mmax + MR - 1) / MR * MR));
-    float *bpack = kn_thread_scratch(1, kmax * ((nmax + NR - 1) / NR * NR));
-    // below ~0.1 MFLOP a fork/join costs more than it saves
-    int team = ((double)M * N * K < 1e5) ? 1 : kn_team();
-
-    // split over MR x NR tiles of each block and over packing panels: no thread ever owns a
-    // partial sum of another's tile, so results do not depend on the team size
-#pragma omp parallel num_threads(team)
-    {
-        float edge[32 * 64] __attribute__((aligned(64))); // MR*NR temporary for ragged tiles
-        for (int jc = 0; jc < N; jc += bk.nc) {
-            const int nc = N - jc < bk.nc ? N - jc : bk.nc;
-            const int n_jr = (nc + NR - 1) / NR;
-            for (int pc = 0; pc < K; pc += bk.kc) {
-                const int kc = K - pc < bk.kc ? K - pc : bk.kc;
-                const float beta_pc = pc == 0 ? beta : 1.0f;
-#pragma omp for schedule(static)
-                for (int jr = 0; jr < n_jr; jr++) {
-                    int cols = nc - jr * NR < NR ? nc - jr * NR : NR;
-                    pack_b_panel(bpack + (size_t)jr * NR * kc, B, ldb, trans_b, pc, kc,
-                                 jc + jr * NR, cols, NR);
-                }
-                for (int ic = 0; ic < M; ic += bk.mc) {
-                    const int mc = M - ic < bk.mc ? M - ic : bk.mc;
-                    const int n_ir = (mc + MR - 1) / MR;
-#pragma omp for schedule(static)
-                    for (int ir = 0; ir < n_ir; ir++) {
-                        int rows = mc - ir * MR < MR ? mc - ir * MR : MR;
-                        pack_a_panel(apack + (size_t)ir * MR * kc, A, lda, trans_a,
-                                     ic + ir * MR, rows, pc, kc, MR);
-                    }
-                    // tiles in jr-major order: a thread's B sliver stays in L1 across its ir's
-#pragma omp for schedule(static)
-                    for (int t = 0; t < n_jr * n_ir; t++) {
-                        const int jr = t / n_ir, ir = t % n_ir;
-                        const int rows = mc - ir * MR < MR ? mc - ir * MR : MR;
-                        const int cols = nc - jr * NR < NR ? nc - jr * NR : NR;
-                        const float *ap = apack + (size_t)ir * MR * kc;
-                        const float *bp = bpack + (size_t)jr * NR * kc;
-                        float *c = C + (size_t)(ic + ir * MR) * ldc + jc + jr * NR;
-                        if (rows == MR && cols == NR) {
-                            impl->ukr(kc, ap, bp, c, ldc, alpha, beta_pc);
-                        } else {
-                            impl->ukr(kc, ap, bp, edge, NR, alpha, 0.0f);
-                            for (int i = 0; i < rows; i++)
-                                for (int j = 0; j < cols; j++) {
-                                    float *cij = c + (size_t)i * ldc + j;
-                                    *cij = beta_pc == 0.0f ? edge[i * NR + j]
-                                                           : edge[i * NR + j] + beta_pc * *cij;
-                                }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    const kn_view a = {.kind = trans_a ? KN_VIEW_DENSE_T : KN_VIEW_DENSE, .data = (float *)A, .ld = lda};
+    const kn_view b = {.kind = trans_b ? KN_VIEW_DENSE_T : KN_VIEW_DENSE, .data = (float *)B, .ld = ldb};
+    const kn_view c = {.kind = KN_VIEW_DENSE, .data = C, .ld = ldc};
+    kn_gemm_views(M, N, K, alpha, &a, &b, beta, &c);
     return KN_OK;
 }
 
@@ -146,7 +242,8 @@ kn_status kn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alph
         for (int j = 0; j < N; j++) {
             float acc = 0.0f;
             for (int p = 0; p < K; p++)
-                acc += a_at(A, lda, trans_a, i, p) * a_at(B, ldb, !trans_b, j, p);
+                acc += (trans_a ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p]) *
+                       (trans_b ? B[(size_t)j * ldb + p] : B[(size_t)p * ldb + j]);
             float *cij = C + (size_t)i * ldc + j;
             *cij = beta == 0.0f ? alpha * acc : alpha * acc + beta * *cij;
         }

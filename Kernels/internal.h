@@ -43,6 +43,46 @@ const kn_gemm_impl *kn_gemm_active(void);
 // The blocking table (one row per ISA); runtime.c owns it.
 kn_gemm_impl *kn_gemm_table(kn_isa isa);
 
+// MARK: - Matrix views: what the GEMM driver multiplies
+// A dense row-major array, or a view of a conv tensor that the packing routines read
+// directly, so no im2col matrix is ever written out (see conv_shift.c).
+typedef enum {
+    KN_VIEW_DENSE,   // (i, j) -> data[i*ld + j]
+    KN_VIEW_DENSE_T, // (i, j) -> data[j*ld + i]
+    KN_VIEW_NCHW,    // (ch x N*plane) over a (N, ch, plane) tensor:
+                     //   (i, j) -> data[(j / plane) * ch * plane + i * plane + j % plane]
+    KN_VIEW_SHIFT,   // (C*R*S x N*T) over padded images: row (c, r, s), column (n, t) ->
+                     //   data[n*image + c*cstride + r*rstep + s*sstep + t]
+                     // so every row is a contiguous run of an image, shifted by (r, s)
+    KN_VIEW_SHIFT_T, // (N*T x C*R*S): its transpose
+} kn_view_kind;
+
+typedef struct {
+    kn_view_kind kind;
+    float *data;          // read-only when the view is an operand
+    int ld;               // dense
+    int ch, plane;        // NCHW
+    int R, S, rstep, sstep, T; // shift
+    long cstride, image;  // shift
+} kn_view;
+
+// C = alpha * A.B + beta * C over views; A is M x K, B is K x N, C (dense or NCHW) is M x N.
+// Same blocking, threading and determinism as kn_sgemm (which is this on dense views).
+void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_view *B,
+                   float beta, const kn_view *C);
+
+// MARK: - Convolution by implicit GEMM over the padded input (conv_shift.c), stride 1
+// Sets shift_images for the passes whose algo_* is IMPLICIT and returns the scratch they need.
+size_t kn_conv2d_plan_shift(kn_conv2d *cv, size_t limit);
+// Whether the implicit GEMM beats im2col for a pass with `out_channels` GEMM rows (see conv.c).
+int kn_conv2d_shift_pays(const kn_conv2d *cv, int out_channels);
+void kn_conv2d_forward_shift(const kn_conv2d *cv, float *y, const float *x, const float *w,
+                             const float *bias, float *scratch);
+void kn_conv2d_backward_data_shift(const kn_conv2d *cv, float *dx, const float *dy,
+                                   const float *w, float *scratch);
+void kn_conv2d_backward_weights_shift(const kn_conv2d *cv, float *dw, float *dbias,
+                                      const float *dy, const float *x, float *scratch);
+
 // Grow-only 64-byte-aligned scratch owned by the calling OS thread (freed at thread exit).
 // slot 0: packed A, slot 1: packed B.
 float *kn_thread_scratch(int slot, size_t floats);

@@ -16,6 +16,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS_BIN = os.path.join(HERE, "..", ".build", "release", "kernel-peers")
 
 
+def warm_up(fn, seconds=1.0):
+    """A new thread team runs slowly for its first ~0.1 s while the OS places its threads;
+    both sides get a second of work before anything is timed."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn()
+
+
 def median_seconds(fn, repeats):
     fn()
     times = []
@@ -41,6 +49,8 @@ def peer_numpy(threads, repeats, shapes):
     except ImportError:
         pass
     rng = np.random.default_rng(1)
+    w = rng.uniform(-1, 1, (512, 512)).astype(np.float32)
+    warm_up(lambda: w @ w)
     for s in shapes:
         a = rng.uniform(-1, 1, (s["M"], s["K"])).astype(np.float32)
         b = rng.uniform(-1, 1, (s["K"], s["N"])).astype(np.float32)
@@ -54,6 +64,8 @@ def peer_torch(threads, repeats, shapes):
     torch.set_num_threads(threads)
     label = f"torch {torch.__version__} (mkldnn={torch.backends.mkldnn.is_available()})"
     g = torch.Generator().manual_seed(1)
+    w = torch.rand(512, 512, generator=g)
+    warm_up(lambda: w @ w)
     for s in shapes:
         x = torch.rand(64, s["C"], s["H"], s["H"], generator=g) * 2 - 1
         w = torch.rand(s["K"], s["C"], s["R"], s["R"], generator=g) * 2 - 1

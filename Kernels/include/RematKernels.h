@@ -93,12 +93,15 @@ kn_status kn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alph
 // MARK: - Convolution
 
 typedef enum {
-    KN_CONV_IM2COL = 0, // im2col (a chunk of images at once) + one GEMM per chunk
-    KN_CONV_1X1 = 1,    // 1x1, stride 1, no padding: the input already is the GEMM operand
+    KN_CONV_AUTO = 0,     // let kn_conv2d_plan choose, per pass
+    KN_CONV_IMPLICIT = 1, // stride 1 only: implicit GEMM over the zero-padded input, no im2col
+                          // matrix; backward-data runs as the transposed (stride-1) conv
+    KN_CONV_IM2COL = 2,   // any stride: explicit im2col of a chunk of images + one GEMM
 } kn_conv_algo;
 
 /// A 2-D convolution, planned once and run many times (oneDNN style).
-/// Fill the first block, call kn_conv2d_plan, then read the derived block.
+/// Fill the first block (algo KN_CONV_AUTO unless you want one), call kn_conv2d_plan, then
+/// read the derived block.
 typedef struct {
     // given
     int N, C, H, W;             // input (N, C, H, W)
@@ -106,14 +109,20 @@ typedef struct {
     int stride_h, stride_w;     // >= 1
     int pad_h, pad_w;           // >= 0, zeros
     int dil_h, dil_w;           // >= 1
+    kn_conv_algo algo;          // requested; kn_conv2d_plan replaces AUTO with its choice
+    size_t scratch_limit;       // cap on scratch_floats (0: 4 Mi floats); images are processed
+                                // in chunks that fit, but one image always gets what it needs
     // derived by kn_conv2d_plan
     int P, Q;                   // output (N, K, P, Q)
-    kn_conv_algo algo;
-    int images_per_chunk;       // images per im2col chunk (fixed by the shape, not by threads)
+    kn_conv_algo algo_forward, algo_backward_data, algo_backward_weights; // per pass
+    int col_images;             // images per im2col chunk   } fixed by the shape, never by the
+    int shift_images;           // images per implicit chunk } team size: dw sums them in order
     size_t scratch_floats;      // scratch every pass of this convolution needs
 } kn_conv2d;
 
 /// Validate the sizes and derive P, Q, the algorithm and the scratch size.
+/// Caller-provided scratch (scratch_floats) is the only memory the passes use besides the
+/// GEMM's per-thread packing buffers, so an accounting allocator sees every large buffer.
 kn_status kn_conv2d_plan(kn_conv2d *cv);
 
 /// y = conv(x, w) + bias. y (N,K,P,Q), x (N,C,H,W), w (K,C,R,S), bias (K) or NULL.

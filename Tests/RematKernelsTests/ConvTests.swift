@@ -6,8 +6,9 @@ struct Conv: CustomStringConvertible {
     var cv: kn_conv2d
 
     init?(N: Int, C: Int, H: Int, W: Int, K: Int, R: Int, S: Int, stride: (Int, Int) = (1, 1),
-          pad: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1)) {
+          pad: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), algo: kn_conv_algo = KN_CONV_AUTO) {
         cv = kn_conv2d()
+        cv.algo = algo
         (cv.N, cv.C, cv.H, cv.W) = (Int32(N), Int32(C), Int32(H), Int32(W))
         (cv.K, cv.R, cv.S) = (Int32(K), Int32(R), Int32(S))
         (cv.stride_h, cv.stride_w) = (Int32(stride.0), Int32(stride.1))
@@ -16,8 +17,9 @@ struct Conv: CustomStringConvertible {
         guard kn_conv2d_plan(&cv) == KN_OK else { return nil }
     }
     var description: String {
-        "N\(cv.N) C\(cv.C) \(cv.H)x\(cv.W) K\(cv.K) \(cv.R)x\(cv.S) s\(cv.stride_h),\(cv.stride_w) p\(cv.pad_h),\(cv.pad_w) d\(cv.dil_h),\(cv.dil_w) chunk \(cv.images_per_chunk) algo \(cv.algo.rawValue)"
+        "N\(cv.N) C\(cv.C) \(cv.H)x\(cv.W) K\(cv.K) \(cv.R)x\(cv.S) s\(cv.stride_h),\(cv.stride_w) p\(cv.pad_h),\(cv.pad_w) d\(cv.dil_h),\(cv.dil_w) algos \(name(cv.algo_forward))/\(name(cv.algo_backward_data))/\(name(cv.algo_backward_weights)) chunks \(cv.col_images)/\(cv.shift_images)"
     }
+    private func name(_ a: kn_conv_algo) -> String { a == KN_CONV_IMPLICIT ? "implicit" : "im2col" }
     var xCount: Int { Int(cv.N * cv.C * cv.H * cv.W) }
     var wCount: Int { Int(cv.K * cv.C * cv.R * cv.S) }
     var yCount: Int { Int(cv.N * cv.K * cv.P * cv.Q) }
@@ -60,9 +62,23 @@ extension UnsafeMutableBufferPointer where Element == Float {
     func initialized(_ a: [Float]) -> Self { _ = self.initialize(from: a); return self }
 }
 
-/// Shapes that reach every path: chunked and one-image GEMMs, the 1x1 path, stride, padding,
-/// dilation, odd sizes, batch 1, a kernel as large as the padded input.
+/// Shapes that reach every path of both algorithms and the plan's per-pass mix of them:
+/// implicit GEMM (with and without the transposed backward-data), explicit im2col with
+/// chunked and one-image GEMMs, one image per chunk (a tiny scratch limit), the 1x1 path,
+/// stride, padding, dilation, odd sizes, batch 1, a kernel as large as the padded input.
 func convShapes() -> [Conv] {
+    baseConvShapes().enumerated().flatMap { (i, c) -> [Conv] in
+        [KN_CONV_AUTO, KN_CONV_IMPLICIT, KN_CONV_IM2COL].filter { $0 != KN_CONV_IMPLICIT || (c.cv.stride_h == 1 && c.cv.stride_w == 1) }.map { algo in
+            var v = c
+            v.cv.algo = algo
+            v.cv.scratch_limit = i % 2 == 0 ? 1 : 0 // every other shape one image per chunk
+            precondition(kn_conv2d_plan(&v.cv) == KN_OK)
+            return v
+        }
+    }
+}
+
+func baseConvShapes() -> [Conv] {
     var shapes: [Conv] = [
         Conv(N: 1, C: 3, H: 7, W: 5, K: 4, R: 3, S: 3, pad: (1, 1))!,
         Conv(N: 2, C: 5, H: 17, W: 16, K: 6, R: 1, S: 1)!,                       // 1x1, PQ >= 256
@@ -72,6 +88,7 @@ func convShapes() -> [Conv] {
         Conv(N: 3, C: 2, H: 9, W: 8, K: 3, R: 3, S: 2, stride: (2, 1), pad: (1, 0), dilation: (1, 2))!,
         Conv(N: 2, C: 1, H: 6, W: 6, K: 2, R: 5, S: 5, pad: (2, 2))!,
         Conv(N: 1, C: 2, H: 3, W: 3, K: 2, R: 5, S: 5, pad: (1, 1))!,            // kernel = padded input
+        Conv(N: 2, C: 9, H: 12, W: 12, K: 10, R: 3, S: 3, pad: (1, 1))!,         // auto: implicit fwd and bwd
     ]
     var rng = SplitMix(2024)
     while shapes.count < 28 {
@@ -123,7 +140,7 @@ struct ConvTests {
 
     /// Finite differences through the fast kernels: d/dx, d/dw and d/dbias.
     @Test func finiteDifferences() {
-        for (i, conv) in convShapes().prefix(10).enumerated() {
+        for (i, conv) in convShapes().prefix(20).enumerated() {
             var rng = SplitMix(UInt64(300 + i))
             let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(conv.cv.K))
             let g = rng.array(conv.yCount)
@@ -156,5 +173,9 @@ struct ConvTests {
         #expect(kn_conv2d_plan(&cv) == KN_ESHAPE)           // dilated kernel spans 13 > 5
         cv.dil_w = 1; cv.N = Int32.max; cv.H = 1000; cv.W = 1000
         #expect(kn_conv2d_plan(&cv) == KN_EINVAL)           // tensor beyond int range
+        cv.N = 1; cv.H = 3; cv.W = 3; cv.algo = kn_conv_algo(rawValue: 9)
+        #expect(kn_conv2d_plan(&cv) == KN_EINVAL)           // no such algorithm
+        cv.algo = KN_CONV_IMPLICIT; cv.stride_w = 2
+        #expect(kn_conv2d_plan(&cv) == KN_EINVAL)           // implicit needs stride 1
     }
 }

@@ -8,8 +8,10 @@ public struct ConvLayer: Sendable {
     public let count: Int // layers of this shape in the model
 
     /// The planned kernel descriptor at batch `N`.
-    public func plan(batch N: Int) -> kn_conv2d {
+    /// `algo` where the layer allows it (implicit needs stride 1), else the plan's choice.
+    public func plan(batch N: Int, algo: kn_conv_algo = KN_CONV_AUTO) -> kn_conv2d {
         var cv = kn_conv2d()
+        cv.algo = stride == 1 ? algo : KN_CONV_AUTO
         (cv.N, cv.C, cv.H, cv.W, cv.K, cv.R, cv.S) = (Int32(N), Int32(C), Int32(H), Int32(H), Int32(K), Int32(R), Int32(R))
         (cv.stride_h, cv.stride_w, cv.pad_h, cv.pad_w, cv.dil_h, cv.dil_w) = (Int32(stride), Int32(stride), Int32(pad), Int32(pad), 1, 1)
         precondition(kn_conv2d_plan(&cv) == KN_OK, "bad layer \(name)")

@@ -12,6 +12,18 @@ guard args.count >= 3, let threads = Int(args[2]), threads >= 1, ["gemm", "conv"
 }
 let repeats = args.count > 3 ? max(1, Int(args[3]) ?? 5) : 5
 kn_set_num_threads(Int32(threads))
+// REMAT_CONV_ALGO=implicit|im2col measures one algorithm; the default is the plan's choice
+let algo: kn_conv_algo = ["implicit": KN_CONV_IMPLICIT, "im2col": KN_CONV_IM2COL][ProcessInfo.processInfo.environment["REMAT_CONV_ALGO"] ?? ""] ?? KN_CONV_AUTO
+
+// A new team runs slowly for its first ~0.1 s (its threads are still being placed on cores):
+// run a second of GEMMs first so the timed calls see the steady state.
+do {
+    let a = Buffer(512 * 512), c = Buffer(512 * 512)
+    let start = DispatchTime.now().uptimeNanoseconds
+    while DispatchTime.now().uptimeNanoseconds - start < 1_000_000_000 {
+        _ = kn_sgemm(0, 0, 512, 512, 512, 1, a.pointer, 512, a.pointer, 512, 0, c.pointer, 512)
+    }
+}
 
 func emit(_ fields: [String: Any]) {
     let data = try! JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
@@ -31,7 +43,7 @@ if args[1] == "peak" {
     }
 } else {
     for l in workloadConvs {
-        var cv = l.plan(batch: 64)
+        var cv = l.plan(batch: 64, algo: algo)
         let x = Buffer(Int(cv.N * cv.C * cv.H * cv.W)), w = Buffer(Int(cv.K * cv.C * cv.R * cv.S), seed: 2)
         let bias = Buffer(Int(cv.K), seed: 3), y = Buffer(Int(cv.N * cv.K * cv.P * cv.Q), seed: 4)
         let dx = Buffer(x.count, seed: 5), dw = Buffer(w.count, seed: 6), db = Buffer(bias.count, seed: 7)
