@@ -10,6 +10,7 @@ let package = Package(
         // MallocInterposer only: the default RuntimeInterposer trait needs a package this
         // toolchain's mirror does not carry.
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.6.0"),
     ],
     targets: [
         // The layer shapes of the WORKLOADS.md models, shared by the suite and the peer driver.
@@ -25,7 +26,10 @@ let package = Package(
             path: "Benchmarks/KernelBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
-        // `kernel-peers`: our side of the side-by-side runs driven by peers/*.py.
-        .executableTarget(name: "kernel-peers", dependencies: ["KernelShapes"]),
+        // `kernel-bench`: the quick kernel benchmark (the README's main job until `remat bench`
+        // exists) and our side of the side-by-side runs driven by peers/compare_kernels.py.
+        .executableTarget(name: "kernel-bench", dependencies: [
+            "KernelShapes", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
     ]
 )

@@ -39,9 +39,9 @@ int kn_conv2d_shift_pays(const kn_conv2d *cv, int out_channels) {
     // The padded grid computes Wp - Q junk columns per output row; im2col instead writes and
     // re-reads the column matrix, a cost that each of the GEMM's rows (output channels)
     // shares. Measured on the WORKLOADS layers (Benchmarks/peers): the padded grid wins while
-    // junk fraction x rows < 16, and loses with under 8 rows (a mostly empty micro-tile).
+    // junk fraction x rows <= 16, and loses with under 8 rows (a mostly empty micro-tile).
     const int wp = cv->W + 2 * cv->pad_w;
-    return out_channels >= 8 && (long)(wp - cv->Q) * out_channels < 16L * cv->Q;
+    return out_channels >= 8 && (long)(wp - cv->Q) * out_channels <= 16L * cv->Q;
 }
 
 size_t kn_conv2d_plan_shift(kn_conv2d *cv, size_t limit) {

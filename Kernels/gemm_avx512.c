@@ -16,7 +16,9 @@ void kn_sgemm_ukr_avx512_8x48(int k, const float *a, const float *b, float *c, p
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + i * ldc + 32), _MM_HINT_T0);
     }
+#pragma clang loop unroll_count(4)
     for (int p = 0; p < k; p++, a += 8, b += 48) {
+        _mm_prefetch((const char *)(b + 8 * 48), _MM_HINT_T0); // B streams from L2
         const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16),
                      b2 = _mm512_load_ps(b + 32);
 #pragma clang loop unroll(full)

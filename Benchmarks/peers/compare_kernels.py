@@ -2,10 +2,10 @@
 """Side-by-side kernel benchmark: Remat's kernels against NumPy's OpenBLAS (GEMM) and
 PyTorch's CPU convolutions (oneDNN), in one run, at 1 and 2 threads.
 
-    swift build -c release --package-path Benchmarks --product kernel-peers
+    swift build -c release --package-path Benchmarks --product kernel-bench
     python3 Benchmarks/peers/compare_kernels.py [--threads 1 2] [--repeats 7] [--torch PYTHON]
 
-Our figures come from the kernel-peers executable (JSON lines); each peer runs in its own
+Our figures come from the kernel-bench executable (--json); each peer runs in its own
 process so its thread count and environment are its own. OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE are removed for the NumPy process only (they slow a current OpenBLAS).
 Prints Markdown tables: GFLOP/s, ratio ours/peer and the fraction of the measured FMA peak.
@@ -13,7 +13,7 @@ Prints Markdown tables: GFLOP/s, ratio ours/peer and the fraction of the measure
 import argparse, json, os, statistics, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PEERS_BIN = os.path.join(HERE, "..", ".build", "release", "kernel-peers")
+BENCH_BIN = os.path.join(HERE, "..", ".build", "release", "kernel-bench")
 
 
 def warm_up(fn, seconds=1.0):
@@ -87,9 +87,9 @@ def peer_torch(threads, repeats, shapes):
 # ---- driver
 
 def run_ours(kind, threads, repeats):
-    out = subprocess.run([PEERS_BIN, kind, str(threads), str(repeats)], check=True,
-                         capture_output=True, text=True).stdout
-    return [json.loads(l) for l in out.splitlines() if l.strip()]
+    out = subprocess.run([BENCH_BIN, "--json", "--only", kind, "--threads", str(threads), "--repeats", str(repeats)],
+                         check=True, capture_output=True, text=True).stdout
+    return [r for r in (json.loads(l) for l in out.splitlines() if l.strip()) if r["kind"] == kind]
 
 
 def run_peer(kind, python, threads, repeats, shapes, env):
@@ -99,8 +99,7 @@ def run_peer(kind, python, threads, repeats, shapes, env):
 
 
 def peak(threads):
-    out = subprocess.run([PEERS_BIN, "peak", str(threads)], check=True, capture_output=True, text=True).stdout
-    return json.loads(out)["gflops"]
+    return run_ours("peak", threads, 1)[0]["gflops"]
 
 
 def main():
@@ -117,8 +116,8 @@ def main():
                     help="python with torch (a venv outside the repository)")
     ap.add_argument("--only", choices=["gemm", "conv"])
     args = ap.parse_args()
-    if not os.path.exists(PEERS_BIN):
-        sys.exit(f"missing {PEERS_BIN}: run  swift build -c release --package-path Benchmarks --product kernel-peers")
+    if not os.path.exists(BENCH_BIN):
+        sys.exit(f"missing {BENCH_BIN}: run  swift build -c release --package-path Benchmarks --product kernel-bench")
     np_env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     for t in args.threads:
         pk = peak(t)
@@ -140,14 +139,14 @@ def main():
             ours = run_ours("conv", t, args.repeats)
             theirs = {r["name"]: r for r in run_peer("torch", args.torch, t, args.repeats, ours, dict(os.environ))}
             print(f"\nConv2d at batch 64 vs {next(iter(theirs.values()))['peer']}\n")
-            print("| layer | x count | pass | Remat GFLOP/s | PyTorch GFLOP/s | ratio | Remat % of peak |")
-            print("|---|---:|---|---:|---:|---:|---:|")
+            print("| layer | x count | pass | Remat algo | Remat GFLOP/s | PyTorch GFLOP/s | ratio | Remat % of peak |")
+            print("|---|---:|---|---|---:|---:|---:|---:|")
             totals = {}
             for r in ours:
                 p = theirs[r["model"] + " " + r["name"]]
-                for pas in ("forward", "backward_data", "backward_weights"):
+                for i, pas in enumerate(("forward", "backward_data", "backward_weights")):
                     go, gp = r["flops"] / r[pas] / 1e9, r["flops"] / p[pas] / 1e9
-                    print(f"| {r['model']} {r['name']} | {r['count']} | {pas} | {go:.0f} | {gp:.0f} | "
+                    print(f"| {r['model']} {r['name']} | {r['count']} | {pas} | {r['algos'][i]} | {go:.0f} | {gp:.0f} | "
                           f"{go / gp:.2f} | {100 * go / pk:.0f}% |")
                     tot = totals.setdefault(r["model"], [0.0, 0.0])
                     tot[0] += r["count"] * r[pas]
