@@ -31,11 +31,14 @@ struct OpenMP {
                 if fm.fileExists(atPath: "\(inc)/omp.h") { return OpenMP(includeDir: inc, libDir: lib) }
             }
         }
-        fatalError("""
-            Remat needs LLVM's OpenMP runtime (omp.h and libomp.so) and could not find it under /usr/lib/llvm-*.
+        // a plain message and exit status, not fatalError's crash report
+        FileHandle.standardError.write(Data("""
+            error: Remat needs LLVM's OpenMP runtime (omp.h and libomp.so) and found none under /usr/lib/llvm-*.
             Install it with:  apt-get install -y libomp-dev
             or point REMAT_OMP_INCLUDE (the folder with omp.h) and REMAT_OMP_LIB (the folder with libomp.so) at it.
-            """)
+
+            """.utf8))
+        exit(1)
     }
 }
 
