@@ -14,13 +14,22 @@
 
 static void pack_a(float *dst, const kn_view *A, int i0, int rows, int p0, int kc, int mr) {
     const float *a = A->data;
+    if (A->kind == KN_VIEW_DENSE) {
+        // row by row: each source row is read sequentially; the panel (mr x kc) stays in L1
+        for (int r = 0; r < mr; r++) {
+            if (r < rows) {
+                const float *src = a + (size_t)(i0 + r) * A->ld + p0;
+                for (int p = 0; p < kc; p++) dst[(size_t)p * mr + r] = src[p];
+            } else {
+                for (int p = 0; p < kc; p++) dst[(size_t)p * mr + r] = 0.0f;
+            }
+        }
+        return;
+    }
     for (int p = 0; p < kc; p++) {
         float *d = dst + (size_t)p * mr;
         int r = 0;
         switch (A->kind) {
-        case KN_VIEW_DENSE:
-            for (; r < rows; r++) d[r] = a[(size_t)(i0 + r) * A->ld + p0 + p];
-            break;
         case KN_VIEW_DENSE_T: {
             const float *src = a + (size_t)(p0 + p) * A->ld + i0;
             for (; r < rows; r++) d[r] = src[r];
@@ -148,9 +157,14 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
         if (beta != 1.0f) scale_c(C, M, N, beta);
         return;
     }
-    const kn_gemm_impl *impl = kn_gemm_active();
-    const kn_gemm_blocking bk = impl->blocking;
+    const kn_gemm_impl *impl = kn_gemm_choose(M, N);
+    kn_gemm_blocking bk = impl->blocking;
     const int MR = bk.mr, NR = bk.nr;
+    // equal blocks instead of full ones and a sliver (N = 4096 with NC = 4032 would pack all
+    // of A again for 64 columns): the same number of blocks, each rounded up to the tile
+    bk.nc = ((N + (N + bk.nc - 1) / bk.nc - 1) / ((N + bk.nc - 1) / bk.nc) + NR - 1) / NR * NR;
+    bk.mc = ((M + (M + bk.mc - 1) / bk.mc - 1) / ((M + bk.mc - 1) / bk.mc) + MR - 1) / MR * MR;
+    bk.kc = (K + (K + bk.kc - 1) / bk.kc - 1) / ((K + bk.kc - 1) / bk.kc);
     const size_t kmax = K < bk.kc ? K : bk.kc, mmax = M < bk.mc ? M : bk.mc;
     const size_t nmax = N < bk.nc ? N : bk.nc;
     float *apack = kn_thread_scratch(0, kmax * ((mmax + MR - 1) / MR * MR));

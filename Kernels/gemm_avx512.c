@@ -41,4 +41,40 @@ void kn_sgemm_ukr_avx512_8x48(int k, const float *a, const float *b, float *c, p
         }
     }
 }
+// Contract: see kn_sgemm_ukr in internal.h. MR = 12, NR = 32: 24 zmm accumulators, 2 for B,
+// 1 broadcast of A. The dispatcher takes it over 8x48 where it pads less: N a multiple of 32
+// (square powers of two, 4x4 and 2x2 conv layers batched) with M not a multiple of 8 x small.
+__attribute__((target("avx512f")))
+void kn_sgemm_ukr_avx512_12x32(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
+                               float alpha, float beta) {
+    __m512 acc[12][2];
+#pragma clang loop unroll(full)
+    for (int i = 0; i < 12; i++) {
+        acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+    }
+#pragma clang loop unroll_count(4)
+    for (int p = 0; p < k; p++, a += 12, b += 32) {
+        _mm_prefetch((const char *)(b + 8 * 32), _MM_HINT_T0);
+        const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 12; i++) {
+            const __m512 ai = _mm512_set1_ps(a[i]);
+            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+        }
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma clang loop unroll(full)
+    for (int i = 0; i < 12; i++) {
+        float *ci = c + i * ldc;
+#pragma clang loop unroll(full)
+        for (int j = 0; j < 2; j++) {
+            __m512 r = _mm512_mul_ps(va, acc[i][j]);
+            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + 16 * j), r);
+            _mm512_storeu_ps(ci + 16 * j, r);
+        }
+    }
+}
 #endif

@@ -26,6 +26,8 @@ void kn_sgemm_ukr_avx2_6x16(int k, const float *a, const float *b, float *c, ptr
                             float alpha, float beta);
 void kn_sgemm_ukr_avx512_8x48(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
                                float alpha, float beta);
+void kn_sgemm_ukr_avx512_12x32(int k, const float *a, const float *b, float *c,
+                               ptrdiff_t ldc, float alpha, float beta);
 #endif
 #if defined(__aarch64__)
 void kn_sgemm_ukr_neon_8x12(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
@@ -38,10 +40,8 @@ typedef struct {
     kn_gemm_blocking blocking;
 } kn_gemm_impl;
 
-// The GEMM implementation of the active ISA.
-const kn_gemm_impl *kn_gemm_active(void);
-// The blocking table (one row per ISA); runtime.c owns it.
-kn_gemm_impl *kn_gemm_table(kn_isa isa);
+// The micro-kernel (with its blocking) of the active ISA that pads an M x N product least.
+const kn_gemm_impl *kn_gemm_choose(int M, int N);
 
 // MARK: - Matrix views: what the GEMM driver multiplies
 // A dense row-major array, or a view of a conv tensor that the packing routines read

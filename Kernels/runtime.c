@@ -24,37 +24,61 @@ const char *kn_status_string(kn_status s) {
 // Cache blocks: KC*NR*4 bytes of B (a sliver) stay in L1 while a KC*MR sliver of A streams;
 // MC*KC*4 bytes of A stay in L2; KC*NC*4 bytes of B sit in L3.
 
-static kn_gemm_impl gemm_table[KN_ISA_COUNT] = {
-    [KN_ISA_PORTABLE] = {kn_sgemm_ukr_portable_4x8, "kn_sgemm_ukr_portable_4x8",
-                         {.mr = 4, .nr = 8, .mc = 128, .kc = 256, .nc = 4096}},
+#define KERNELS_PER_ISA 2
+static kn_gemm_impl gemm_table[KN_ISA_COUNT][KERNELS_PER_ISA] = {
+    [KN_ISA_PORTABLE] = {{kn_sgemm_ukr_portable_4x8, "kn_sgemm_ukr_portable_4x8",
+                          {.mr = 4, .nr = 8, .mc = 128, .kc = 256, .nc = 4096}}},
 #if defined(__x86_64__)
-    [KN_ISA_AVX2] = {kn_sgemm_ukr_avx2_6x16, "kn_sgemm_ukr_avx2_6x16",
-                     {.mr = 6, .nr = 16, .mc = 144, .kc = 512, .nc = 4096}},
-    [KN_ISA_AVX512] = {kn_sgemm_ukr_avx512_8x48, "kn_sgemm_ukr_avx512_8x48",
-                       {.mr = 8, .nr = 48, .mc = 96, .kc = 1024, .nc = 4032}},
+    [KN_ISA_AVX2] = {{kn_sgemm_ukr_avx2_6x16, "kn_sgemm_ukr_avx2_6x16",
+                      {.mr = 6, .nr = 16, .mc = 144, .kc = 512, .nc = 4096}}},
+    [KN_ISA_AVX512] = {{kn_sgemm_ukr_avx512_8x48, "kn_sgemm_ukr_avx512_8x48",
+                        {.mr = 8, .nr = 48, .mc = 96, .kc = 1024, .nc = 4032}},
+                       {kn_sgemm_ukr_avx512_12x32, "kn_sgemm_ukr_avx512_12x32",
+                        {.mr = 12, .nr = 32, .mc = 96, .kc = 1024, .nc = 4096}}},
 #endif
 #if defined(__aarch64__)
-    [KN_ISA_NEON] = {kn_sgemm_ukr_neon_8x12, "kn_sgemm_ukr_neon_8x12",
-                     {.mr = 8, .nr = 12, .mc = 128, .kc = 256, .nc = 4080}},
+    [KN_ISA_NEON] = {{kn_sgemm_ukr_neon_8x12, "kn_sgemm_ukr_neon_8x12",
+                      {.mr = 8, .nr = 12, .mc = 128, .kc = 256, .nc = 4080}}},
 #endif
 };
 
-kn_gemm_impl *kn_gemm_table(kn_isa isa) { return &gemm_table[isa]; }
-
-kn_gemm_blocking kn_gemm_get_blocking(kn_isa isa) {
-    if ((unsigned)isa >= KN_ISA_COUNT) return (kn_gemm_blocking){0};
-    return gemm_table[isa].blocking;
+int kn_gemm_kernels(kn_isa isa, kn_gemm_blocking *out, int max) {
+    if ((unsigned)isa >= KN_ISA_COUNT) return 0;
+    int n = 0;
+    for (int i = 0; i < KERNELS_PER_ISA && gemm_table[isa][i].ukr; i++, n++)
+        if (out && n < max) out[n] = gemm_table[isa][i].blocking;
+    return n;
 }
 
 kn_status kn_gemm_set_blocking(kn_isa isa, kn_gemm_blocking b) {
-    if ((unsigned)isa >= KN_ISA_COUNT || gemm_table[isa].ukr == NULL) return KN_EUNSUPPORTED;
-    kn_gemm_blocking cur = gemm_table[isa].blocking;
-    if (b.mr != cur.mr || b.nr != cur.nr) return KN_EINVAL;
+    if ((unsigned)isa >= KN_ISA_COUNT || gemm_table[isa][0].ukr == NULL) return KN_EUNSUPPORTED;
     if (b.mc < b.mr || b.mc % b.mr || b.nc < b.nr || b.nc % b.nr || b.kc < 1) return KN_EINVAL;
     if (b.mc > 4096 || b.kc > 4096 || b.nc > 65536) return KN_EINVAL;
-    gemm_table[isa].blocking = b;
-    return KN_OK;
+    for (int i = 0; i < KERNELS_PER_ISA && gemm_table[isa][i].ukr; i++) {
+        kn_gemm_blocking *cur = &gemm_table[isa][i].blocking;
+        if (cur->mr == b.mr && cur->nr == b.nr) {
+            *cur = b;
+            return KN_OK;
+        }
+    }
+    return KN_EINVAL; // no micro-kernel of this ISA has that MR x NR
 }
+
+// Least padding wins: the micro-kernels of an ISA run at about the same speed per useful
+// FLOP (measured), so the one whose tiles cover M x N with the fewest wasted rows and
+// columns is the fastest; ties go to the first listed.
+const kn_gemm_impl *kn_gemm_choose(int M, int N) {
+    const kn_gemm_impl *row = gemm_table[kn_isa_active()], *best = &row[0];
+    double best_area = 0;
+    for (int i = 0; i < KERNELS_PER_ISA && row[i].ukr; i++) {
+        const kn_gemm_blocking *b = &row[i].blocking;
+        const double area = (double)((M + b->mr - 1) / b->mr * b->mr) * ((N + b->nr - 1) / b->nr * b->nr);
+        if (i == 0 || area < best_area) best = &row[i], best_area = area;
+    }
+    return best;
+}
+
+const char *kn_gemm_kernel_name(int M, int N) { return kn_gemm_choose(M, N)->ukr_name; }
 
 // MARK: - Instruction sets
 
@@ -88,7 +112,7 @@ static const char *isa_reason(kn_isa isa) {
 }
 
 int kn_isa_supported(kn_isa isa) {
-    if ((unsigned)isa >= KN_ISA_COUNT || gemm_table[isa].ukr == NULL) return 0;
+    if ((unsigned)isa >= KN_ISA_COUNT || gemm_table[isa][0].ukr == NULL) return 0;
 #if defined(__x86_64__)
     if (isa == KN_ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (isa == KN_ISA_AVX512) return __builtin_cpu_supports("avx512f");
@@ -143,24 +167,26 @@ kn_status kn_isa_select(kn_isa isa) {
     return KN_OK;
 }
 
-const kn_gemm_impl *kn_gemm_active(void) { return &gemm_table[kn_isa_active()]; }
-
 const char *kn_dispatch_report(void) {
     static _Thread_local char report[1024];
     kn_isa isa = kn_isa_active();
-    const kn_gemm_impl *g = &gemm_table[isa];
-    int n = snprintf(report, sizeof report,
-                     "isa: %s (%s)\nsgemm: %s, blocking MR=%d NR=%d MC=%d KC=%d NC=%d\n",
-                     kn_isa_name(isa), choice_reason, g->ukr_name, g->blocking.mr,
-                     g->blocking.nr, g->blocking.mc, g->blocking.kc, g->blocking.nc);
+    int n = snprintf(report, sizeof report, "isa: %s (%s)\n", kn_isa_name(isa), choice_reason);
+    for (int i = 0; i < KERNELS_PER_ISA && gemm_table[isa][i].ukr && n < (int)sizeof report; i++) {
+        const kn_gemm_impl *g = &gemm_table[isa][i];
+        n += snprintf(report + n, sizeof report - n,
+                      "sgemm: %s, blocking MR=%d NR=%d MC=%d KC=%d NC=%d%s\n", g->ukr_name,
+                      g->blocking.mr, g->blocking.nr, g->blocking.mc, g->blocking.kc,
+                      g->blocking.nc, i ? " (where it pads an M x N product less)" : "");
+    }
     for (int i = 0; i < KN_ISA_COUNT && n < (int)sizeof report; i++)
         n += snprintf(report + n, sizeof report - n, "  %s: %s, %s\n", kn_isa_name((kn_isa)i),
                       kn_isa_supported((kn_isa)i) ? "available" : "unavailable",
                       isa_reason((kn_isa)i));
     if (n < (int)sizeof report)
         snprintf(report + n, sizeof report - n,
-                 "conv2d: im2col + sgemm (1x1 stride-1 unpadded: direct sgemm); other ops: "
-                 "plain C compiled -O3\nthreads: %d for this thread, %d cores\n",
+                 "conv2d: implicit GEMM (stride 1, where it pays) or im2col + GEMM, chosen "
+                 "per pass by kn_conv2d_plan; other ops: plain C compiled -O3\n"
+                 "threads: %d for this thread, %d cores\n",
                  kn_get_num_threads(), kn_num_cores());
     return report;
 }

@@ -76,9 +76,14 @@ typedef struct {
     int nc;     // columns of B packed per block (multiple of nr; sized for L3)
 } kn_gemm_blocking;
 
-kn_gemm_blocking kn_gemm_get_blocking(kn_isa isa);
-/// Replace the cache blocks of one ISA (mr and nr must match). This is what `tune` writes.
+/// The blocking of each micro-kernel of an ISA (most used first); returns how many there are
+/// and fills up to `max` of them into `out` (which may be NULL to count).
+int kn_gemm_kernels(kn_isa isa, kn_gemm_blocking *out, int max);
+/// Replace the cache blocks of the ISA's micro-kernel with b's MR x NR. What `tune` writes.
 kn_status kn_gemm_set_blocking(kn_isa isa, kn_gemm_blocking b);
+/// The micro-kernel kn_sgemm uses for an M x N product on the active ISA: the one whose
+/// MR x NR tiles pad M x N least.
+const char *kn_gemm_kernel_name(int M, int N);
 
 /// C = alpha * op(A) * op(B) + beta * C, row-major, op(X) = X or X^T.
 /// op(A) is M x K, op(B) is K x N, C is M x N. With beta == 0, C is never read (NaN-safe).

@@ -21,7 +21,7 @@ struct GemmCase: CustomStringConvertible {
         if absolute { a = a.map(abs); b = b.map(abs); c = c.map(abs) }
         let (al, be) = absolute ? (abs(alpha), abs(beta)) : (alpha, beta)
         let status = gemm(transA, transB, Int32(M), Int32(N), Int32(K), al, a, Int32(lda), b, Int32(ldb), be, &c, Int32(ldc))
-        precondition(status == KN_OK)
+        precondition(status == KN_OK, "sgemm refused \(self)")
         return c
     }
 
@@ -38,9 +38,10 @@ struct GemmCase: CustomStringConvertible {
 
 @Suite("SGEMM against the reference")
 struct GemmTests {
-    /// Random shapes for every instruction set this CPU runs, ragged edges included: sizes
-    /// around the micro-tile and the cache blocks of the active ISA.
-    @Test func randomShapesEveryISA() {
+    /// Random shapes for every micro-kernel of every instruction set this CPU runs, ragged
+    /// edges included: sizes around each kernel's micro-tile and cache blocks. Records which
+    /// micro-kernel ran each case and expects every one of the ISA to have run.
+    @Test func randomShapesEveryKernel() {
         kernelStateLock.withLock {
             let saved = kn_isa_active()
             defer { _ = kn_isa_select(saved) }
@@ -48,21 +49,40 @@ struct GemmTests {
                 let isa = kn_isa(raw)
                 guard kn_isa_supported(isa) != 0 else { continue }
                 #expect(kn_isa_select(isa) == KN_OK)
-                let bk = kn_gemm_get_blocking(isa)
+                var table = [kn_gemm_blocking](repeating: kn_gemm_blocking(), count: 4)
+                let count = Int(kn_gemm_kernels(isa, &table, 4))
+                let kernels = Array(table.prefix(count))
+                #expect(count >= 1)
+                var used = Set<String>()
                 var rng = SplitMix(UInt64(raw) + 1)
-                let edges = [1, Int(bk.mr) - 1, Int(bk.mr) + 1, Int(bk.nr) + 1, Int(bk.mc) + 3, Int(bk.kc) + 5]
-                for trial in 0..<24 {
-                    let pick = { (r: inout SplitMix) -> Int in trial % 3 == 0 ? max(1, edges[r.int(0...edges.count - 1)]) : r.int(1...97) }
-                    let M = pick(&rng), N = pick(&rng)
-                    let K = trial % 5 == 0 ? Int(bk.kc) + rng.int(1...40) : rng.int(1...130)
-                    let betas: [Float] = [0, 1, -0.5]
-                    let c = GemmCase(transA: Int32(trial & 1), transB: Int32((trial >> 1) & 1), M: M, N: N, K: K,
-                                     alpha: trial % 4 == 0 ? 1 : rng.uniform(-2, 2), beta: betas[trial % 3])
-                    c.check(seed: UInt64(trial))
+                for bk in kernels {
+                    let (mr, nr) = (Int(bk.mr), Int(bk.nr))
+                    // shapes that are whole tiles of this kernel, so the dispatcher picks it
+                    let rows = [mr, 2 * mr, mr * 5, Int(bk.mc) + mr], cols = [nr, 2 * nr, 3 * nr]
+                    for trial in 0..<12 {
+                        let M = rows[trial % rows.count] - (trial % 3 == 2 ? 1 : 0)  // ragged too
+                        let N = cols[trial % cols.count] + (trial % 4 == 3 ? 5 : 0)
+                        let K = trial % 5 == 0 ? Int(bk.kc) + rng.int(1...40) : rng.int(1...130)
+                        let betas: [Float] = [0, 1, -0.5]
+                        used.insert(String(cString: kn_gemm_kernel_name(Int32(M), Int32(N))))
+                        GemmCase(transA: Int32(trial & 1), transB: Int32((trial >> 1) & 1), M: M, N: N, K: K,
+                                 alpha: trial % 4 == 0 ? 1 : rng.uniform(-2, 2), beta: betas[trial % 3])
+                            .check(seed: UInt64(trial))
+                    }
+                    // one block-crossing problem in every dimension
+                    GemmCase(transA: 0, transB: 0, M: Int(bk.mc) * 2 + 1, N: nr * 3 + 5, K: Int(bk.kc) * 2 + 3,
+                             alpha: 1, beta: 0.5).check(seed: 99)
                 }
-                // one block-crossing problem in every dimension
-                GemmCase(transA: 0, transB: 0, M: Int(bk.mc) * 2 + 1, N: Int(bk.nr) * 3 + 5, K: Int(bk.kc) * 2 + 3,
-                         alpha: 1, beta: 0.5).check(seed: 99)
+                // and fully random shapes, whichever kernel they land on
+                for trial in 0..<16 {
+                    let c = GemmCase(transA: Int32(trial & 1), transB: Int32((trial >> 1) & 1),
+                                     M: rng.int(1...97), N: rng.int(1...97), K: rng.int(1...130),
+                                     alpha: rng.uniform(-2, 2), beta: [0, 1, -0.5][trial % 3])
+                    used.insert(String(cString: kn_gemm_kernel_name(Int32(c.M), Int32(c.N))))
+                    c.check(seed: UInt64(100 + trial))
+                }
+                #expect(used.count == kernels.count,
+                        "\(String(cString: kn_isa_name(isa))): ran \(used.sorted()) of \(kernels.count) micro-kernels")
             }
         }
     }
@@ -95,14 +115,29 @@ struct GemmTests {
         #expect(c == [0.5, 1, 1.5, 2])
     }
 
-    /// A blocking table that breaks the micro-kernel contract is refused.
+    /// A blocking table that breaks the micro-kernel contract is refused; a valid one is
+    /// taken (and restored).
     @Test func blockingValidation() {
-        let isa = kn_isa_active()
-        var b = kn_gemm_get_blocking(isa)
-        b.mc = b.mr + 1
-        #expect(kn_gemm_set_blocking(isa, b) == KN_EINVAL)
-        b = kn_gemm_get_blocking(isa)
-        b.nr += 1
-        #expect(kn_gemm_set_blocking(isa, b) == KN_EINVAL)
+        kernelStateLock.withLock {
+            let isa = kn_isa_active()
+            var first = kn_gemm_blocking()
+            #expect(kn_gemm_kernels(isa, &first, 1) >= 1)
+            var b = first
+            b.mc = b.mr + 1
+            #expect(kn_gemm_set_blocking(isa, b) == KN_EINVAL)   // MC not a multiple of MR
+            b = first
+            b.nr += 1
+            #expect(kn_gemm_set_blocking(isa, b) == KN_EINVAL)   // no such micro-kernel
+            b = first
+            b.kc = 0
+            #expect(kn_gemm_set_blocking(isa, b) == KN_EINVAL)
+            b = first
+            b.kc += 1
+            #expect(kn_gemm_set_blocking(isa, b) == KN_OK)
+            var now = kn_gemm_blocking()
+            _ = kn_gemm_kernels(isa, &now, 1)
+            #expect(now.kc == first.kc + 1)
+            #expect(kn_gemm_set_blocking(isa, first) == KN_OK)
+        }
     }
 }
