@@ -212,12 +212,27 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
                             continue;
                         }
                         impl->ukr(kc, ap, bp, edge, NR, alpha, 0.0f);
-                        for (int i = 0; i < rows; i++)
-                            for (int j = 0; j < cols; j++) {
-                                float *cij = c ? c + i * ldc + j : c_at(C, i0 + i, j0 + j);
-                                *cij = beta_pc == 0.0f ? edge[i * NR + j]
-                                                       : edge[i * NR + j] + beta_pc * *cij;
+                        // write the tile back in column runs that are contiguous in C (a
+                        // tile of an NCHW view can straddle two images)
+                        for (int j = 0; j < cols;) {
+                            ptrdiff_t ld;
+                            int run = cols - j;
+                            if (!c) {
+                                const int q = (j0 + j) % C->plane;
+                                if (run > C->plane - q) run = C->plane - q;
                             }
+                            float *cj = c ? c + j : c_block(C, i0, j0 + j, run, &ld);
+                            if (c) ld = ldc;
+                            for (int i = 0; i < rows; i++) {
+                                float *ci = cj + i * ld;
+                                const float *ei = edge + i * NR + j;
+                                if (beta_pc == 0.0f)
+                                    for (int t = 0; t < run; t++) ci[t] = ei[t];
+                                else
+                                    for (int t = 0; t < run; t++) ci[t] = ei[t] + beta_pc * ci[t];
+                            }
+                            j += run;
+                        }
                     }
                 }
             }
