@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <stdlib.h>
+#include <omp.h>
 #include <string.h>
 
 // MARK: - Packing A: rows [i0, i0+rows) x depth [p0, p0+kc) into one MR-row panel
@@ -167,10 +168,16 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
     bk.kc = (K + (K + bk.kc - 1) / bk.kc - 1) / ((K + bk.kc - 1) / bk.kc);
     const size_t kmax = K < bk.kc ? K : bk.kc, mmax = M < bk.mc ? M : bk.mc;
     const size_t nmax = N < bk.nc ? N : bk.nc;
-    float *apack = kn_thread_scratch(0, kmax * ((mmax + MR - 1) / MR * MR));
-    float *bpack = kn_thread_scratch(1, kmax * ((nmax + NR - 1) / NR * NR));
     // below ~0.1 MFLOP a fork/join costs more than it saves
     const int team = ((double)M * N * K < 1e5) ? 1 : kn_team();
+    // A shift view is read in place (its rows are contiguous runs): instead of packed B
+    // panels, bpack holds the KC row pointers and, per thread, one packed panel for the
+    // tiles that straddle two images.
+    const int in_place = B->kind == KN_VIEW_SHIFT && impl->ukr_rows;
+    float *apack = kn_thread_scratch(0, kmax * ((mmax + MR - 1) / MR * MR));
+    float *bpack = kn_thread_scratch(1, in_place ? kmax * (2 + (size_t)team * NR)
+                                                 : kmax * ((nmax + NR - 1) / NR * NR));
+    const float **brows = (const float **)bpack;
 
     // split over MR x NR tiles of each block and over packing panels: no thread ever owns a
     // partial sum of another's tile, so results do not depend on the team size
@@ -183,11 +190,27 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
             for (int pc = 0; pc < K; pc += bk.kc) {
                 const int kc = K - pc < bk.kc ? K - pc : bk.kc;
                 const float beta_pc = pc == 0 ? beta : 1.0f;
+                if (in_place) {
 #pragma omp for schedule(static)
-                for (int jr = 0; jr < n_jr; jr++) {
-                    const int cols = nc - jr * NR < NR ? nc - jr * NR : NR;
-                    pack_b(bpack + (size_t)jr * NR * kc, B, pc, kc, jc + jr * NR, cols, NR);
+                    for (int p = 0; p < kc; p++) {
+                        const int row = pc + p, RS = B->R * B->S;
+                        brows[p] = B->data + (long)(row / RS) * B->cstride +
+                                   (long)(row / B->S % B->R) * B->rstep + (long)(row % B->S) * B->sstep;
+                    }
+                } else {
+                    // split over (panel, 128-row slab): a few wide panels still share out
+                    const int slabs = (kc + 127) / 128;
+#pragma omp for schedule(static)
+                    for (int item = 0; item < n_jr * slabs; item++) {
+                        const int jr = item / slabs, p_lo = item % slabs * 128;
+                        const int len = kc - p_lo < 128 ? kc - p_lo : 128;
+                        const int cols = nc - jr * NR < NR ? nc - jr * NR : NR;
+                        pack_b(bpack + (size_t)jr * NR * kc + (size_t)p_lo * NR, B, pc + p_lo, len,
+                               jc + jr * NR, cols, NR);
+                    }
                 }
+                float *own_panel = bpack + 2 * (size_t)kc + (size_t)omp_get_thread_num() * kc * NR;
+                int own_jr = -1; // the straddling panel this thread packed last
                 for (int ic = 0; ic < M; ic += bk.mc) {
                     const int mc = M - ic < bk.mc ? M - ic : bk.mc;
                     const int n_ir = (mc + MR - 1) / MR;
@@ -205,13 +228,24 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
                         const int cols = nc - jr * NR < NR ? nc - jr * NR : NR;
                         const float *ap = apack + (size_t)ir * MR * kc;
                         const float *bp = bpack + (size_t)jr * NR * kc;
-                        ptrdiff_t ldc;
-                        float *c = c_block(C, i0, j0, cols, &ldc);
-                        if (c && rows == MR && cols == NR) {
-                            impl->ukr(kc, ap, bp, c, ldc, alpha, beta_pc);
-                            continue;
+                        ptrdiff_t ldc, off = -1;
+                        if (in_place) {
+                            const int t = j0 % B->T;
+                            if (t + NR <= B->T) {
+                                off = (ptrdiff_t)(j0 / B->T) * B->image + t;
+                            } else {
+                                if (own_jr != jr) pack_b(own_panel, B, pc, kc, j0, cols, NR);
+                                own_jr = jr;
+                                bp = own_panel;
+                            }
                         }
-                        impl->ukr(kc, ap, bp, edge, NR, alpha, 0.0f);
+                        float *c = c_block(C, i0, j0, cols, &ldc);
+                        float *out = c && rows == MR && cols == NR ? c : edge;
+                        const ptrdiff_t ldo = out == c ? ldc : NR;
+                        const float beta_o = out == c ? beta_pc : 0.0f;
+                        if (off >= 0) impl->ukr_rows(kc, ap, brows, off, out, ldo, alpha, beta_o);
+                        else impl->ukr(kc, ap, bp, out, ldo, alpha, beta_o);
+                        if (out == c) continue;
                         // write the tile back in column runs that are contiguous in C (a
                         // tile of an NCHW view can straddle two images)
                         for (int j = 0; j < cols;) {

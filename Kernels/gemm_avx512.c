@@ -1,14 +1,17 @@
-// x86-64 AVX-512F micro-kernel. Only this function gets the avx512f target.
+// x86-64 AVX-512F micro-kernels. Only these functions get the avx512f target.
+//
+// Each tile shape has one body and two entry points: B from a packed panel (row p at
+// b + p*NR), or B rows read in place (row p at rows[p] + off, any alignment: the implicit
+// convolution's shifted runs of a padded image, which then need no packing at all).
 #if defined(__x86_64__)
 #include "internal.h"
 #include <immintrin.h>
 
-// Contract: see kn_sgemm_ukr in internal.h. MR = 8, NR = 48: 24 zmm accumulators, 3 for B,
-// 1 broadcast of A. MR = 8 divides the channel counts of CNN layers (the M of a conv GEMM),
-// so conv GEMMs waste no rows; NR = 48 divides 9*C for C a multiple of 16 (backward-weights).
-__attribute__((target("avx512f")))
-void kn_sgemm_ukr_avx512_8x48(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
-                              float alpha, float beta) {
+// MR = 8, NR = 48: 24 zmm accumulators, 3 for B, 1 broadcast of A. MR = 8 divides the channel
+// counts of CNN layers (the M of a conv GEMM); NR = 48 divides 9*C for C a multiple of 16.
+__attribute__((target("avx512f"), always_inline)) static inline void
+tile_8x48(int k, const float *a, const float *b, const float *const *rows, ptrdiff_t off,
+          float *c, ptrdiff_t ldc, float alpha, float beta) {
     __m512 acc[8][3];
 #pragma clang loop unroll(full)
     for (int i = 0; i < 8; i++) {
@@ -17,10 +20,11 @@ void kn_sgemm_ukr_avx512_8x48(int k, const float *a, const float *b, float *c, p
         _mm_prefetch((const char *)(c + i * ldc + 32), _MM_HINT_T0);
     }
 #pragma clang loop unroll_count(4)
-    for (int p = 0; p < k; p++, a += 8, b += 48) {
-        _mm_prefetch((const char *)(b + 8 * 48), _MM_HINT_T0); // B streams from L2
-        const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16),
-                     b2 = _mm512_load_ps(b + 32);
+    for (int p = 0; p < k; p++, a += 8) {
+        const float *bp = rows ? rows[p] + off : b + (ptrdiff_t)p * 48;
+        if (!rows) _mm_prefetch((const char *)(bp + 8 * 48), _MM_HINT_T0); // B streams from L2
+        const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16),
+                     b2 = _mm512_loadu_ps(bp + 32);
 #pragma clang loop unroll(full)
         for (int i = 0; i < 8; i++) {
             const __m512 ai = _mm512_set1_ps(a[i]);
@@ -41,12 +45,13 @@ void kn_sgemm_ukr_avx512_8x48(int k, const float *a, const float *b, float *c, p
         }
     }
 }
-// Contract: see kn_sgemm_ukr in internal.h. MR = 12, NR = 32: 24 zmm accumulators, 2 for B,
-// 1 broadcast of A. The dispatcher takes it over 8x48 where it pads less: N a multiple of 32
-// (square powers of two, 4x4 and 2x2 conv layers batched) with M not a multiple of 8 x small.
-__attribute__((target("avx512f")))
-void kn_sgemm_ukr_avx512_12x32(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
-                               float alpha, float beta) {
+
+// MR = 12, NR = 32: 24 zmm accumulators, 2 for B, 1 broadcast of A. The dispatcher takes it
+// over 8x48 where it pads less: N a multiple of 32 (square powers of two, batched 4x4 and
+// 2x2 conv layers) with M large.
+__attribute__((target("avx512f"), always_inline)) static inline void
+tile_12x32(int k, const float *a, const float *b, const float *const *rows, ptrdiff_t off,
+           float *c, ptrdiff_t ldc, float alpha, float beta) {
     __m512 acc[12][2];
 #pragma clang loop unroll(full)
     for (int i = 0; i < 12; i++) {
@@ -55,9 +60,10 @@ void kn_sgemm_ukr_avx512_12x32(int k, const float *a, const float *b, float *c, 
         _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
     }
 #pragma clang loop unroll_count(4)
-    for (int p = 0; p < k; p++, a += 12, b += 32) {
-        _mm_prefetch((const char *)(b + 8 * 32), _MM_HINT_T0);
-        const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+    for (int p = 0; p < k; p++, a += 12) {
+        const float *bp = rows ? rows[p] + off : b + (ptrdiff_t)p * 32;
+        if (!rows) _mm_prefetch((const char *)(bp + 8 * 32), _MM_HINT_T0);
+        const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
 #pragma clang loop unroll(full)
         for (int i = 0; i < 12; i++) {
             const __m512 ai = _mm512_set1_ps(a[i]);
@@ -76,5 +82,29 @@ void kn_sgemm_ukr_avx512_12x32(int k, const float *a, const float *b, float *c, 
             _mm512_storeu_ps(ci + 16 * j, r);
         }
     }
+}
+
+// Contracts: see kn_sgemm_ukr and kn_sgemm_ukr_rows in internal.h.
+__attribute__((target("avx512f")))
+void kn_sgemm_ukr_avx512_8x48(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
+                              float alpha, float beta) {
+    tile_8x48(k, a, b, NULL, 0, c, ldc, alpha, beta);
+}
+__attribute__((target("avx512f")))
+void kn_sgemm_ukr_avx512_8x48_rows(int k, const float *a, const float *const *rows,
+                                   ptrdiff_t off, float *c, ptrdiff_t ldc, float alpha,
+                                   float beta) {
+    tile_8x48(k, a, NULL, rows, off, c, ldc, alpha, beta);
+}
+__attribute__((target("avx512f")))
+void kn_sgemm_ukr_avx512_12x32(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
+                               float alpha, float beta) {
+    tile_12x32(k, a, b, NULL, 0, c, ldc, alpha, beta);
+}
+__attribute__((target("avx512f")))
+void kn_sgemm_ukr_avx512_12x32_rows(int k, const float *a, const float *const *rows,
+                                    ptrdiff_t off, float *c, ptrdiff_t ldc, float alpha,
+                                    float beta) {
+    tile_12x32(k, a, NULL, rows, off, c, ldc, alpha, beta);
 }
 #endif

@@ -1,25 +1,26 @@
 // arm64 Advanced SIMD micro-kernel (every arm64 CPU has it: no run-time check needed).
+// One body, two entry points (packed B or B rows read in place), as in gemm_avx512.c.
 #if defined(__aarch64__)
 #include "internal.h"
 #include <arm_neon.h>
 
-// Contract: see kn_sgemm_ukr in internal.h. MR = 8, NR = 12: 24 q-register accumulators,
-// 3 for B, 2 for A (29 of 32); each FMA takes its A value from a vector lane.
-void kn_sgemm_ukr_neon_8x12(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
-                            float alpha, float beta) {
+// MR = 8, NR = 12: 24 q-register accumulators, 3 for B; each FMA multiplies B by one A
+// value (the compiler keeps A in vector lanes and emits by-element FMAs).
+__attribute__((always_inline)) static inline void
+tile_8x12(int k, const float *a, const float *b, const float *const *rows, ptrdiff_t off,
+          float *c, ptrdiff_t ldc, float alpha, float beta) {
     float32x4_t acc[8][3];
     for (int i = 0; i < 8; i++)
         for (int j = 0; j < 3; j++) acc[i][j] = vdupq_n_f32(0.0f);
-    for (int p = 0; p < k; p++, a += 8, b += 12) {
-        const float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), b2 = vld1q_f32(b + 8);
-        const float32x4_t a0 = vld1q_f32(a), a1 = vld1q_f32(a + 4);
-#define KN_ROW(i, av, lane)                                  \
-    acc[i][0] = vfmaq_laneq_f32(acc[i][0], b0, av, lane);    \
-    acc[i][1] = vfmaq_laneq_f32(acc[i][1], b1, av, lane);    \
-    acc[i][2] = vfmaq_laneq_f32(acc[i][2], b2, av, lane);
-        KN_ROW(0, a0, 0) KN_ROW(1, a0, 1) KN_ROW(2, a0, 2) KN_ROW(3, a0, 3)
-        KN_ROW(4, a1, 0) KN_ROW(5, a1, 1) KN_ROW(6, a1, 2) KN_ROW(7, a1, 3)
-#undef KN_ROW
+    for (int p = 0; p < k; p++, a += 8) {
+        const float *bp = rows ? rows[p] + off : b + (ptrdiff_t)p * 12;
+        const float32x4_t b0 = vld1q_f32(bp), b1 = vld1q_f32(bp + 4), b2 = vld1q_f32(bp + 8);
+        for (int i = 0; i < 8; i++) {
+            const float ai = a[i];
+            acc[i][0] = vfmaq_n_f32(acc[i][0], b0, ai);
+            acc[i][1] = vfmaq_n_f32(acc[i][1], b1, ai);
+            acc[i][2] = vfmaq_n_f32(acc[i][2], b2, ai);
+        }
     }
     for (int i = 0; i < 8; i++) {
         float *ci = c + i * ldc;
@@ -29,5 +30,15 @@ void kn_sgemm_ukr_neon_8x12(int k, const float *a, const float *b, float *c, ptr
             vst1q_f32(ci + 4 * j, r);
         }
     }
+}
+
+// Contracts: see kn_sgemm_ukr and kn_sgemm_ukr_rows in internal.h.
+void kn_sgemm_ukr_neon_8x12(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
+                            float alpha, float beta) {
+    tile_8x12(k, a, b, NULL, 0, c, ldc, alpha, beta);
+}
+void kn_sgemm_ukr_neon_8x12_rows(int k, const float *a, const float *const *rows, ptrdiff_t off,
+                                 float *c, ptrdiff_t ldc, float alpha, float beta) {
+    tile_8x12(k, a, NULL, rows, off, c, ldc, alpha, beta);
 }
 #endif

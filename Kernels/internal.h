@@ -18,24 +18,32 @@ int kn_team(void);
 // Ragged edges are handled by the caller (zero-padded packing and a temporary tile).
 typedef void (*kn_sgemm_ukr)(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
                              float alpha, float beta);
+// The same contract with B read in place: row p of the k x NR panel is the NR floats at
+// rows[p] + off (any alignment, all readable). The implicit convolution passes its shifted
+// runs of a padded image this way, so those panels are never packed.
+typedef void (*kn_sgemm_ukr_rows)(int k, const float *a, const float *const *rows,
+                                  ptrdiff_t off, float *c, ptrdiff_t ldc, float alpha,
+                                  float beta);
 
-void kn_sgemm_ukr_portable_4x8(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
-                               float alpha, float beta);
+#define KN_UKR(name)                                                                       \
+    void name(int k, const float *a, const float *b, float *c, ptrdiff_t ldc, float alpha,     \
+              float beta);                                                                     \
+    void name##_rows(int k, const float *a, const float *const *rows, ptrdiff_t off, float *c, \
+                     ptrdiff_t ldc, float alpha, float beta);
+KN_UKR(kn_sgemm_ukr_portable_4x8)
 #if defined(__x86_64__)
-void kn_sgemm_ukr_avx2_6x16(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
-                            float alpha, float beta);
-void kn_sgemm_ukr_avx512_8x48(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
-                               float alpha, float beta);
-void kn_sgemm_ukr_avx512_12x32(int k, const float *a, const float *b, float *c,
-                               ptrdiff_t ldc, float alpha, float beta);
+KN_UKR(kn_sgemm_ukr_avx2_6x16)
+KN_UKR(kn_sgemm_ukr_avx512_8x48)
+KN_UKR(kn_sgemm_ukr_avx512_12x32)
 #endif
 #if defined(__aarch64__)
-void kn_sgemm_ukr_neon_8x12(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
-                            float alpha, float beta);
+KN_UKR(kn_sgemm_ukr_neon_8x12)
 #endif
+#undef KN_UKR
 
 typedef struct {
     kn_sgemm_ukr ukr;
+    kn_sgemm_ukr_rows ukr_rows;
     const char *ukr_name;
     kn_gemm_blocking blocking;
 } kn_gemm_impl;
