@@ -10,7 +10,7 @@
 //   forward          yp (K, nb*T)  = w (K, CRS) . shift(xp),        T = P*Wp, then crop into y
 //   backward-data    dxp (C, nb*T') = w' (C, KRS) . shift(dyp),      the transposed conv: dy
 //                    padded by d(R-1) - pad, w' = w with (K, C) swapped and (R, S) flipped
-//   backward-weights dw (K, CRS)  += dyp (K, nb*T) . shift(xp)^T,    dyp = dy on the padded
+//   backward-weights dw^T (CRS, K) += shift(xp) . dyp^T,             dyp = dy on the padded
 //                    grid with zeros in the junk columns, so they add nothing
 // Images go in chunks fixed by the shape (not the team size): dw sums chunks in order.
 #include "internal.h"
@@ -59,9 +59,11 @@ size_t kn_conv2d_plan_shift(kn_conv2d *cv, size_t limit) {
     if (nb > (size_t)cv->N) nb = cv->N;
     if (nb < 1) nb = 1;
     cv->shift_images = (int)nb;
-    const size_t flipped_w = cv->algo_backward_data == KN_CONV_IMPLICIT
-                                 ? (size_t)cv->K * cv->C * cv->R * cv->S : 0;
-    return nb * per_image + slack(cv) + flipped_w;
+    // backward-data's flipped weights, backward-weights' dw^T: K x CRS either way
+    const size_t extra = cv->algo_backward_data == KN_CONV_IMPLICIT ||
+                                 cv->algo_backward_weights == KN_CONV_IMPLICIT
+                             ? (size_t)cv->K * cv->C * cv->R * cv->S : 0;
+    return nb * per_image + slack(cv) + extra;
 }
 
 // dst (nb, ch, g.hp, g.wp) = images [n0, n0+nb) of src (N, ch, h, w) placed at (top, left) in
@@ -156,16 +158,21 @@ void kn_conv2d_backward_weights_shift(const kn_conv2d *cv, float *dw, float *dbi
     const grid g = forward_grid(cv);
     const int K = cv->K, CRS = cv->C * cv->R * cv->S, T = cv->P * g.wp, chunk = cv->shift_images;
     float *xp = scratch, *dyp = scratch + (size_t)chunk * cv->C * plane(g) + slack(cv);
+    float *dwt = dyp + (size_t)chunk * K * T; // dw^T (CRS, K), summed over the chunks
     // dy on the padded grid: P rows of Wp, the junk columns zero
     const grid dyg = {K, cv->P, g.wp, cv->P, 0, 0};
     for (int n0 = 0; n0 < cv->N; n0 += chunk) {
         const int nb = cv->N - n0 < chunk ? cv->N - n0 : chunk;
         pad_chunk(xp, x, n0, nb, g, cv->H, cv->W, slack(cv));
         pad_chunk(dyp, dy, n0, nb, dyg, cv->P, cv->Q, 0);
-        const kn_view A = {.kind = KN_VIEW_NCHW, .data = dyp, .ch = K, .plane = T};
-        const kn_view B = shift_view(KN_VIEW_SHIFT_T, xp, cv, g);
-        const kn_view C = {.kind = KN_VIEW_DENSE, .data = dw, .ld = CRS};
-        kn_gemm_views(K, CRS, nb * T, 1.0f, &A, &B, 1.0f, &C);
+        // dw^T (CRS, K) += shift(xp) . dyp^T: the shifted runs are A's rows, read in place,
+        // and only dy (K rows, 1/9 of the column matrix for a 3x3 conv) is packed
+        const kn_view A = shift_view(KN_VIEW_SHIFT, xp, cv, g);
+        const kn_view B = {.kind = KN_VIEW_NCHW_T, .data = dyp, .ch = K, .plane = T};
+        const kn_view C = {.kind = KN_VIEW_DENSE, .data = dwt, .ld = K};
+        kn_gemm_views(CRS, K, nb * T, 1.0f, &A, &B, n0 == 0 ? 0.0f : 1.0f, &C);
         if (dbias) kn_bias_backward(dbias, dy + (size_t)n0 * K * cv->P * cv->Q, nb, K, cv->P * cv->Q);
     }
+    for (int k = 0; k < K; k++) // dw += dw^T, transposed once at the end
+        for (int i = 0; i < CRS; i++) dw[(size_t)k * CRS + i] += dwt[(size_t)i * K + k];
 }

@@ -95,6 +95,23 @@ static void pack_b_shift_t(float *dst, const kn_view *B, int p0, int kc, int j0,
     }
 }
 
+// Transposed NCHW view: depth rows are positions (n, t) of the planes, panel columns are
+// channels; filled row by row from `cols` channel streams, so stores stay contiguous.
+static void pack_b_nchw_t(float *dst, const kn_view *B, int p0, int kc, int j0, int cols,
+                          int nr) {
+    for (int p = 0; p < kc;) {
+        const int j = p0 + p, n = j / B->plane, t = j % B->plane;
+        const int run = B->plane - t < kc - p ? B->plane - t : kc - p;
+        const float *img = B->data + ((size_t)n * B->ch + j0) * B->plane + t;
+        for (int i = 0; i < run; i++) {
+            float *d = dst + (size_t)(p + i) * nr;
+            for (int c = 0; c < cols; c++) d[c] = img[(size_t)c * B->plane + i];
+            for (int c = cols; c < nr; c++) d[c] = 0.0f;
+        }
+        p += run;
+    }
+}
+
 static void pack_b(float *dst, const kn_view *B, int p0, int kc, int j0, int cols, int nr) {
     switch (B->kind) {
     case KN_VIEW_DENSE:
@@ -115,6 +132,7 @@ static void pack_b(float *dst, const kn_view *B, int p0, int kc, int j0, int col
         }
         return;
     case KN_VIEW_SHIFT: pack_b_shift(dst, B, p0, kc, j0, cols, nr); return;
+    case KN_VIEW_NCHW_T: pack_b_nchw_t(dst, B, p0, kc, j0, cols, nr); return;
     case KN_VIEW_SHIFT_T: pack_b_shift_t(dst, B, p0, kc, j0, cols, nr); return;
     default: abort(); // not a B operand anywhere in the library
     }
@@ -122,8 +140,8 @@ static void pack_b(float *dst, const kn_view *B, int p0, int kc, int j0, int col
 
 // MARK: - Writing C tiles
 
-// Where the rows x cols tile at (i0, j0) of C starts and its row stride, when it is one
-// strided block in memory (always for dense C; for an NCHW view when it stays in one image).
+// Where the tile at (i0, j0), `cols` wide, starts in C and its row stride, when it is one
+// strided block in memory (dense C; an NCHW view when the tile stays in one image); else NULL.
 static float *c_block(const kn_view *C, int i0, int j0, int cols, ptrdiff_t *ldc) {
     if (C->kind == KN_VIEW_DENSE) {
         *ldc = C->ld;
@@ -149,7 +167,36 @@ static void scale_c(const kn_view *C, int M, int N, float beta) {
         }
 }
 
+// C tile (rows x cols at i0, j0) = tile + beta * C, from a temporary MR x NR tile (row stride
+// nr), in runs that are contiguous in C (an NCHW tile can straddle two images).
+static void write_back(const kn_view *C, const float *tile, int nr, int i0, int j0, int rows,
+                       int cols, float beta) {
+    for (int j = 0; j < cols;) {
+        int run = cols - j;
+        if (C->kind == KN_VIEW_NCHW && run > C->plane - (j0 + j) % C->plane)
+            run = C->plane - (j0 + j) % C->plane;
+        ptrdiff_t ld;
+        float *cj = c_block(C, i0, j0 + j, run, &ld);
+        for (int i = 0; i < rows; i++) {
+            float *ci = cj + i * ld;
+            const float *ti = tile + i * nr + j;
+            if (beta == 0.0f)
+                for (int t = 0; t < run; t++) ci[t] = ti[t];
+            else
+                for (int t = 0; t < run; t++) ci[t] = ti[t] + beta * ci[t];
+        }
+        j += run;
+    }
+}
+
 // MARK: - The driver
+
+// Start of row `row` of a shift view (a channel plane shifted by the kernel offset).
+static const float *shift_row(const kn_view *v, int row) {
+    const int RS = v->R * v->S;
+    return v->data + (long)(row / RS) * v->cstride + (long)(row / v->S % v->R) * v->rstep +
+           (long)(row % v->S) * v->sstep;
+}
 
 void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_view *B,
                    float beta, const kn_view *C) {
@@ -170,13 +217,14 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
     const size_t nmax = N < bk.nc ? N : bk.nc;
     // below ~0.1 MFLOP a fork/join costs more than it saves
     const int team = ((double)M * N * K < 1e5) ? 1 : kn_team();
-    // A shift view is read in place (its rows are contiguous runs): instead of packed B
-    // panels, bpack holds the KC row pointers and, per thread, one packed panel for the
-    // tiles that straddle two images.
-    const int in_place = B->kind == KN_VIEW_SHIFT && impl->ukr_rows;
-    float *apack = kn_thread_scratch(0, kmax * ((mmax + MR - 1) / MR * MR));
-    float *bpack = kn_thread_scratch(1, in_place ? kmax * (2 + (size_t)team * NR)
-                                                 : kmax * ((nmax + NR - 1) / NR * NR));
+    // Shift views are read in place (their rows are contiguous runs of a padded image). As B,
+    // bpack then holds the KC row pointers and, per thread, one packed panel for the tiles
+    // that straddle two images; as A, each tile gets MR row pointers and nothing is packed.
+    const int in_place_b = B->kind == KN_VIEW_SHIFT && impl->ukr_rows;
+    const int in_place_a = A->kind == KN_VIEW_SHIFT && impl->ukr_arows;
+    float *apack = in_place_a ? NULL : kn_thread_scratch(0, kmax * ((mmax + MR - 1) / MR * MR));
+    float *bpack = kn_thread_scratch(1, in_place_b ? kmax * (2 + (size_t)team * NR)
+                                                   : kmax * ((nmax + NR - 1) / NR * NR));
     const float **brows = (const float **)bpack;
 
     // split over MR x NR tiles of each block and over packing panels: no thread ever owns a
@@ -184,19 +232,16 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
 #pragma omp parallel num_threads(team)
     {
         float edge[64 * 64] __attribute__((aligned(64))); // an MR x NR tile for ragged edges
+        const float *arows[64];
         for (int jc = 0; jc < N; jc += bk.nc) {
             const int nc = N - jc < bk.nc ? N - jc : bk.nc;
             const int n_jr = (nc + NR - 1) / NR;
             for (int pc = 0; pc < K; pc += bk.kc) {
                 const int kc = K - pc < bk.kc ? K - pc : bk.kc;
                 const float beta_pc = pc == 0 ? beta : 1.0f;
-                if (in_place) {
+                if (in_place_b) {
 #pragma omp for schedule(static)
-                    for (int p = 0; p < kc; p++) {
-                        const int row = pc + p, RS = B->R * B->S;
-                        brows[p] = B->data + (long)(row / RS) * B->cstride +
-                                   (long)(row / B->S % B->R) * B->rstep + (long)(row % B->S) * B->sstep;
-                    }
+                    for (int p = 0; p < kc; p++) brows[p] = shift_row(B, pc + p);
                 } else {
                     // split over (panel, 128-row slab): a few wide panels still share out
                     const int slabs = (kc + 127) / 128;
@@ -214,10 +259,12 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
                 for (int ic = 0; ic < M; ic += bk.mc) {
                     const int mc = M - ic < bk.mc ? M - ic : bk.mc;
                     const int n_ir = (mc + MR - 1) / MR;
+                    if (!in_place_a) {
 #pragma omp for schedule(static)
-                    for (int ir = 0; ir < n_ir; ir++) {
-                        const int rows = mc - ir * MR < MR ? mc - ir * MR : MR;
-                        pack_a(apack + (size_t)ir * MR * kc, A, ic + ir * MR, rows, pc, kc, MR);
+                        for (int ir = 0; ir < n_ir; ir++) {
+                            const int rows = mc - ir * MR < MR ? mc - ir * MR : MR;
+                            pack_a(apack + (size_t)ir * MR * kc, A, ic + ir * MR, rows, pc, kc, MR);
+                        }
                     }
                     // tiles in jr-major order: a thread's B sliver stays in cache across its ir's
 #pragma omp for schedule(static)
@@ -226,13 +273,13 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
                         const int i0 = ic + ir * MR, j0 = jc + jr * NR;
                         const int rows = mc - ir * MR < MR ? mc - ir * MR : MR;
                         const int cols = nc - jr * NR < NR ? nc - jr * NR : NR;
-                        const float *ap = apack + (size_t)ir * MR * kc;
+                        const float *ap = in_place_a ? NULL : apack + (size_t)ir * MR * kc;
                         const float *bp = bpack + (size_t)jr * NR * kc;
                         ptrdiff_t ldc, off = -1;
-                        if (in_place) {
-                            const int t = j0 % B->T;
-                            if (t + NR <= B->T) {
-                                off = (ptrdiff_t)(j0 / B->T) * B->image + t;
+                        if (in_place_b) {
+                            const int tb = j0 % B->T;
+                            if (tb + NR <= B->T) {
+                                off = (ptrdiff_t)(j0 / B->T) * B->image + tb;
                             } else {
                                 if (own_jr != jr) pack_b(own_panel, B, pc, kc, j0, cols, NR);
                                 own_jr = jr;
@@ -243,30 +290,25 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
                         float *out = c && rows == MR && cols == NR ? c : edge;
                         const ptrdiff_t ldo = out == c ? ldc : NR;
                         const float beta_o = out == c ? beta_pc : 0.0f;
-                        if (off >= 0) impl->ukr_rows(kc, ap, brows, off, out, ldo, alpha, beta_o);
-                        else impl->ukr(kc, ap, bp, out, ldo, alpha, beta_o);
-                        if (out == c) continue;
-                        // write the tile back in column runs that are contiguous in C (a
-                        // tile of an NCHW view can straddle two images)
-                        for (int j = 0; j < cols;) {
-                            ptrdiff_t ld;
-                            int run = cols - j;
-                            if (!c) {
-                                const int q = (j0 + j) % C->plane;
-                                if (run > C->plane - q) run = C->plane - q;
+                        if (in_place_a) {
+                            // A's rows jump where the depth crosses into the next image: one
+                            // call per image segment, the later ones accumulating
+                            for (int p = 0; p < kc;) {
+                                const int j = pc + p, tj = j % A->T;
+                                const int seg = A->T - tj < kc - p ? A->T - tj : kc - p;
+                                for (int i = 0; i < MR; i++) // rows past the matrix: dropped
+                                    arows[i] = shift_row(A, i0 + (i < rows ? i : 0)) +
+                                               (long)(j / A->T) * A->image + tj;
+                                impl->ukr_arows(seg, arows, bp + (size_t)p * NR, out, ldo, alpha,
+                                                p == 0 ? beta_o : 1.0f);
+                                p += seg;
                             }
-                            float *cj = c ? c + j : c_block(C, i0, j0 + j, run, &ld);
-                            if (c) ld = ldc;
-                            for (int i = 0; i < rows; i++) {
-                                float *ci = cj + i * ld;
-                                const float *ei = edge + i * NR + j;
-                                if (beta_pc == 0.0f)
-                                    for (int t = 0; t < run; t++) ci[t] = ei[t];
-                                else
-                                    for (int t = 0; t < run; t++) ci[t] = ei[t] + beta_pc * ci[t];
-                            }
-                            j += run;
+                        } else if (off >= 0) {
+                            impl->ukr_rows(kc, ap, brows, off, out, ldo, alpha, beta_o);
+                        } else {
+                            impl->ukr(kc, ap, bp, out, ldo, alpha, beta_o);
                         }
+                        if (out != c) write_back(C, edge, NR, i0, j0, rows, cols, beta_pc);
                     }
                 }
             }

@@ -1,8 +1,9 @@
 // x86-64 AVX-512F micro-kernels. Only these functions get the avx512f target.
 //
-// Each tile shape has one body and two entry points: B from a packed panel (row p at
-// b + p*NR), or B rows read in place (row p at rows[p] + off, any alignment: the implicit
-// convolution's shifted runs of a padded image, which then need no packing at all).
+// Each tile shape has one body and three entry points: A and B from packed panels; B rows read
+// in place (row p at rows[p] + off, any alignment: the implicit convolution's shifted runs of
+// a padded image, which then need no packing); or A rows read in place (row i at arows[i]),
+// for the implicit convolution's backward-weights, where the shifted runs are A's rows.
 #if defined(__x86_64__)
 #include "internal.h"
 #include <immintrin.h>
@@ -10,7 +11,8 @@
 // MR = 8, NR = 48: 24 zmm accumulators, 3 for B, 1 broadcast of A. MR = 8 divides the channel
 // counts of CNN layers (the M of a conv GEMM); NR = 48 divides 9*C for C a multiple of 16.
 __attribute__((target("avx512f"), always_inline)) static inline void
-tile_8x48(int k, const float *a, const float *b, const float *const *rows, ptrdiff_t off,
+tile_8x48(int k, const float *a, const float *const *arows, const float *b,
+          const float *const *rows, ptrdiff_t off,
           float *c, ptrdiff_t ldc, float alpha, float beta) {
     __m512 acc[8][3];
 #pragma clang loop unroll(full)
@@ -20,14 +22,14 @@ tile_8x48(int k, const float *a, const float *b, const float *const *rows, ptrdi
         _mm_prefetch((const char *)(c + i * ldc + 32), _MM_HINT_T0);
     }
 #pragma clang loop unroll_count(4)
-    for (int p = 0; p < k; p++, a += 8) {
+    for (int p = 0; p < k; p++) {
         const float *bp = rows ? rows[p] + off : b + (ptrdiff_t)p * 48;
         if (!rows) _mm_prefetch((const char *)(bp + 8 * 48), _MM_HINT_T0); // B streams from L2
         const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16),
                      b2 = _mm512_loadu_ps(bp + 32);
 #pragma clang loop unroll(full)
         for (int i = 0; i < 8; i++) {
-            const __m512 ai = _mm512_set1_ps(a[i]);
+            const __m512 ai = _mm512_set1_ps(arows ? arows[i][p] : a[(ptrdiff_t)p * 8 + i]);
             acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
             acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
             acc[i][2] = _mm512_fmadd_ps(ai, b2, acc[i][2]);
@@ -50,7 +52,8 @@ tile_8x48(int k, const float *a, const float *b, const float *const *rows, ptrdi
 // over 8x48 where it pads less: N a multiple of 32 (square powers of two, batched 4x4 and
 // 2x2 conv layers) with M large.
 __attribute__((target("avx512f"), always_inline)) static inline void
-tile_12x32(int k, const float *a, const float *b, const float *const *rows, ptrdiff_t off,
+tile_12x32(int k, const float *a, const float *const *arows, const float *b,
+          const float *const *rows, ptrdiff_t off,
            float *c, ptrdiff_t ldc, float alpha, float beta) {
     __m512 acc[12][2];
 #pragma clang loop unroll(full)
@@ -60,13 +63,13 @@ tile_12x32(int k, const float *a, const float *b, const float *const *rows, ptrd
         _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
     }
 #pragma clang loop unroll_count(4)
-    for (int p = 0; p < k; p++, a += 12) {
+    for (int p = 0; p < k; p++) {
         const float *bp = rows ? rows[p] + off : b + (ptrdiff_t)p * 32;
         if (!rows) _mm_prefetch((const char *)(bp + 8 * 32), _MM_HINT_T0);
         const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
 #pragma clang loop unroll(full)
         for (int i = 0; i < 12; i++) {
-            const __m512 ai = _mm512_set1_ps(a[i]);
+            const __m512 ai = _mm512_set1_ps(arows ? arows[i][p] : a[(ptrdiff_t)p * 12 + i]);
             acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
             acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
         }
@@ -88,23 +91,33 @@ tile_12x32(int k, const float *a, const float *b, const float *const *rows, ptrd
 __attribute__((target("avx512f")))
 void kn_sgemm_ukr_avx512_8x48(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
                               float alpha, float beta) {
-    tile_8x48(k, a, b, NULL, 0, c, ldc, alpha, beta);
+    tile_8x48(k, a, NULL, b, NULL, 0, c, ldc, alpha, beta);
 }
 __attribute__((target("avx512f")))
 void kn_sgemm_ukr_avx512_8x48_rows(int k, const float *a, const float *const *rows,
                                    ptrdiff_t off, float *c, ptrdiff_t ldc, float alpha,
                                    float beta) {
-    tile_8x48(k, a, NULL, rows, off, c, ldc, alpha, beta);
+    tile_8x48(k, a, NULL, NULL, rows, off, c, ldc, alpha, beta);
 }
 __attribute__((target("avx512f")))
 void kn_sgemm_ukr_avx512_12x32(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
                                float alpha, float beta) {
-    tile_12x32(k, a, b, NULL, 0, c, ldc, alpha, beta);
+    tile_12x32(k, a, NULL, b, NULL, 0, c, ldc, alpha, beta);
 }
 __attribute__((target("avx512f")))
 void kn_sgemm_ukr_avx512_12x32_rows(int k, const float *a, const float *const *rows,
                                     ptrdiff_t off, float *c, ptrdiff_t ldc, float alpha,
                                     float beta) {
-    tile_12x32(k, a, NULL, rows, off, c, ldc, alpha, beta);
+    tile_12x32(k, a, NULL, NULL, rows, off, c, ldc, alpha, beta);
+}
+__attribute__((target("avx512f")))
+void kn_sgemm_ukr_avx512_8x48_arows(int k, const float *const *arows, const float *b, float *c,
+                                    ptrdiff_t ldc, float alpha, float beta) {
+    tile_8x48(k, NULL, arows, b, NULL, 0, c, ldc, alpha, beta);
+}
+__attribute__((target("avx512f")))
+void kn_sgemm_ukr_avx512_12x32_arows(int k, const float *const *arows, const float *b, float *c,
+                                     ptrdiff_t ldc, float alpha, float beta) {
+    tile_12x32(k, NULL, arows, b, NULL, 0, c, ldc, alpha, beta);
 }
 #endif

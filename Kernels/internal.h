@@ -24,12 +24,18 @@ typedef void (*kn_sgemm_ukr)(int k, const float *a, const float *b, float *c, pt
 typedef void (*kn_sgemm_ukr_rows)(int k, const float *a, const float *const *rows,
                                   ptrdiff_t off, float *c, ptrdiff_t ldc, float alpha,
                                   float beta);
+// The same contract with A read in place: row i of the MR x k panel is arows[i][0..k) (all MR
+// pointers readable; rows past the matrix may repeat a real row, their results are dropped).
+typedef void (*kn_sgemm_ukr_arows)(int k, const float *const *arows, const float *b, float *c,
+                                   ptrdiff_t ldc, float alpha, float beta);
 
 #define KN_UKR(name)                                                                       \
     void name(int k, const float *a, const float *b, float *c, ptrdiff_t ldc, float alpha,     \
               float beta);                                                                     \
     void name##_rows(int k, const float *a, const float *const *rows, ptrdiff_t off, float *c, \
-                     ptrdiff_t ldc, float alpha, float beta);
+                     ptrdiff_t ldc, float alpha, float beta);                                  \
+    void name##_arows(int k, const float *const *arows, const float *b, float *c,              \
+                      ptrdiff_t ldc, float alpha, float beta);
 KN_UKR(kn_sgemm_ukr_portable_4x8)
 #if defined(__x86_64__)
 KN_UKR(kn_sgemm_ukr_avx2_6x16)
@@ -44,6 +50,7 @@ KN_UKR(kn_sgemm_ukr_neon_8x12)
 typedef struct {
     kn_sgemm_ukr ukr;
     kn_sgemm_ukr_rows ukr_rows;
+    kn_sgemm_ukr_arows ukr_arows;
     const char *ukr_name;
     kn_gemm_blocking blocking;
 } kn_gemm_impl;
@@ -59,6 +66,7 @@ typedef enum {
     KN_VIEW_DENSE_T, // (i, j) -> data[j*ld + i]
     KN_VIEW_NCHW,    // (ch x N*plane) over a (N, ch, plane) tensor:
                      //   (i, j) -> data[(j / plane) * ch * plane + i * plane + j % plane]
+    KN_VIEW_NCHW_T,  // its transpose (N*plane x ch)
     KN_VIEW_SHIFT,   // (C*R*S x N*T) over padded images: row (c, r, s), column (n, t) ->
                      //   data[n*image + c*cstride + r*rstep + s*sstep + t]
                      // so every row is a contiguous run of an image, shifted by (r, s)
