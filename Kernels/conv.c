@@ -20,6 +20,9 @@
 #include <string.h>
 
 #define KN_COL_BUDGET (1u << 22) // floats of col per chunk (16 MiB)
+#ifndef KN_COL_WIDTH
+#define KN_COL_WIDTH 512 // GEMM columns an im2col chunk aims for
+#endif
 #ifndef KN_SHIFT_CHUNK
 // floats of padded input + padded output per implicit chunk: small enough that a chunk stays
 // in cache between padding, the GEMM and cropping (measured: 2 MiB beats 16 MiB by ~1.4x)
@@ -67,7 +70,7 @@ kn_status kn_conv2d_plan(kn_conv2d *cv) {
 
     const size_t limit = cv->scratch_limit ? cv->scratch_limit : KN_COL_BUDGET;
     const long PQ = P * Q, CRS = (long)crs;
-    long nb = PQ >= 256 ? 1 : (512 + PQ - 1) / PQ;
+    long nb = PQ >= 256 ? 1 : (KN_COL_WIDTH + PQ - 1) / PQ;
     const long fit = (long)limit / ((CRS + cv->K) * PQ);
     if (nb > fit) nb = fit;
     if (nb > cv->N) nb = cv->N;
@@ -108,7 +111,7 @@ static void im2col(const kn_conv2d *cv, float *col, const float *x, int n0, int 
                     continue;
                 }
                 const float *xr = xc + (size_t)ih * W;
-                if (cv->stride_w == 1) {
+                if (cv->stride_w == 1 && Q >= 16) { // long rows: memcpy; short: the loop below
                     // valid q: 0 <= q + dw < W
                     int lo = dw < 0 ? -dw : 0, hi = W - dw < Q ? W - dw : Q;
                     if (hi < lo) hi = lo;
@@ -123,6 +126,18 @@ static void im2col(const kn_conv2d *cv, float *col, const float *x, int n0, int 
                 }
             }
         }
+}
+
+// C (M x N) = op(A) (M x K) . B (K x N), all dense row-major with B's rows read in place by the
+// micro-kernels: the chunk's col (or dy) was just written, packing it again would be a
+// second copy. (A shift view with one plane and no kernel offsets is a dense matrix.)
+static void gemm_rows_in_place(int trans_a, int M, int N, int K, const float *A, int lda,
+                               const float *B, float *C) {
+    const kn_view a = {.kind = trans_a ? KN_VIEW_DENSE_T : KN_VIEW_DENSE, .data = (float *)A, .ld = lda};
+    const kn_view b = {.kind = KN_VIEW_SHIFT, .data = (float *)B, .R = 1, .S = 1, .T = N,
+                       .cstride = N, .image = (long)K * N};
+    const kn_view c = {.kind = KN_VIEW_DENSE, .data = C, .ld = N};
+    kn_gemm_views(M, N, K, 1.0f, &a, &b, 0.0f, &c);
 }
 
 // dx += col2im(dcol) for images [n0, n0+nb).
@@ -199,7 +214,7 @@ static void forward_im2col(const kn_conv2d *cv, float *y, const float *x, const 
         } else {
             float *col = scratch, *t = scratch + (size_t)CRS * chunk * PQ;
             im2col(cv, col, x, n0, nb);
-            kn_sgemm(0, 0, K, nb * PQ, CRS, 1.0f, w, CRS, col, nb * PQ, 0.0f, t, nb * PQ);
+            gemm_rows_in_place(0, K, nb * PQ, CRS, w, CRS, col, t);
             chunk_to_nchw(cv, y, t, bias, n0, nb);
         }
     }
@@ -223,7 +238,7 @@ static void backward_data_im2col(const kn_conv2d *cv, float *dx, const float *dy
         } else {
             float *dcol = scratch, *t = scratch + (size_t)CRS * chunk * PQ;
             nchw_to_chunk(cv, t, dy, n0, nb);
-            kn_sgemm(1, 0, CRS, nb * PQ, K, 1.0f, w, CRS, t, nb * PQ, 0.0f, dcol, nb * PQ);
+            gemm_rows_in_place(1, CRS, nb * PQ, K, w, CRS, t, dcol);
             col2im_add(cv, dx, dcol, n0, nb);
         }
     }
