@@ -14,37 +14,19 @@
 // (column p at dst + p*MR); rows past `rows` are zero, so the micro-kernel needs no edge logic.
 
 static void pack_a(float *dst, const kn_view *A, int i0, int rows, int p0, int kc, int mr) {
-    const float *a = A->data;
     if (A->kind == KN_VIEW_DENSE) {
         // row by row: each source row is read sequentially; the panel (mr x kc) stays in L1
         for (int r = 0; r < mr; r++) {
-            if (r < rows) {
-                const float *src = a + (size_t)(i0 + r) * A->ld + p0;
-                for (int p = 0; p < kc; p++) dst[(size_t)p * mr + r] = src[p];
-            } else {
-                for (int p = 0; p < kc; p++) dst[(size_t)p * mr + r] = 0.0f;
-            }
+            const float *src = A->data + (size_t)(i0 + r) * A->ld + p0;
+            for (int p = 0; p < kc; p++) dst[(size_t)p * mr + r] = r < rows ? src[p] : 0.0f;
         }
         return;
     }
+    if (A->kind != KN_VIEW_DENSE_T) abort(); // shift views as A are read in place, never packed
     for (int p = 0; p < kc; p++) {
+        const float *src = A->data + (size_t)(p0 + p) * A->ld + i0;
         float *d = dst + (size_t)p * mr;
-        int r = 0;
-        switch (A->kind) {
-        case KN_VIEW_DENSE_T: {
-            const float *src = a + (size_t)(p0 + p) * A->ld + i0;
-            for (; r < rows; r++) d[r] = src[r];
-            break;
-        }
-        case KN_VIEW_NCHW: {
-            const int j = p0 + p, n = j / A->plane, q = j % A->plane;
-            const float *src = a + ((size_t)n * A->ch + i0) * A->plane + q;
-            for (; r < rows; r++) d[r] = src[(size_t)r * A->plane];
-            break;
-        }
-        default: abort(); // not an A operand anywhere in the library
-        }
-        for (; r < mr; r++) d[r] = 0.0f;
+        for (int r = 0; r < mr; r++) d[r] = r < rows ? src[r] : 0.0f;
     }
 }
 
@@ -67,31 +49,6 @@ static void pack_b_shift(float *dst, const kn_view *B, int p0, int kc, int j0, i
             c += run;
         }
         for (int c = cols; c < nr; c++) d[c] = 0.0f;
-    }
-}
-
-// Transposed shift view: depth rows are columns (n, t) of the shift view, panel columns are
-// its rows (c, r, s). Each panel column reads a contiguous run of an image; the panel is
-// filled row by row from NR such streams, so stores stay contiguous.
-static void pack_b_shift_t(float *dst, const kn_view *B, int p0, int kc, int j0, int cols,
-                           int nr) {
-    const int RS = B->R * B->S;
-    long off[64];
-    for (int c = 0; c < cols; c++) {
-        const int row = j0 + c;
-        off[c] = (long)(row / RS) * B->cstride + (long)(row / B->S % B->R) * B->rstep +
-                 (long)(row % B->S) * B->sstep;
-    }
-    for (int p = 0; p < kc;) {
-        const int j = p0 + p, n = j / B->T, t = j % B->T;
-        const int run = B->T - t < kc - p ? B->T - t : kc - p;
-        const float *img = B->data + n * B->image + t;
-        for (int i = 0; i < run; i++) {
-            float *d = dst + (size_t)(p + i) * nr;
-            for (int c = 0; c < cols; c++) d[c] = img[off[c] + i];
-            for (int c = cols; c < nr; c++) d[c] = 0.0f;
-        }
-        p += run;
     }
 }
 
@@ -133,7 +90,6 @@ static void pack_b(float *dst, const kn_view *B, int p0, int kc, int j0, int col
         return;
     case KN_VIEW_SHIFT: pack_b_shift(dst, B, p0, kc, j0, cols, nr); return;
     case KN_VIEW_NCHW_T: pack_b_nchw_t(dst, B, p0, kc, j0, cols, nr); return;
-    case KN_VIEW_SHIFT_T: pack_b_shift_t(dst, B, p0, kc, j0, cols, nr); return;
     default: abort(); // not a B operand anywhere in the library
     }
 }

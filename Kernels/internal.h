@@ -70,7 +70,6 @@ typedef enum {
     KN_VIEW_SHIFT,   // (C*R*S x N*T) over padded images: row (c, r, s), column (n, t) ->
                      //   data[n*image + c*cstride + r*rstep + s*sstep + t]
                      // so every row is a contiguous run of an image, shifted by (r, s)
-    KN_VIEW_SHIFT_T, // (N*T x C*R*S): its transpose
 } kn_view_kind;
 
 typedef struct {
