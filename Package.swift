@@ -78,5 +78,6 @@ let package = Package(
         // The Swift library: hides the C pointers.
         .target(name: "Remat", dependencies: ["RematKernels"]),
         .testTarget(name: "RematKernelsTests", dependencies: ["RematKernels", "Remat"]),
+        .testTarget(name: "RematTests", dependencies: ["Remat"]),
     ]
 )

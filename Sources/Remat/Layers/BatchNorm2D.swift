@@ -1,0 +1,74 @@
+import RematKernels
+
+/// BatchNorm2d (PyTorch semantics: eps 1e-5, momentum 0.1, affine, unbiased running
+/// variance). Weight (C) then bias (C) in the arena; running statistics are buffers.
+/// Training uses batch statistics and updates the running ones (unless the context says
+/// it is a recompute); evaluation uses the running ones.
+public final class BatchNorm2D: Layer {
+    public let channels: Int
+    public let eps: Float, momentum: Float
+    public internal(set) var runningMean: [Float]
+    public internal(set) var runningVariance: [Float]
+    private var slot: ParameterSlot?
+
+    public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1) {
+        self.channels = channels
+        self.eps = eps
+        self.momentum = momentum
+        runningMean = [Float](repeating: 0, count: channels)
+        runningVariance = [Float](repeating: 1, count: channels)
+    }
+
+    public var name: String { "bn \(channels)" }
+    public var parameterCount: Int { 2 * channels }
+    public func bind(_ slot: ParameterSlot) { self.slot = slot }
+
+    public func initialize(_ rng: inout SeededGenerator) {
+        for c in 0..<channels {
+            slot!.values[c] = 1
+            slot!.values[channels + c] = 0
+        }
+        runningMean = [Float](repeating: 0, count: channels)
+        runningVariance = [Float](repeating: 1, count: channels)
+    }
+
+    public func outputShape(for input: Shape) throws -> Shape {
+        let (_, c, _, _) = try input.nchw(name)
+        guard c == channels else { throw RematError.shape("\(name) expects \(channels) channels, got \(input)") }
+        return input
+    }
+
+    public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
+        let (n, c, h, w) = try x.shape.nchw(name)
+        _ = try outputShape(for: x.shape)
+        let y = Tensor(uninitialized: x.shape)
+        let s = slot!
+        guard context.training else {
+            kn_batchnorm_inference(y.pointer, x.pointer, runningMean, runningVariance, s.values, s.values + c,
+                                   Int32(n), Int32(c), Int32(h * w), eps)
+            return (y, Saved(tensors: [x]))
+        }
+        let mean = Tensor(uninitialized: Shape(c)), invstd = Tensor(uninitialized: Shape(c))
+        kn_batchnorm_stats(mean.pointer, invstd.pointer, x.pointer, Int32(n), Int32(c), Int32(h * w), eps)
+        kn_batchnorm_forward(y.pointer, x.pointer, mean.pointer, invstd.pointer, s.values, s.values + c,
+                             Int32(n), Int32(c), Int32(h * w))
+        if context.updateRunningStatistics {
+            kn_batchnorm_update_running(&runningMean, &runningVariance, mean.pointer, invstd.pointer, Int32(c),
+                                        Int32(n * h * w), eps, momentum)
+        }
+        return (y, Saved(tensors: [x, mean, invstd]))
+    }
+
+    public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
+        guard saved.tensors.count == 3 else {
+            throw RematError.invalidArgument("\(name): backward needs a training-mode forward (batch statistics)")
+        }
+        let x = saved.tensors[0], mean = saved.tensors[1], invstd = saved.tensors[2]
+        let (n, c, h, w) = try x.shape.nchw(name)
+        let dx = Tensor(zeros: x.shape)
+        let s = slot!
+        kn_batchnorm_backward(dx.pointer, s.gradients, s.gradients + c, dy.pointer, x.pointer, mean.pointer,
+                              invstd.pointer, s.values, Int32(n), Int32(c), Int32(h * w))
+        return dx
+    }
+}

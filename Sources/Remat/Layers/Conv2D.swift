@@ -1,0 +1,88 @@
+import RematKernels
+
+/// 2-D convolution, NCHW, with stride, zero padding, dilation and an optional bias.
+/// Weights (K, C, R, S) then bias (K) in the parameter arena.
+public final class Conv2D: Layer {
+    public let inChannels: Int, outChannels: Int
+    public let kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int)
+    public let hasBias: Bool
+    private var slot: ParameterSlot?
+    private var plans: [Shape: kn_conv2d] = [:]
+
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
+                dilation: Int = 1, bias: Bool = true) {
+        self.inChannels = inChannels
+        self.outChannels = outChannels
+        self.kernel = (kernel, kernel)
+        self.stride = (stride, stride)
+        self.padding = (padding, padding)
+        self.dilation = (dilation, dilation)
+        hasBias = bias
+    }
+
+    public var name: String {
+        "conv\(kernel.0)x\(kernel.1) \(inChannels)->\(outChannels)" + (stride.0 > 1 ? " s\(stride.0)" : "")
+            + (padding.0 > 0 ? " p\(padding.0)" : "") + (hasBias ? "" : " nobias")
+    }
+    var weightCount: Int { outChannels * inChannels * kernel.0 * kernel.1 }
+    public var parameterCount: Int { weightCount + (hasBias ? outChannels : 0) }
+    public func bind(_ slot: ParameterSlot) { self.slot = slot }
+
+    public func initialize(_ rng: inout SeededGenerator) {
+        // PyTorch: kaiming_uniform(a = sqrt(5)) and uniform bias, both +-1/sqrt(fan_in)
+        let bound = 1 / Float(inChannels * kernel.0 * kernel.1).squareRoot()
+        for i in 0..<parameterCount { slot!.values[i] = rng.uniform(-bound, bound) }
+    }
+
+    /// The kernel plan for this input shape (cached).
+    func plan(_ input: Shape) throws -> kn_conv2d {
+        if let p = plans[input] { return p }
+        let (n, c, h, w) = try input.nchw(name)
+        guard c == inChannels else {
+            throw RematError.shape("\(name) expects \(inChannels) input channels, got \(c) in \(input)")
+        }
+        var cv = kn_conv2d()
+        (cv.N, cv.C, cv.H, cv.W) = (Int32(n), Int32(c), Int32(h), Int32(w))
+        (cv.K, cv.R, cv.S) = (Int32(outChannels), Int32(kernel.0), Int32(kernel.1))
+        (cv.stride_h, cv.stride_w) = (Int32(stride.0), Int32(stride.1))
+        (cv.pad_h, cv.pad_w) = (Int32(padding.0), Int32(padding.1))
+        (cv.dil_h, cv.dil_w) = (Int32(dilation.0), Int32(dilation.1))
+        let status = kn_conv2d_plan(&cv)
+        guard status == KN_OK else {
+            throw RematError.shape("\(name) cannot run on \(input): \(String(cString: kn_status_string(status)))")
+        }
+        plans[input] = cv
+        return cv
+    }
+
+    public func outputShape(for input: Shape) throws -> Shape {
+        let cv = try plan(input)
+        return Shape(Int(cv.N), Int(cv.K), Int(cv.P), Int(cv.Q))
+    }
+
+    public func forwardFLOPs(for input: Shape) -> Int {
+        guard let out = try? outputShape(for: input) else { return 0 }
+        return 2 * out.count / out.batch * inChannels * kernel.0 * kernel.1
+    }
+
+    public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
+        var cv = try plan(x.shape)
+        let y = Tensor(uninitialized: try outputShape(for: x.shape))
+        let scratch = Tensor(uninitialized: Shape(Int(cv.scratch_floats)))
+        let s = slot!
+        kn_conv2d_forward(&cv, y.pointer, x.pointer, s.values, hasBias ? s.values + weightCount : nil, scratch.pointer)
+        return (y, Saved(tensors: [x]))
+    }
+
+    public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
+        let x = saved.tensors[0]
+        var cv = try plan(x.shape)
+        let dx = Tensor(zeros: x.shape)
+        let scratch = Tensor(uninitialized: Shape(Int(cv.scratch_floats)))
+        let s = slot!
+        kn_conv2d_backward_data(&cv, dx.pointer, dy.pointer, s.values, scratch.pointer)
+        kn_conv2d_backward_weights(&cv, s.gradients, hasBias ? s.gradients + weightCount : nil, dy.pointer,
+                                   x.pointer, scratch.pointer)
+        return dx
+    }
+}

@@ -1,0 +1,12 @@
+/// (N, C, H, W) -> (N, C*H*W), sharing storage.
+public final class Flatten: Layer {
+    public init() {}
+    public var name: String { "flatten" }
+    public func outputShape(for input: Shape) throws -> Shape { Shape(input.batch, input.perImage) }
+
+    public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
+        (try x.reshaped(try outputShape(for: x.shape)), Saved(shapes: [x.shape]))
+    }
+
+    public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor { try dy.reshaped(saved.shapes[0]) }
+}

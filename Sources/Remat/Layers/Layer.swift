@@ -1,0 +1,80 @@
+/// One operation of a network with an explicit forward and backward pass.
+///
+/// A forward pass returns its output and what its backward pass will need (`Saved`); a
+/// checkpointing engine can drop that and recompute it. Backward passes accumulate into the
+/// parameter gradients (the model zeroes them once per step) and return the input gradient.
+/// Shapes are batch first: (N, C, H, W) or (N, F).
+public protocol Layer: AnyObject {
+    /// A short description, e.g. "conv3x3 16->32 s2 p1".
+    var name: String { get }
+    /// The output shape for an input shape; throws with a clear message if the input cannot fit.
+    func outputShape(for input: Shape) throws -> Shape
+    /// Floats of trainable parameters.
+    var parameterCount: Int { get }
+    /// Gives the layer its views into the model's parameter and gradient arenas.
+    func bind(_ slot: ParameterSlot)
+    /// PyTorch's default initialisation, from the model's seeded generator.
+    func initialize(_ rng: inout SeededGenerator)
+    func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved)
+    func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor
+    /// Forward FLOPs for one input of this shape (multiply-add = 2; conv and linear only).
+    func forwardFLOPs(for input: Shape) -> Int
+}
+
+extension Layer {
+    public var parameterCount: Int { 0 }
+    public func bind(_ slot: ParameterSlot) {}
+    public func initialize(_ rng: inout SeededGenerator) {}
+    public func forwardFLOPs(for input: Shape) -> Int { 0 }
+}
+
+/// A layer's views into the model's two arenas: its parameters and their gradients.
+public struct ParameterSlot {
+    let values: UnsafeMutablePointer<Float>
+    let gradients: UnsafeMutablePointer<Float>
+    let count: Int
+
+    /// The sub-slot [offset, offset + count).
+    func slice(_ offset: Int, _ count: Int) -> ParameterSlot {
+        precondition(offset + count <= self.count, "parameter slot overflow")
+        return ParameterSlot(values: values + offset, gradients: gradients + offset, count: count)
+    }
+}
+
+/// What a forward pass kept for its backward pass. Dropping it frees that memory.
+public struct Saved {
+    var tensors: [Tensor] = []
+    var shapes: [Shape] = []
+    var children: [Saved] = []
+    var seed: UInt64 = 0
+
+    /// Bytes of tensor storage this record keeps alive (shared storage counted once per record).
+    public var bytes: Int {
+        var seen = Set<ObjectIdentifier>()
+        return tensorBytes(&seen)
+    }
+    private func tensorBytes(_ seen: inout Set<ObjectIdentifier>) -> Int {
+        var total = 0
+        for t in tensors where seen.insert(ObjectIdentifier(t.storage)).inserted { total += t.shape.count * 4 }
+        for c in children { total += c.tensorBytes(&seen) }
+        return total
+    }
+}
+
+/// How a forward pass runs.
+public struct ForwardContext: Sendable {
+    /// Training (batch statistics, dropout) or evaluation (running statistics, no dropout).
+    public var training: Bool
+    /// BatchNorm updates its running statistics (false for a checkpoint recompute).
+    public var updateRunningStatistics: Bool
+    /// Dropout masks are a pure function of (seed, step, layer): a recompute gets the same.
+    public var seed: UInt64
+    public var step: Int
+
+    public init(training: Bool, seed: UInt64 = 0, step: Int = 0) {
+        self.training = training
+        updateRunningStatistics = training
+        self.seed = seed
+        self.step = step
+    }
+}

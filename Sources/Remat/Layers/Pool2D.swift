@@ -1,0 +1,54 @@
+import RematKernels
+
+/// Max or average pooling over NCHW planes (average counts padding, as PyTorch's default).
+/// Max pooling keeps its input and finds each window's maximum again in the backward pass.
+public final class Pool2D: Layer {
+    public enum Kind: Sendable { case max, average }
+    public let kind: Kind
+    public let kernel: Int, stride: Int, padding: Int
+
+    public init(_ kind: Kind, kernel: Int, stride: Int? = nil, padding: Int = 0) {
+        self.kind = kind
+        self.kernel = kernel
+        self.stride = stride ?? kernel
+        self.padding = padding
+    }
+
+    /// Max-pool 2x2 stride 2, the `M` of WORKLOADS.md.
+    public static func max2x2() -> Pool2D { Pool2D(.max, kernel: 2) }
+
+    public var name: String { (kind == .max ? "maxpool" : "avgpool") + "\(kernel)x\(kernel) s\(stride)" }
+
+    public func outputShape(for input: Shape) throws -> Shape {
+        let (n, c, h, w) = try input.nchw(name)
+        guard kernel >= 1, stride >= 1, padding >= 0, 2 * padding <= kernel,
+              h + 2 * padding >= kernel, w + 2 * padding >= kernel else {
+            throw RematError.shape("\(name) with padding \(padding) cannot pool \(input)")
+        }
+        return Shape(n, c, (h + 2 * padding - kernel) / stride + 1, (w + 2 * padding - kernel) / stride + 1)
+    }
+
+    public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
+        let y = Tensor(uninitialized: try outputShape(for: x.shape))
+        let (n, c, h, w) = try x.shape.nchw(name)
+        let k = Int32(kernel), s = Int32(stride), p = Int32(padding)
+        let status = kind == .max
+            ? kn_maxpool2d_forward(y.pointer, x.pointer, Int32(n), Int32(c), Int32(h), Int32(w), k, k, s, s, p, p)
+            : kn_avgpool2d_forward(y.pointer, x.pointer, Int32(n), Int32(c), Int32(h), Int32(w), k, k, s, s, p, p)
+        precondition(status == KN_OK, "checked by outputShape")
+        return (y, kind == .max ? Saved(tensors: [x]) : Saved(shapes: [x.shape]))
+    }
+
+    public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
+        let inShape = kind == .max ? saved.tensors[0].shape : saved.shapes[0]
+        let (n, c, h, w) = try inShape.nchw(name)
+        let dx = Tensor(zeros: inShape)
+        let k = Int32(kernel), s = Int32(stride), p = Int32(padding)
+        let status = kind == .max
+            ? kn_maxpool2d_backward(dx.pointer, dy.pointer, saved.tensors[0].pointer, Int32(n), Int32(c), Int32(h),
+                                    Int32(w), k, k, s, s, p, p)
+            : kn_avgpool2d_backward(dx.pointer, dy.pointer, Int32(n), Int32(c), Int32(h), Int32(w), k, k, s, s, p, p)
+        precondition(status == KN_OK, "checked by outputShape")
+        return dx
+    }
+}

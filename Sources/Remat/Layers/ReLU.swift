@@ -1,0 +1,20 @@
+import RematKernels
+
+/// max(x, 0), any shape. Keeps its output for the backward pass.
+public final class ReLU: Layer {
+    public init() {}
+    public var name: String { "relu" }
+    public func outputShape(for input: Shape) throws -> Shape { input }
+
+    public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
+        let y = Tensor(uninitialized: x.shape)
+        kn_relu_forward(y.pointer, x.pointer, x.shape.count)
+        return (y, Saved(tensors: [y]))
+    }
+
+    public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
+        let dx = Tensor(zeros: dy.shape)
+        kn_relu_backward(dx.pointer, dy.pointer, saved.tensors[0].pointer, dy.shape.count)
+        return dx
+    }
+}

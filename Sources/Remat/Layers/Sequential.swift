@@ -1,0 +1,53 @@
+/// Layers run one after another: the usual block of a chain (conv, BN, ReLU, pool).
+public final class Sequential: Layer {
+    public let layers: [Layer]
+    public let label: String?
+
+    public init(_ layers: [Layer], name: String? = nil) {
+        self.layers = layers
+        label = name
+    }
+
+    public var name: String { label ?? layers.map(\.name).joined(separator: ", ") }
+    public var parameterCount: Int { layers.reduce(0) { $0 + $1.parameterCount } }
+
+    public func bind(_ slot: ParameterSlot) {
+        var offset = 0
+        for l in layers {
+            l.bind(slot.slice(offset, l.parameterCount))
+            offset += l.parameterCount
+        }
+    }
+
+    public func initialize(_ rng: inout SeededGenerator) { for l in layers { l.initialize(&rng) } }
+
+    public func outputShape(for input: Shape) throws -> Shape {
+        try layers.reduce(input) { try $1.outputShape(for: $0) }
+    }
+
+    public func forwardFLOPs(for input: Shape) -> Int {
+        var shape = input, total = 0
+        for l in layers {
+            total += l.forwardFLOPs(for: shape)
+            guard let next = try? l.outputShape(for: shape) else { return total }
+            shape = next
+        }
+        return total
+    }
+
+    public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
+        var y = x, saved = Saved()
+        for l in layers {
+            let (out, s) = try l.forward(y, context)
+            saved.children.append(s)
+            y = out
+        }
+        return (y, saved)
+    }
+
+    public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
+        var g = dy
+        for (l, s) in zip(layers, saved.children).reversed() { g = try l.backward(g, s) }
+        return g
+    }
+}

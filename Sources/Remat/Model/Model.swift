@@ -1,0 +1,117 @@
+import RematKernels
+
+/// A network as a chain of blocks (WORKLOADS.md: one block per conv or fc layer with its BN,
+/// ReLU and pooling; for ResNets the stem, each BasicBlock and the head), with its
+/// parameters and their gradients each in one arena, so an optimizer is one flat loop.
+///
+/// Threading: a model is used by one training loop at a time; its kernels run on the
+/// calling thread's team (`KernelRuntime.threads`).
+public final class Model {
+    public let name: String
+    /// The shape of one input image, (C, H, W).
+    public let imageShape: Shape
+    public let classes: Int
+    public let blocks: [Layer]
+    public let parameterCount: Int
+    let values: UnsafeMutableBufferPointer<Float>
+    let gradients: UnsafeMutableBufferPointer<Float>
+
+    /// Builds the chain, checks that every block accepts its input shape, lays out the
+    /// arenas and initialises the parameters as PyTorch does, from `seed`.
+    public init(name: String, imageShape: Shape, blocks: [Layer], seed: UInt64 = 0) throws {
+        self.name = name
+        self.imageShape = imageShape
+        self.blocks = blocks
+        var shape = Shape([1] + imageShape.dims)
+        for b in blocks { shape = try b.outputShape(for: shape) }
+        guard shape.dims.count == 2 else {
+            throw RematError.shape("\(name): the last block must produce (N, classes) logits, got \(shape)")
+        }
+        classes = shape.dims[1]
+        parameterCount = blocks.reduce(0) { $0 + $1.parameterCount }
+        values = .allocate(capacity: max(parameterCount, 1))
+        gradients = .allocate(capacity: max(parameterCount, 1))
+        values.initialize(repeating: 0)
+        gradients.initialize(repeating: 0)
+        var offset = 0, dropouts: UInt64 = 0
+        let all = ParameterSlot(values: values.baseAddress!, gradients: gradients.baseAddress!, count: parameterCount)
+        for b in blocks {
+            b.bind(all.slice(offset, b.parameterCount))
+            offset += b.parameterCount
+            for d in Model.layers(of: b).compactMap({ $0 as? Dropout }) { dropouts += 1; d.index = dropouts }
+        }
+        var rng = SeededGenerator(seed: seed)
+        for b in blocks { b.initialize(&rng) }
+    }
+
+    deinit {
+        values.deallocate()
+        gradients.deallocate()
+    }
+
+    /// Every leaf layer inside a block.
+    static func layers(of layer: Layer) -> [Layer] {
+        switch layer {
+        case let s as Sequential: return s.layers.flatMap(layers(of:))
+        case let b as BasicBlock: return layers(of: b.main) + (b.shortcut.map(layers(of:)) ?? []) + [b.relu]
+        default: return [layer]
+        }
+    }
+
+    /// Forward FLOPs per image (multiply-add = 2, conv and linear layers only).
+    public var forwardFLOPsPerImage: Int {
+        var shape = Shape([1] + imageShape.dims), total = 0
+        for b in blocks {
+            total += b.forwardFLOPs(for: shape)
+            shape = (try? b.outputShape(for: shape)) ?? shape
+        }
+        return total
+    }
+
+    /// The parameters, arena order (a copy); setting requires the same count.
+    public var parameters: [Float] {
+        get { Array(values) }
+        set {
+            precondition(newValue.count == parameterCount, "expected \(parameterCount) parameters, got \(newValue.count)")
+            _ = values.update(from: newValue)
+        }
+    }
+
+    /// The accumulated gradients, arena order (a copy).
+    public var parameterGradients: [Float] { Array(gradients) }
+
+    public func zeroGradients() { gradients.update(repeating: 0) }
+
+    /// Checks a batch against the model: (N, C, H, W) with the model's image shape.
+    func check(_ images: Tensor) throws {
+        guard images.shape.dims.count == 4, Array(images.shape.dims.dropFirst()) == imageShape.dims else {
+            throw RematError.shape("\(name) takes images of shape \(imageShape), got a batch of \(images.shape)")
+        }
+    }
+
+    /// Runs every block, keeping what each backward pass needs. Returns the logits (N, classes).
+    public func forward(_ images: Tensor, _ context: ForwardContext) throws -> (logits: Tensor, saved: [Saved]) {
+        try check(images)
+        var x = images, saved: [Saved] = []
+        saved.reserveCapacity(blocks.count)
+        for b in blocks {
+            let (y, s) = try b.forward(x, context)
+            saved.append(s)
+            x = y
+        }
+        return (x, saved)
+    }
+
+    /// Back-propagates d(loss)/d(logits) through the chain, accumulating parameter gradients,
+    /// and returns d(loss)/d(images). Consumes `saved` from the last block backwards,
+    /// releasing each as it goes.
+    @discardableResult
+    public func backward(_ dlogits: Tensor, _ saved: inout [Saved]) throws -> Tensor {
+        var g = dlogits
+        for (i, b) in blocks.enumerated().reversed() {
+            g = try b.backward(g, saved[i])
+            saved[i] = Saved() // free this block's activations now
+        }
+        return g
+    }
+}

@@ -1,0 +1,63 @@
+import Foundation
+
+/// The accounting allocator: every activation, gradient-of-activation and kernel scratch
+/// buffer is allocated here, so the live and peak bytes it reports are exact.
+///
+/// Threading: safe to use from several threads (the backward pass and the recompute thread).
+public final class MemoryAccount: @unchecked Sendable {
+    /// The account tensors use unless told otherwise.
+    public static let shared = MemoryAccount()
+
+    private let lock = NSLock()
+    private var live = 0
+    private var peak = 0
+
+    public init() {}
+
+    /// The account new tensors on this thread are charged to (default: `shared`).
+    public static var current: MemoryAccount {
+        if let p = pthread_getspecific(currentKey) { return Unmanaged<MemoryAccount>.fromOpaque(p).takeUnretainedValue() }
+        return shared
+    }
+
+    /// Runs `body` with this account as the current one on this thread (a training step, or
+    /// the recompute thread), so its peak covers exactly that work.
+    public func withCurrent<T>(_ body: () throws -> T) rethrows -> T {
+        let previous = pthread_getspecific(MemoryAccount.currentKey)
+        pthread_setspecific(MemoryAccount.currentKey, Unmanaged.passUnretained(self).toOpaque())
+        defer { pthread_setspecific(MemoryAccount.currentKey, previous) }
+        return try body()
+    }
+
+    private static let currentKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    /// Bytes allocated and not yet freed.
+    public var liveBytes: Int { lock.withLock { live } }
+    /// The most bytes live at once since creation or the last `resetPeak()`.
+    public var peakBytes: Int { lock.withLock { peak } }
+    /// Starts a new peak measurement from the current live bytes.
+    public func resetPeak() { lock.withLock { peak = live } }
+
+    /// 64-byte-aligned memory for `count` floats (uninitialised).
+    func allocate(floats count: Int) -> UnsafeMutablePointer<Float> {
+        let bytes = max(64, (count * MemoryLayout<Float>.stride + 63) / 64 * 64)
+        guard let raw = aligned_alloc(64, bytes) else {
+            fatalError("Remat: out of memory allocating \(bytes) bytes")
+        }
+        lock.withLock {
+            live += bytes
+            peak = max(peak, live)
+        }
+        return raw.bindMemory(to: Float.self, capacity: max(count, 1))
+    }
+
+    func free(_ pointer: UnsafeMutablePointer<Float>, floats count: Int) {
+        let bytes = max(64, (count * MemoryLayout<Float>.stride + 63) / 64 * 64)
+        Foundation.free(pointer)
+        lock.withLock { live -= bytes }
+    }
+}

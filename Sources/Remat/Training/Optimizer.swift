@@ -1,0 +1,55 @@
+import RematKernels
+
+/// Updates a model's parameter arena from its gradient arena: one flat loop.
+public protocol Optimizer: AnyObject {
+    /// Learning rate of the next step (a schedule may set it every step).
+    var learningRate: Float { get set }
+    func step(_ model: Model)
+}
+
+/// PyTorch's SGD: momentum (dampening 0), optional Nesterov, L2 weight decay.
+public final class SGD: Optimizer {
+    public var learningRate: Float
+    public let momentum: Float, weightDecay: Float, nesterov: Bool
+    private var velocity: [Float] = []
+
+    public init(learningRate: Float = 0.01, momentum: Float = 0.9, weightDecay: Float = 0, nesterov: Bool = false) {
+        self.learningRate = learningRate
+        self.momentum = momentum
+        self.weightDecay = weightDecay
+        self.nesterov = nesterov
+    }
+
+    public func step(_ model: Model) {
+        if velocity.count != model.parameterCount { velocity = [Float](repeating: 0, count: model.parameterCount) }
+        kn_sgd_step(model.values.baseAddress!, &velocity, model.gradients.baseAddress!, model.parameterCount,
+                    learningRate, momentum, weightDecay, nesterov ? 1 : 0)
+    }
+}
+
+/// AdamW (decoupled weight decay), as torch.optim.AdamW.
+public final class AdamW: Optimizer {
+    public var learningRate: Float
+    public let beta1: Float, beta2: Float, eps: Float, weightDecay: Float
+    private var m: [Float] = [], v: [Float] = []
+    private var steps: Int64 = 0
+
+    public init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8,
+                weightDecay: Float = 0.01) {
+        self.learningRate = learningRate
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.eps = eps
+        self.weightDecay = weightDecay
+    }
+
+    public func step(_ model: Model) {
+        if m.count != model.parameterCount {
+            m = [Float](repeating: 0, count: model.parameterCount)
+            v = m
+        }
+        steps += 1
+        kn_adamw_step(model.values.baseAddress!, &m, &v, model.gradients.baseAddress!, model.parameterCount,
+                      learningRate, beta1, beta2, eps, weightDecay, steps)
+    }
+}

@@ -1,0 +1,82 @@
+/// Metrics of one training step.
+public struct StepMetrics: Sendable {
+    public var step: Int
+    public var loss: Float
+    public var correct: Int
+    public var images: Int
+    public var seconds: Double
+    /// The most activation bytes live at once during the step (exact, from the allocator).
+    public var peakActivationBytes: Int
+    public var accuracy: Double { Double(correct) / Double(max(images, 1)) }
+    public var imagesPerSecond: Double { Double(images) / max(seconds, 1e-12) }
+}
+
+/// The training step of WORKLOADS.md: forward, mean softmax cross-entropy, backward,
+/// optimizer step. A non-finite loss stops the step before any parameter changes.
+public final class Trainer {
+    public let model: Model
+    public let optimizer: Optimizer
+    public let account: MemoryAccount
+    public let seed: UInt64
+    public private(set) var step = 0
+
+    /// `account` receives every activation of the steps this trainer runs (a fresh one by
+    /// default, so the reported peak is this trainer's alone).
+    public init(model: Model, optimizer: Optimizer, seed: UInt64 = 0, account: MemoryAccount = MemoryAccount()) {
+        self.model = model
+        self.optimizer = optimizer
+        self.seed = seed
+        self.account = account
+    }
+
+    /// One step on a batch.
+    @discardableResult
+    public func train(images: Tensor, labels: [Int32]) throws -> StepMetrics {
+        try account.withCurrent { try trainStep(images: images, labels: labels) }
+    }
+
+    private func trainStep(images: Tensor, labels: [Int32]) throws -> StepMetrics {
+        let start = DispatchTimeSource.now()
+        account.resetPeak()
+        model.zeroGradients()
+        let context = ForwardContext(training: true, seed: seed, step: step)
+        var (logits, saved) = try model.forward(images, context)
+        let (loss, dlogits) = try SoftmaxCrossEntropy.evaluate(logits: logits, labels: labels)
+        guard loss.isFinite else {
+            throw RematError.nonFinite("the loss became \(loss) at step \(step); lower the learning rate (parameters left as they were)")
+        }
+        let correct = SoftmaxCrossEntropy.correct(logits: logits, labels: labels)
+        try model.backward(dlogits, &saved)
+        optimizer.step(model)
+        step += 1
+        return StepMetrics(step: step, loss: loss, correct: correct, images: labels.count,
+                           seconds: DispatchTimeSource.seconds(since: start), peakActivationBytes: account.peakBytes)
+    }
+
+    /// Accuracy and mean loss over a dataset in evaluation mode (running BN statistics, no dropout).
+    public func evaluate(_ data: Dataset, batchSize: Int = 256) throws -> (loss: Double, accuracy: Double) {
+        var total = 0.0, correct = 0
+        for start in stride(from: 0, to: data.count, by: batchSize) {
+            let (x, y) = try data.batch(Array(start..<min(start + batchSize, data.count)))
+            let (logits, _) = try model.forward(x, ForwardContext(training: false))
+            total += Double(try SoftmaxCrossEntropy.evaluate(logits: logits, labels: y).loss) * Double(y.count)
+            correct += SoftmaxCrossEntropy.correct(logits: logits, labels: y)
+        }
+        return (total / Double(data.count), Double(correct) / Double(data.count))
+    }
+}
+
+/// Monotonic time without Foundation's Date.
+enum DispatchTimeSource {
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+    static func seconds(since start: UInt64) -> Double { Double(now() - start) * 1e-9 }
+}
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
