@@ -51,6 +51,10 @@ let package = Package(
     products: [
         .library(name: "Remat", targets: ["Remat"]),
         .library(name: "RematKernels", targets: ["RematKernels"]),
+        .executable(name: "remat", targets: ["remat"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.6.0"),
     ],
     targets: [
         // The C kernels behind one header (Kernels/include/RematKernels.h).
@@ -77,6 +81,10 @@ let package = Package(
         ),
         // The Swift library: hides the C pointers.
         .target(name: "Remat", dependencies: ["RematKernels"]),
+        // The `remat` command: bench (and, as they land, tune, train, plan).
+        .executableTarget(name: "remat", dependencies: [
+            "Remat", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .testTarget(name: "RematKernelsTests", dependencies: ["RematKernels", "Remat"]),
         .testTarget(name: "RematTests", dependencies: ["Remat"]),
     ]

@@ -1,0 +1,62 @@
+"""The WORKLOADS.md models in PyTorch, built exactly as Remat's zoo builds them."""
+import torch
+import torch.nn as nn
+
+
+def lenet5():
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+
+
+def vgg11():
+    layers, c = [], 3
+    for k, pool in [(64, True), (128, True), (256, False), (256, True), (512, False), (512, True), (512, False), (512, True)]:
+        layers += [nn.Conv2d(c, k, 3, padding=1, bias=False), nn.BatchNorm2d(k), nn.ReLU()]
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+        c = k
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(512, 10))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.main = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                                  nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                      if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        return torch.relu(self.main(x) + self.short(x))
+
+
+def resnet(n):
+    blocks, c = [nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())], 16
+    for stage, k in enumerate([16, 32, 64]):
+        for i in range(n):
+            blocks.append(BasicBlock(c, k, 2 if stage > 0 and i == 0 else 1))
+            c = k
+    return nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
+def plain_deep(d):
+    layers = [nn.Conv2d(3, 64, 3, padding=1), nn.ReLU()]
+    for _ in range(d - 1):
+        layers += [nn.Conv2d(64, 64, 3, padding=1), nn.ReLU()]
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
+def model(name):
+    if name == "lenet5":
+        return lenet5(), (1, 28, 28)
+    if name == "vgg11":
+        return vgg11(), (3, 32, 32)
+    if name == "resnet20":
+        return resnet(3), (3, 32, 32)
+    if name == "resnet56":
+        return resnet(9), (3, 32, 32)
+    if name.startswith("plain-deep-"):
+        return plain_deep(int(name[len("plain-deep-"):])), (3, 32, 32)
+    raise SystemExit(f"unknown model {name}")

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct RematCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "remat",
+        abstract: "Train CNNs on the CPU in little memory.",
+        subcommands: [Bench.self],
+        defaultSubcommand: Bench.self)
+}
