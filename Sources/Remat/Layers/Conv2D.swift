@@ -1,3 +1,4 @@
+import Foundation
 import RematKernels
 
 /// 2-D convolution, NCHW, with stride, zero padding, dilation and an optional bias.
@@ -8,6 +9,7 @@ public final class Conv2D: Layer {
     public let hasBias: Bool
     private var slot: ParameterSlot?
     private var plans: [Shape: kn_conv2d] = [:]
+    private let plansLock = NSLock() // the recompute thread plans too
 
     public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
                 dilation: Int = 1, bias: Bool = true) {
@@ -36,7 +38,7 @@ public final class Conv2D: Layer {
 
     /// The kernel plan for this input shape (cached).
     func plan(_ input: Shape) throws -> kn_conv2d {
-        if let p = plans[input] { return p }
+        if let p = plansLock.withLock({ plans[input] }) { return p }
         let (n, c, h, w) = try input.nchw(name)
         guard c == inChannels else {
             throw RematError.shape("\(name) expects \(inChannels) input channels, got \(c) in \(input)")
@@ -51,7 +53,7 @@ public final class Conv2D: Layer {
         guard status == KN_OK else {
             throw RematError.shape("\(name) cannot run on \(input): \(String(cString: kn_status_string(status)))")
         }
-        plans[input] = cv
+        plansLock.withLock { plans[input] = cv }
         return cv
     }
 

@@ -19,6 +19,10 @@ public final class Trainer {
     public let account: MemoryAccount
     public let seed: UInt64
     public private(set) var step = 0
+    /// Checkpointing for the following steps (one line to turn it on).
+    public var checkpointing: Checkpointing = .none
+    /// When set, every step's spans are recorded into it (Chrome trace-event JSON).
+    public var trace: TraceRecorder?
 
     /// `account` receives every activation of the steps this trainer runs (a fresh one by
     /// default, so the reported peak is this trainer's alone).
@@ -40,13 +44,11 @@ public final class Trainer {
         account.resetPeak()
         model.zeroGradients()
         let context = ForwardContext(training: true, seed: seed, step: step)
-        var (logits, saved) = try model.forward(images, context)
-        let (loss, dlogits) = try SoftmaxCrossEntropy.evaluate(logits: logits, labels: labels)
-        guard loss.isFinite else {
-            throw RematError.nonFinite("the loss became \(loss) at step \(step); lower the learning rate (parameters left as they were)")
-        }
-        let correct = SoftmaxCrossEntropy.correct(logits: logits, labels: labels)
-        try model.backward(dlogits, &saved)
+        let plan = try CheckpointPlan(policy: checkpointing.policy, blocks: model.blocks.count,
+                                      blockBytes: checkpointing.policy == .sqrtN ? try model.savedBytes(batch: labels.count) : nil)
+        let engine = CheckpointEngine(model: model, plan: plan, overlap: checkpointing.overlap, account: account,
+                                      trace: trace)
+        let (loss, correct) = try engine.run(images: images, labels: labels, context: context)
         optimizer.step(model)
         step += 1
         return StepMetrics(step: step, loss: loss, correct: correct, images: labels.count,

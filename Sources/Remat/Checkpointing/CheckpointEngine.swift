@@ -1,0 +1,199 @@
+import Foundation
+import RematKernels
+
+/// Forward, loss and backward of one step under a checkpoint plan (see `CheckpointPlan`).
+///
+/// Forward: every segment's input is kept (its checkpoint); only the last segment keeps what
+/// its backward needs. Backward, last segment first: each earlier segment is rebuilt from its
+/// checkpoint (BN reusing nothing but recomputing identical batch statistics, running
+/// statistics untouched, dropout masks regenerated) and then back-propagated and freed.
+/// With `Overlap`, the rebuilding runs on a recompute thread with its own kernel team, at most
+/// `lookahead` segments ahead of the backward pass.
+struct CheckpointEngine {
+    let model: Model
+    let plan: CheckpointPlan
+    let overlap: Overlap?
+    let account: MemoryAccount
+    let trace: TraceRecorder?
+
+    /// Returns the loss, the logits' correct count and leaves the gradients accumulated.
+    func run(images: Tensor, labels: [Int32], context: ForwardContext) throws -> (loss: Float, correct: Int) {
+        let blocks = model.blocks, segments = plan.segments, last = segments.count - 1
+        try model.check(images)
+        var checkpoints = [Tensor?](repeating: nil, count: segments.count)
+        var lastSaved: [Saved] = []
+        var x = images
+        for (s, range) in segments.enumerated() {
+            checkpoints[s] = x
+            for i in range {
+                let (y, saved) = try trace.span("forward", block: i) { try blocks[i].forward(x, context) }
+                if s == last { lastSaved.append(saved) } // earlier segments: dropped here, rebuilt later
+                x = y
+            }
+        }
+        let (loss, dlogits) = try SoftmaxCrossEntropy.evaluate(logits: x, labels: labels)
+        guard loss.isFinite else {
+            throw RematError.nonFinite("the loss became \(loss) at step \(context.step); lower the learning rate (parameters left as they were)")
+        }
+        let correct = SoftmaxCrossEntropy.correct(logits: x, labels: labels)
+        var recomputeContext = context
+        recomputeContext.updateRunningStatistics = false
+
+        let worker = overlap.map { o in
+            RecomputeWorker(model: model, segments: Array(segments.prefix(last)), checkpoints: checkpoints,
+                            context: recomputeContext, overlap: o, account: account, trace: trace)
+        }
+        if worker != nil { checkpoints.removeAll() } // the worker holds them now, freeing each when used
+        let team = kn_get_num_threads()
+        if let o = overlap { kn_set_num_threads(Int32(o.backwardThreads)) }
+        defer { kn_set_num_threads(team) }
+        var g = dlogits
+        do {
+            for s in stride(from: last, through: 0, by: -1) {
+                var saved: [Saved]
+                if s == last {
+                    saved = lastSaved
+                    lastSaved = []
+                } else if let worker {
+                    saved = try trace.span("wait", block: segments[s].upperBound - 1) { try worker.take(segment: s) }
+                } else {
+                    saved = try recompute(segments[s], from: checkpoints[s]!, recomputeContext)
+                    checkpoints[s] = nil
+                }
+                for (j, i) in segments[s].enumerated().reversed() {
+                    g = try trace.span("backward", block: i) { try blocks[i].backward(g, saved[j]) }
+                    saved[j] = Saved() // free this block's activations now
+                }
+                worker?.release()
+            }
+        } catch {
+            worker?.cancel()
+            throw error
+        }
+        worker?.join()
+        return (loss, correct)
+    }
+
+    /// Rebuilds a segment's activations from its checkpoint (on the calling thread).
+    func recompute(_ range: Range<Int>, from input: Tensor, _ context: ForwardContext) throws -> [Saved] {
+        var x = input, saved: [Saved] = []
+        for i in range {
+            let (y, s) = try trace.span("recompute", block: i) { try model.blocks[i].forward(x, context) }
+            saved.append(s)
+            x = y
+        }
+        return saved
+    }
+}
+
+/// The recompute thread: rebuilds segments last-1 ... 0 in that order, each as soon as a
+/// lookahead slot is free, and hands each to the backward pass.
+final class RecomputeWorker: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var ready: [Int: [Saved]] = [:]
+    private var failure: Error?
+    private var cancelled = false
+    private var slots: Int
+    private var finished = false
+
+    // owned by the recompute thread once started
+    private let engine: CheckpointEngine
+    private let segments: [Range<Int>]
+    private var inputs: [Tensor?]
+    private let context: ForwardContext
+    private let overlap: Overlap
+
+    init(model: Model, segments: [Range<Int>], checkpoints: [Tensor?], context: ForwardContext, overlap: Overlap,
+         account: MemoryAccount, trace: TraceRecorder?) {
+        slots = overlap.lookahead
+        engine = CheckpointEngine(model: model, plan: try! CheckpointPlan(policy: .none, blocks: 1), overlap: nil,
+                                  account: account, trace: trace)
+        self.segments = segments
+        inputs = Array(checkpoints.prefix(segments.count))
+        self.context = context
+        self.overlap = overlap
+        let thread = Thread { [self] in self.main() }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
+    private func main() {
+        kn_set_num_threads(Int32(overlap.recomputeThreads))
+        engine.trace?.nameThread("recompute")
+        engine.account.withCurrent {
+            for s in stride(from: segments.count - 1, through: 0, by: -1) {
+                guard acquireSlot() else { break }
+                do {
+                    let saved = try engine.recompute(segments[s], from: inputs[s]!, context)
+                    inputs[s] = nil
+                    publish(s, saved)
+                } catch {
+                    fail(error)
+                    break
+                }
+            }
+            inputs.removeAll()
+        }
+        condition.lock()
+        finished = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func acquireSlot() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while slots == 0 && !cancelled { condition.wait() }
+        if cancelled { return false }
+        slots -= 1
+        return true
+    }
+
+    private func publish(_ s: Int, _ saved: [Saved]) {
+        condition.lock()
+        ready[s] = saved
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func fail(_ error: Error) {
+        condition.lock()
+        failure = error
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits for segment s and takes its activations (rethrowing a recompute failure).
+    func take(segment s: Int) throws -> [Saved] {
+        condition.lock()
+        defer { condition.unlock() }
+        while ready[s] == nil && failure == nil { condition.wait() }
+        if let failure { throw failure }
+        return ready.removeValue(forKey: s)!
+    }
+
+    /// The backward pass is done with a segment: one more may be rebuilt.
+    func release() {
+        condition.lock()
+        slots += 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Stops the thread (after an error in the backward pass) and waits for it.
+    func cancel() {
+        condition.lock()
+        cancelled = true
+        condition.broadcast()
+        condition.unlock()
+        join()
+    }
+
+    /// Waits until the thread has exited and dropped everything it held.
+    func join() {
+        condition.lock()
+        while !finished { condition.wait() }
+        ready.removeAll()
+        condition.unlock()
+    }
+}

@@ -1,0 +1,20 @@
+/// A training step's checkpointing: the policy that chooses what to keep, and whether the
+/// recomputation runs on its own thread, overlapped with the backward pass.
+///
+/// Memory/time trade-off: `.none` keeps every block's activations; `.sqrtN` keeps about
+/// 2 sqrt(n) blocks' worth and recomputes every block but the last segment's once (about a
+/// third more compute). With `overlap`, a recompute thread with its own kernel team rebuilds
+/// segment s-1 while the backward pass works on segment s, hiding that compute where cores
+/// allow. Results are bitwise identical in every configuration.
+public struct Checkpointing: Sendable, Equatable {
+    public var policy: CheckpointPolicy
+    public var overlap: Overlap?
+
+    public init(policy: CheckpointPolicy, overlap: Overlap? = nil) {
+        self.policy = policy
+        self.overlap = overlap
+    }
+
+    /// No checkpointing.
+    public static let none = Checkpointing(policy: .none)
+}

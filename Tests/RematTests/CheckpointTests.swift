@@ -1,0 +1,138 @@
+import Foundation
+import Testing
+@testable import Remat
+
+/// Everything a step changes, as bits: loss, gradients, updated weights, BN running statistics.
+struct StepResult: Equatable {
+    var loss: UInt32
+    var gradients: [UInt32]
+    var weights: [UInt32]
+    var running: [UInt32]
+}
+
+func runSteps(_ makeModel: () throws -> Model, batch: Int, checkpointing: Checkpointing, steps: Int = 2) throws -> StepResult {
+    let model = try makeModel()
+    let data = try SyntheticDataset(count: batch * steps, imageShape: model.imageShape, classes: model.classes, seed: 4)
+    let trainer = Trainer(model: model, optimizer: SGD(learningRate: 0.01, momentum: 0.9), seed: 8)
+    trainer.checkpointing = checkpointing
+    var loss: Float = 0
+    for s in 0..<steps {
+        let (x, y) = try data.batch(Array(s * batch..<(s + 1) * batch))
+        loss = try trainer.train(images: x, labels: y).loss
+    }
+    let bns = model.blocks.flatMap(Model.layers(of:)).compactMap { $0 as? BatchNorm2D }
+    return StepResult(loss: loss.bitPattern, gradients: model.parameterGradients.map(\.bitPattern),
+                      weights: model.parameters.map(\.bitPattern),
+                      running: bns.flatMap { $0.runningMean + $0.runningVariance }.map(\.bitPattern))
+}
+
+/// A block that fails in its backward pass on demand (to test cancellation).
+final class FailingLayer: Layer {
+    var fail = false
+    var name: String { "failing" }
+    func outputShape(for input: Shape) throws -> Shape { input }
+    func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) { (x, Saved()) }
+    func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
+        if fail { throw RematError.invalidArgument("injected failure") }
+        return dy
+    }
+}
+
+@Suite("Checkpointing: plans, exactness, overlap, cancellation, trace")
+struct CheckpointTests {
+    @Test func plans() throws {
+        let p = try CheckpointPlan(policy: .sqrtN, blocks: 29) // resnet56: stem, 27 blocks, head
+        #expect(p.segments == [0..<6, 6..<12, 12..<18, 18..<24, 24..<29]) // by count without sizes
+        #expect(p.recomputedBlocks == 24)
+        // with sizes: at most ceil(sqrt(n)) segments, the largest as small as possible
+        let bytes = [5, 4, 4, 4, 2, 2, 2, 1, 1, 1, 1]
+        let b = try CheckpointPlan(policy: .sqrtN, blocks: 11, blockBytes: bytes)
+        // 27 bytes in 4 segments: 7 cannot fit (5 | 4 | 4 | 4 2 ... needs a fifth), 8 can
+        #expect(b.segments == [0..<1, 1..<3, 3..<6, 6..<11])
+        #expect(b.segments.map { bytes[$0].reduce(0, +) }.max() == 8)
+        #expect(try CheckpointPlan(policy: .none, blocks: 5).segments == [0..<5])
+        #expect(try CheckpointPlan(policy: .every(2), blocks: 5).segments == [0..<2, 2..<4, 4..<5])
+        #expect(throws: RematError.self) { try CheckpointPlan(policy: .every(0), blocks: 5) }
+    }
+
+    static let overlaps: [Overlap?] = [nil, Overlap(backwardThreads: 1, recomputeThreads: 1),
+                                       Overlap(backwardThreads: 2, recomputeThreads: 1, lookahead: 2)]
+
+    /// Every zoo model, every policy, with and without overlap: bitwise the same step.
+    @Test(arguments: ["lenet5", "resnet20", "vgg11", "plain-deep-6", "dropout-net"])
+    func exactness(model name: String) throws {
+        let make: () throws -> Model = {
+            if name == "dropout-net" {
+                return try Model(name: name, imageShape: Shape(3, 8, 8), blocks: [
+                    Sequential([Conv2D(3, 8, kernel: 3, padding: 1), BatchNorm2D(8), ReLU(), Dropout(0.3)]),
+                    Sequential([Conv2D(8, 8, kernel: 3, padding: 1), ReLU(), Dropout(0.5)]),
+                    BasicBlock(8, 8),
+                    Sequential([GlobalAvgPool(), Linear(8, 10)]),
+                ], seed: 3)
+            }
+            return try Zoo.model(named: name, seed: 3)
+        }
+        let batch = name == "vgg11" || name.hasPrefix("plain") ? 2 : 4
+        let baseline = try runSteps(make, batch: batch, checkpointing: .none)
+        for policy in [CheckpointPolicy.every(1), .every(2), .sqrtN] {
+            for overlap in Self.overlaps {
+                let r = try runSteps(make, batch: batch, checkpointing: Checkpointing(policy: policy, overlap: overlap))
+                #expect(r == baseline, "\(name) \(policy) overlap \(String(describing: overlap)) differs from no checkpointing")
+            }
+        }
+    }
+
+    /// Checkpointing lowers the measured peak of activation memory.
+    @Test func sqrtNUsesLessMemory() throws {
+        let data = try SyntheticDataset(count: 8, imageShape: Shape(3, 32, 32))
+        let (x, y) = try data.batch(Array(0..<8))
+        func peak(_ c: Checkpointing) throws -> Int {
+            let trainer = Trainer(model: try Zoo.resnet(blocksPerStage: 3), optimizer: SGD())
+            trainer.checkpointing = c
+            return try trainer.train(images: x, labels: y).peakActivationBytes
+        }
+        let none = try peak(.none), sqrt = try peak(Checkpointing(policy: .sqrtN))
+        let overlapped = try peak(Checkpointing(policy: .sqrtN, overlap: Overlap(backwardThreads: 1, recomputeThreads: 1)))
+        #expect(Double(sqrt) < 0.5 * Double(none), "sqrt(n) peak \(sqrt) vs none \(none)")
+        #expect(overlapped > sqrt && overlapped < none, "overlapped peak \(overlapped): one segment more than \(sqrt)")
+    }
+
+    /// An error in the backward pass stops the recompute thread, frees everything and
+    /// reaches the caller; the next step runs normally.
+    @Test func cancellationFreesEverything() throws {
+        let failing = FailingLayer()
+        let model = try Model(name: "fails", imageShape: Shape(3, 8, 8), blocks: [
+            Sequential([Conv2D(3, 4, kernel: 3, padding: 1), ReLU()]), failing,
+            Sequential([Conv2D(4, 4, kernel: 3, padding: 1), ReLU()]), Sequential([Conv2D(4, 4, kernel: 3, padding: 1), ReLU()]),
+            Sequential([GlobalAvgPool(), Linear(4, 10)]),
+        ])
+        let trainer = Trainer(model: model, optimizer: SGD())
+        trainer.checkpointing = Checkpointing(policy: .every(1), overlap: Overlap(backwardThreads: 1, recomputeThreads: 1))
+        let (x, y) = try SyntheticDataset(count: 4, imageShape: Shape(3, 8, 8)).batch([0, 1, 2, 3])
+        failing.fail = true
+        #expect(throws: RematError.self) { try trainer.train(images: x, labels: y) }
+        #expect(trainer.account.liveBytes == 0)
+        failing.fail = false
+        try trainer.train(images: x, labels: y)
+        #expect(trainer.account.liveBytes == 0)
+    }
+
+    /// The trace shows forward, backward and recompute spans; overlapped recompute runs on a
+    /// thread of its own.
+    @Test func traceShowsTheOverlap() throws {
+        let trainer = Trainer(model: try Zoo.resnet(blocksPerStage: 1), optimizer: SGD())
+        trainer.checkpointing = Checkpointing(policy: .every(2), overlap: Overlap(backwardThreads: 1, recomputeThreads: 1))
+        let trace = TraceRecorder()
+        trainer.trace = trace
+        let (x, y) = try SyntheticDataset(count: 4, imageShape: Shape(3, 32, 32)).batch([0, 1, 2, 3])
+        try trainer.train(images: x, labels: y)
+        let json = try JSONSerialization.jsonObject(with: trace.json(blockNames: trainer.model.blocks.map(\.name))) as! [String: Any]
+        let events = json["traceEvents"] as! [[String: Any]]
+        let spans = events.filter { $0["ph"] as? String == "X" }
+        let tids = { (cat: String) in Set(spans.filter { $0["cat"] as? String == cat }.map { $0["tid"] as! Int }) }
+        #expect(spans.filter { $0["cat"] as? String == "forward" }.count == trainer.model.blocks.count)
+        #expect(spans.filter { $0["cat"] as? String == "backward" }.count == trainer.model.blocks.count)
+        #expect(!tids("recompute").isEmpty && tids("recompute").isDisjoint(with: tids("backward")))
+        #expect(events.contains { ($0["args"] as? [String: Any])?["name"] as? String == "recompute" })
+    }
+}
