@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Checkpointing side by side: Remat's sqrt(n) plan (sequential and overlapped recompute)
+against PyTorch's checkpoint_sequential (use_reentrant=False) with the same number of
+segments, each against its own unchecked step, in one run.
+
+    swift build -c release --product remat
+    python3 Benchmarks/peers/compare_checkpointing.py [--threads 2] [--steps 6] [--models resnet56 vgg11]
+
+Prints step time, overhead against no checkpointing, and memory: Remat's exact peak of
+activation bytes (allocator) and each process's peak RSS (PyTorch has no exact activation
+count on the CPU, so its column is RSS).
+"""
+import argparse, json, math, os, subprocess, sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REMAT = os.path.join(HERE, "..", "..", ".build", "release", "remat")
+
+
+def peer(name, batch, threads, steps, warmup, segments):
+    import resource, statistics, time
+    import torch
+    from torch.utils.checkpoint import checkpoint_sequential
+    sys.path.insert(0, HERE)
+    from torch_models import model
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net, shape = model(name)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        out = checkpoint_sequential(net, segments, x, use_reentrant=False) if segments > 1 else net(x)
+        loss_fn(out, y).backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    print(json.dumps({"step_seconds_median": statistics.median(times),
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "modules": len(net)}))
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--peer":
+        return peer(sys.argv[2], *map(int, sys.argv[3:8]))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--models", nargs="+", default=["resnet56", "vgg11", "plain-deep-32", "plain-deep-64"])
+    ap.add_argument("--torch", default=os.environ.get("TORCH_PYTHON", "/opt/torchenv/bin/python"))
+    args = ap.parse_args()
+    print("| model | who | policy | overlap | step ms | overhead vs none | peak activations MiB | peak RSS MiB |")
+    print("|---|---|---|---|---:|---:|---:|---:|")
+    for name in args.models:
+        ours = [json.loads(l) for l in subprocess.run(
+            [REMAT, "bench", "--model", name, "--batch", str(args.batch), "--threads", str(args.threads),
+             "--steps", str(args.steps), "--warmup", str(args.warmup), "--json"],
+            check=True, capture_output=True, text=True).stdout.splitlines()]
+        for r in ours:
+            print(f"| {name} | Remat | {r['policy']} | {'on' if r['overlap'] else 'off'} | "
+                  f"{1e3 * r['step_seconds_median']:.0f} | {100 * r['overhead_vs_none']:+.0f}% | "
+                  f"{r['peak_activation_mib']:.0f} | {r['peak_rss_mib']:.0f} |", flush=True)
+        base = None
+        for segments in (1, None):
+            if segments is None:  # same count as Remat's sqrt(n) plan makes at most
+                segments = math.ceil(math.sqrt(theirs["modules"]))
+            theirs = json.loads(subprocess.run(
+                [args.torch, os.path.abspath(__file__), "--peer", name, str(args.batch), str(args.threads),
+                 str(args.steps), str(args.warmup), str(segments)], check=True, capture_output=True, text=True).stdout)
+            t = theirs["step_seconds_median"]
+            base = base or t
+            print(f"| {name} | PyTorch | {'none' if segments == 1 else f'{segments} segments'} | off | {1e3 * t:.0f} | "
+                  f"{100 * (t / base - 1):+.0f}% | - | {theirs['peak_rss_mib']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
