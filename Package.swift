@@ -79,8 +79,10 @@ let package = Package(
                 .unsafeFlags(["-L", omp.libDir, "-Xlinker", "-rpath", "-Xlinker", omp.libDir]),
             ]
         ),
+        // zlib for gzip-compressed datasets (Debian package zlib1g-dev).
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         // The Swift library: hides the C pointers.
-        .target(name: "Remat", dependencies: ["RematKernels"]),
+        .target(name: "Remat", dependencies: ["RematKernels", "CZlib"]),
         // The `remat` command: bench (and, as they land, tune, train, plan).
         .executableTarget(name: "remat", dependencies: [
             "Remat", .product(name: "ArgumentParser", package: "swift-argument-parser"),
