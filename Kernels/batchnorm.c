@@ -1,8 +1,51 @@
 // BatchNorm2d. Statistics and parameter gradients are per-channel sums in double, each channel
-// summed by one thread in (n, i) order: the same bits for any team size.
+// summed by one thread in a fixed order: the same bits for any team size.
 #include "internal.h"
 
 #include <math.h>
+
+// Sums of a plane in LANES interleaved double accumulators (element i goes to lane i % LANES),
+// combined in lane order at the end: independent chains the compiler vectorises, in an order
+// fixed by the shape alone. One accumulator would serialise on the add latency.
+#define LANES 8
+typedef struct { double v[LANES]; } lanes;
+
+static inline double lanes_total(const lanes *l) {
+    double t = 0.0;
+    for (int k = 0; k < LANES; k++) t += l->v[k];
+    return t;
+}
+
+// acc += sum of p[0..n)
+static inline void sum_into(lanes *acc, const float *p, int n) {
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int k = 0; k < LANES; k++) acc->v[k] += p[i + k];
+    for (; i < n; i++) acc->v[i % LANES] += p[i];
+}
+
+// acc += sum of (p - mu)^2
+static inline void sq_dev_into(lanes *acc, const float *p, int n, double mu) {
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int k = 0; k < LANES; k++) acc->v[k] += (p[i + k] - mu) * (p[i + k] - mu);
+    for (; i < n; i++) acc->v[i % LANES] += (p[i] - mu) * (p[i] - mu);
+}
+
+// a += sum dy, b += sum dy * (x - mu) * is
+static inline void grad_sums_into(lanes *a, lanes *b, const float *dy, const float *x, int n, float mu,
+                                  float is) {
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int k = 0; k < LANES; k++) {
+            a->v[k] += dy[i + k];
+            b->v[k] += (double)dy[i + k] * ((x[i + k] - mu) * is);
+        }
+    for (; i < n; i++) {
+        a->v[i % LANES] += dy[i];
+        b->v[i % LANES] += (double)dy[i] * ((x[i] - mu) * is);
+    }
+}
 
 void kn_batchnorm_stats(float *mean, float *invstd, const float *x, int N, int C, int HW,
                         float eps) {
@@ -11,19 +54,13 @@ void kn_batchnorm_stats(float *mean, float *invstd, const float *x, int N, int C
 #pragma omp parallel for schedule(static) num_threads(kn_team()) \
     if ((size_t)N * C * HW > KN_PAR_MIN)
     for (int c = 0; c < C; c++) {
-        double s = 0.0;
-        for (int n = 0; n < N; n++) {
-            const float *p = x + ((size_t)n * C + c) * HW;
-            for (int i = 0; i < HW; i++) s += p[i];
-        }
-        const double mu = s / count;
-        double ss = 0.0; // two passes: no cancellation
-        for (int n = 0; n < N; n++) {
-            const float *p = x + ((size_t)n * C + c) * HW;
-            for (int i = 0; i < HW; i++) ss += (p[i] - mu) * (p[i] - mu);
-        }
+        lanes s = {{0}};
+        for (int n = 0; n < N; n++) sum_into(&s, x + ((size_t)n * C + c) * HW, HW);
+        const double mu = lanes_total(&s) / count;
+        lanes ss = {{0}}; // two passes: no cancellation
+        for (int n = 0; n < N; n++) sq_dev_into(&ss, x + ((size_t)n * C + c) * HW, HW, mu);
         mean[c] = (float)mu;
-        invstd[c] = (float)(1.0 / sqrt(ss / count + eps));
+        invstd[c] = (float)(1.0 / sqrt(lanes_total(&ss) / count + eps));
     }
 }
 
@@ -75,14 +112,12 @@ void kn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
     if ((size_t)N * C * HW > KN_PAR_MIN)
     for (int c = 0; c < C; c++) {
         const float mu = mean[c], is = invstd[c];
-        double sdy = 0.0, sdyx = 0.0; // sum dy, sum dy * xhat
+        lanes a = {{0}}, b = {{0}}; // sum dy, sum dy * xhat
         for (int n = 0; n < N; n++) {
             const size_t o = ((size_t)n * C + c) * HW;
-            for (int i = 0; i < HW; i++) {
-                sdy += dy[o + i];
-                sdyx += (double)dy[o + i] * ((x[o + i] - mu) * is);
-            }
+            grad_sums_into(&a, &b, dy + o, x + o, HW, mu, is);
         }
+        const double sdy = lanes_total(&a), sdyx = lanes_total(&b);
         dbeta[c] += (float)sdy;
         dgamma[c] += (float)sdyx;
         const float k = gamma[c] * is, mdy = (float)(sdy / count), mdyx = (float)(sdyx / count);

@@ -19,7 +19,10 @@ void kn_relu_forward(float *y, const float *x, size_t n) {
 
 void kn_relu_backward(float *dx, const float *dy, const float *y, size_t n) {
 #pragma omp parallel for schedule(static) num_threads(kn_team()) if (n > KN_PAR_MIN)
-    for (size_t i = 0; i < n; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        const float d = dy[i]; // loaded unconditionally, so the select vectorises (no branch)
+        dx[i] += y[i] > 0.0f ? d : 0.0f;
+    }
 }
 
 void kn_bias_forward(float *y, const float *bias, int N, int C, int HW) {
