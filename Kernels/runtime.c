@@ -240,21 +240,3 @@ float *kn_thread_scratch(int slot, size_t floats) {
     return s->p[slot];
 }
 
-// MARK: - Denormals
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
-void kn_flush_denormals(int on) {
-#if defined(__x86_64__)
-    // FTZ (bit 15) and DAZ (bit 6) of MXCSR, per thread: set on this thread and on every
-    // thread of its team
-    const unsigned bits = 0x8040;
-#pragma omp parallel num_threads(kn_team())
-    _mm_setcsr(on ? (_mm_getcsr() | bits) : (_mm_getcsr() & ~bits));
-    _mm_setcsr(on ? (_mm_getcsr() | bits) : (_mm_getcsr() & ~bits));
-#else
-    (void)on;
-#endif
-}

@@ -61,8 +61,6 @@ void kn_set_num_threads(int n);
 int kn_get_num_threads(void);
 /// Number of cores this process may run on.
 int kn_num_cores(void);
-/// Flush denormal floats to zero (FTZ and DAZ) on this thread and its team's threads.
-void kn_flush_denormals(int on);
 /// Measured FMA throughput (GFLOP/s, a multiply-add counts 2) of the active ISA on this
 /// thread's team: the denominator of "fraction of peak". Takes about 0.1 s.
 double kn_peak_gflops(void);

@@ -54,7 +54,6 @@ struct Bench: ParsableCommand {
     func run() throws {
         let total = threads ?? KernelRuntime.cores
         KernelRuntime.threads = total
-        if ProcessInfo.processInfo.environment["REMAT_FTZ"] != nil { KernelRuntime.flushDenormals() }
         let tty = isatty(STDOUT_FILENO) != 0 && !json
         var rows: [Row] = []
         for config in configs {

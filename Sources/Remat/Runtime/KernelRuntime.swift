@@ -18,9 +18,6 @@ public enum KernelRuntime {
     /// The instruction set the kernels use now (`"avx512"`, `"avx2"`, `"neon"` or `"portable"`).
     public static var isa: String { String(cString: kn_isa_name(kn_isa_active())) }
 
-    /// Flush denormals to zero on this thread and its kernel team (experiment).
-    public static func flushDenormals() { kn_flush_denormals(1) }
-
     /// Which kernels run and why, one line each: the `--verbose` report.
     public static var dispatchReport: String { String(cString: kn_dispatch_report()) }
 }
