@@ -10,7 +10,7 @@ Prints step time, overhead against no checkpointing, and memory: Remat's exact p
 activation bytes (allocator) and each process's peak RSS (PyTorch has no exact activation
 count on the CPU, so its column is RSS).
 """
-import argparse, json, math, os, subprocess, sys
+import argparse, json, os, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REMAT = os.path.join(HERE, "..", "..", ".build", "release", "remat")
@@ -63,13 +63,12 @@ def main():
             check=True, capture_output=True, text=True).stdout) for config in ("none", "sequential", "overlapped")]
         for r in ours:
             r["overhead_vs_none"] = r["step_seconds_median"] / ours[0]["step_seconds_median"] - 1
-            print(f"| {name} | Remat | {r['policy']} | {'on' if r['overlap'] else 'off'} | "
+            policy = r["policy"] + (f" ({r['segments']} segments)" if r["segments"] > 1 else "")
+            print(f"| {name} | Remat | {policy} | {'on' if r['overlap'] else 'off'} | "
                   f"{1e3 * r['step_seconds_median']:.0f} | {100 * r['overhead_vs_none']:+.0f}% | "
                   f"{r['peak_activation_mib']:.0f} | {r['peak_rss_mib']:.0f} |", flush=True)
         base = None
-        for segments in (1, None):
-            if segments is None:  # same count as Remat's sqrt(n) plan makes at most
-                segments = math.ceil(math.sqrt(theirs["modules"]))
+        for segments in (1, ours[1]["segments"]):  # the same number of segments as Remat's sqrt(n) plan
             theirs = json.loads(subprocess.run(
                 [args.torch, os.path.abspath(__file__), "--peer", name, str(args.batch), str(args.threads),
                  str(args.steps), str(args.warmup), str(segments)], check=True, capture_output=True, text=True).stdout)

@@ -49,6 +49,7 @@ struct Bench: ParsableCommand {
     struct Row {
         var config: Config
         var median: Double, spread: Double, activationBytes: Int, rssMiB: Double
+        var segments: Int
     }
 
     func run() throws {
@@ -86,8 +87,10 @@ struct Bench: ParsableCommand {
         times.sort()
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
+        let plan = try CheckpointPlan(policy: checkpointing.policy, blocks: net.blocks.count,
+                                      blockBytes: try net.savedBytes(batch: batch))
         return Row(config: config, median: times[times.count / 2], spread: (times.last! - times.first!) / 2,
-                   activationBytes: peak, rssMiB: Double(usage.ru_maxrss) / 1024)
+                   activationBytes: peak, rssMiB: Double(usage.ru_maxrss) / 1024, segments: plan.segments.count)
     }
 
     func writeTrace(_ path: String, cores: Int) throws {
@@ -116,6 +119,7 @@ struct Bench: ParsableCommand {
                 var fields: [String: Any] = [
                     "model": model, "batch": batch, "threads": threads, "config": r.config.rawValue,
                     "policy": r.config == .none ? "none" : "sqrt(n)", "overlap": r.config == .overlapped,
+                    "segments": r.segments,
                     "step_seconds_median": r.median, "step_seconds_spread": r.spread,
                     "images_per_second": Double(batch) / r.median,
                     "peak_activation_mib": Double(r.activationBytes) / 1_048_576, "peak_rss_mib": r.rssMiB,
