@@ -5,6 +5,10 @@ public protocol Optimizer: AnyObject {
     /// Learning rate of the next step (a schedule may set it every step).
     var learningRate: Float { get set }
     func step(_ model: Model)
+    /// "sgd" or "adamw": what a saved state must match.
+    var kind: String { get }
+    /// Everything the next steps depend on (buffers and counters), for saving and resuming.
+    var state: [String: [Float]] { get set }
 }
 
 /// PyTorch's SGD: momentum (dampening 0), optional Nesterov, L2 weight decay.
@@ -18,6 +22,12 @@ public final class SGD: Optimizer {
         self.momentum = momentum
         self.weightDecay = weightDecay
         self.nesterov = nesterov
+    }
+
+    public var kind: String { "sgd" }
+    public var state: [String: [Float]] {
+        get { ["velocity": velocity] }
+        set { velocity = newValue["velocity"] ?? [] }
     }
 
     public func step(_ model: Model) {
@@ -41,6 +51,17 @@ public final class AdamW: Optimizer {
         self.beta2 = beta2
         self.eps = eps
         self.weightDecay = weightDecay
+    }
+
+    public var kind: String { "adamw" }
+    public var state: [String: [Float]] {
+        // the step count is exact in a float up to 2^24 steps
+        get { ["m": m, "v": v, "steps": [Float(steps)]] }
+        set {
+            m = newValue["m"] ?? []
+            v = newValue["v"] ?? []
+            steps = Int64(newValue["steps"]?.first ?? 0)
+        }
     }
 
     public func step(_ model: Model) {

@@ -18,7 +18,7 @@ public final class Trainer {
     public let optimizer: Optimizer
     public let account: MemoryAccount
     public let seed: UInt64
-    public private(set) var step = 0
+    public internal(set) var step = 0
     /// Checkpointing for the following steps (one line to turn it on).
     public var checkpointing: Checkpointing = .none
     /// When set, every step's spans are recorded into it (Chrome trace-event JSON).
