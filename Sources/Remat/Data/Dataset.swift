@@ -1,5 +1,5 @@
 /// A labelled image dataset: `count` images of `imageShape` (C, H, W), labels in [0, classes).
-public protocol Dataset {
+public protocol Dataset: Sendable {
     var count: Int { get }
     var imageShape: Shape { get }
     var classes: Int { get }

@@ -2,16 +2,21 @@
 /// pattern (sums of a few seeded sinusoids per channel), and each image is its class pattern
 /// with a random shift of amplitude and seeded Gaussian noise. Classes differ in structure,
 /// not in mean brightness, so a network has to learn spatial features; accuracy rises well
-/// above chance. Image i is a pure function of (seed, i): any batch is reproducible.
+/// above chance. Image i is a pure function of (seed, firstIndex + i): any batch is
+/// reproducible, and two datasets with the same seed and disjoint index ranges are a
+/// train and a test split of the same classes.
 public struct SyntheticDataset: Dataset {
     public let count: Int
     public let imageShape: Shape
     public let classes: Int
     public let seed: UInt64
     public let noise: Float
+    /// Global index of this dataset's image 0.
+    public let firstIndex: Int
     private let patterns: [[Float]] // one per class, imageShape.count values
 
-    public init(count: Int, imageShape: Shape, classes: Int = 10, seed: UInt64 = 1, noise: Float = 0.5) throws {
+    public init(count: Int, imageShape: Shape, classes: Int = 10, seed: UInt64 = 1, noise: Float = 0.5,
+                firstIndex: Int = 0) throws {
         guard count > 0, classes > 1, imageShape.dims.count == 3, imageShape.count > 0 else {
             throw RematError.invalidArgument("synthetic data needs count > 0, classes > 1 and a (C, H, W) image shape")
         }
@@ -20,6 +25,7 @@ public struct SyntheticDataset: Dataset {
         self.classes = classes
         self.seed = seed
         self.noise = noise
+        self.firstIndex = firstIndex
         let (c, h, w) = (imageShape.dims[0], imageShape.dims[1], imageShape.dims[2])
         var rng = SeededGenerator(seed: seed)
         var patterns: [[Float]] = []
@@ -43,7 +49,7 @@ public struct SyntheticDataset: Dataset {
 
     /// The label of image i.
     public func label(_ i: Int) -> Int32 {
-        var g = SeededGenerator(seed: seed ^ (UInt64(i) &* 0xD1B5_4A32_D192_ED03))
+        var g = SeededGenerator(seed: seed ^ (UInt64(firstIndex + i) &* 0xD1B5_4A32_D192_ED03))
         return Int32(g.next() % UInt64(classes))
     }
 
@@ -55,7 +61,7 @@ public struct SyntheticDataset: Dataset {
             guard i >= 0, i < count else { throw RematError.invalidArgument("index \(i) outside the dataset's \(count) images") }
             let y = label(i)
             labels.append(y)
-            var g = SeededGenerator(seed: seed ^ (UInt64(i) &* 0x9E37_79B9_7F4A_7C15) ^ 0xABCD)
+            var g = SeededGenerator(seed: seed ^ (UInt64(firstIndex + i) &* 0x9E37_79B9_7F4A_7C15) ^ 0xABCD)
             let gain = g.uniform(0.7, 1.3)
             let p = patterns[Int(y)]
             for j in 0..<per { values[b * per + j] = gain * p[j] + noise * g.normal() }
