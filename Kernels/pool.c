@@ -11,10 +11,50 @@ static int pool_ok(int N, int C, int H, int W, int kh, int kw, int sh, int sw, i
 }
 #define POOL_OUT(in, k, s, p) (((in) + 2 * (p) - (k)) / (s) + 1)
 
+// "First maximum wins, NaN propagates": the rule both passes share, so the backward pass
+// finds the forward's choice again.
+static inline int beats(float v, float m) { return v > m || v != v; }
+
+// 2x2 stride 2 unpadded (the M of every WORKLOADS model): no bounds checks per element.
+static void maxpool_2x2_forward(float *yp, const float *xp, int H, int W, int P, int Q) {
+    for (int p = 0; p < P; p++) {
+        const float *r0 = xp + (size_t)(2 * p) * W, *r1 = r0 + W;
+        for (int q = 0; q < Q; q++) {
+            float m = r0[2 * q];
+            if (beats(r0[2 * q + 1], m)) m = r0[2 * q + 1];
+            if (beats(r1[2 * q], m)) m = r1[2 * q];
+            if (beats(r1[2 * q + 1], m)) m = r1[2 * q + 1];
+            yp[p * Q + q] = m;
+        }
+    }
+}
+
+static void maxpool_2x2_backward(float *dxp, const float *dyp, const float *xp, int H, int W, int P,
+                                 int Q) {
+    for (int p = 0; p < P; p++) {
+        const size_t o0 = (size_t)(2 * p) * W, o1 = o0 + W;
+        for (int q = 0; q < Q; q++) {
+            size_t arg = o0 + 2 * q;
+            float m = xp[arg];
+            if (beats(xp[o0 + 2 * q + 1], m)) m = xp[arg = o0 + 2 * q + 1];
+            if (beats(xp[o1 + 2 * q], m)) m = xp[arg = o1 + 2 * q];
+            if (beats(xp[o1 + 2 * q + 1], m)) arg = o1 + 2 * q + 1;
+            dxp[arg] += dyp[p * Q + q];
+        }
+    }
+}
+
 kn_status kn_maxpool2d_forward(float *y, const float *x, int N, int C, int H, int W, int kh,
                                int kw, int sh, int sw, int ph, int pw) {
     if (!pool_ok(N, C, H, W, kh, kw, sh, sw, ph, pw)) return KN_EINVAL;
     const int P = POOL_OUT(H, kh, sh, ph), Q = POOL_OUT(W, kw, sw, pw);
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0) {
+#pragma omp parallel for schedule(static) num_threads(kn_team()) \
+    if ((size_t)N * C * H * W > KN_PAR_MIN)
+        for (long plane = 0; plane < (long)N * C; plane++)
+            maxpool_2x2_forward(y + plane * P * Q, x + plane * H * W, H, W, P, Q);
+        return KN_OK;
+    }
 #pragma omp parallel for schedule(static) num_threads(kn_team()) \
     if ((size_t)N * C * H * W > KN_PAR_MIN)
     for (long plane = 0; plane < (long)N * C; plane++) {
@@ -31,7 +71,7 @@ kn_status kn_maxpool2d_forward(float *y, const float *x, int N, int C, int H, in
                         const int iw = q * sw - pw + s;
                         if (iw < 0 || iw >= W) continue;
                         const float v = xp[ih * W + iw];
-                        if (!seen || v > m || v != v) m = v, seen = 1; // NaN propagates
+                        if (!seen || beats(v, m)) m = v, seen = 1;
                     }
                 }
                 yp[p * Q + q] = m;
@@ -44,6 +84,13 @@ kn_status kn_maxpool2d_backward(float *dx, const float *dy, const float *x, int 
                                 int W, int kh, int kw, int sh, int sw, int ph, int pw) {
     if (!pool_ok(N, C, H, W, kh, kw, sh, sw, ph, pw)) return KN_EINVAL;
     const int P = POOL_OUT(H, kh, sh, ph), Q = POOL_OUT(W, kw, sw, pw);
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0) {
+#pragma omp parallel for schedule(static) num_threads(kn_team()) \
+    if ((size_t)N * C * H * W > KN_PAR_MIN)
+        for (long plane = 0; plane < (long)N * C; plane++)
+            maxpool_2x2_backward(dx + plane * H * W, dy + plane * P * Q, x + plane * H * W, H, W, P, Q);
+        return KN_OK;
+    }
 #pragma omp parallel for schedule(static) num_threads(kn_team()) \
     if ((size_t)N * C * H * W > KN_PAR_MIN)
     for (long plane = 0; plane < (long)N * C; plane++) {
@@ -62,7 +109,7 @@ kn_status kn_maxpool2d_backward(float *dx, const float *dy, const float *x, int 
                         const int iw = q * sw - pw + s;
                         if (iw < 0 || iw >= W) continue;
                         const float v = xp[ih * W + iw];
-                        if (arg < 0 || v > m || v != v) m = v, arg = ih * W + iw;
+                        if (arg < 0 || beats(v, m)) m = v, arg = ih * W + iw;
                     }
                 }
                 dxp[arg] += dyp[p * Q + q];

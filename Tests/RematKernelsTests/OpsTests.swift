@@ -59,6 +59,7 @@ let poolShapes = [
     Pool(N: 1, C: 2, H: 7, W: 9, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1),
     Pool(N: 2, C: 1, H: 5, W: 6, kh: 3, kw: 2, sh: 1, sw: 3, ph: 1, pw: 0),
     Pool(N: 1, C: 1, H: 1, W: 1, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0),
+    Pool(N: 1, C: 2, H: 7, W: 5, kh: 2, kw: 2, sh: 2, sw: 2, ph: 0, pw: 0), // the 2x2 fast path, odd sizes
 ]
 
 /// Values on a grid spaced 1/16 apart, all distinct per plane: no ties and no kink within the

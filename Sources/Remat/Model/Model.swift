@@ -42,6 +42,19 @@ public final class Model {
         }
         var rng = SeededGenerator(seed: seed)
         for b in blocks { b.initialize(&rng) }
+        firstConvolution?.computesInputGradient = false
+    }
+
+    /// Whether `backward` computes d(loss)/d(images). Off by default: the first convolution
+    /// then skips its backward-data pass (the images need no gradient).
+    public var computesImageGradient = false {
+        didSet { firstConvolution?.computesInputGradient = computesImageGradient }
+    }
+
+    /// The model's first layer when it is a convolution directly on the images.
+    private var firstConvolution: Conv2D? {
+        guard let b = blocks.first, b is Sequential || b is Conv2D else { return nil }
+        return Model.layers(of: b).first as? Conv2D
     }
 
     deinit {
@@ -124,15 +137,16 @@ public final class Model {
     private var savedBytesPerImage: [Int]?
 
     /// Back-propagates d(loss)/d(logits) through the chain, accumulating parameter gradients,
-    /// and returns d(loss)/d(images). Consumes `saved` from the last block backwards,
-    /// releasing each as it goes.
+    /// and returns d(loss)/d(images), or nil unless `computesImageGradient` (or the first layer
+    /// is not a convolution). Consumes `saved` from the last block backwards, releasing each
+    /// as it goes.
     @discardableResult
-    public func backward(_ dlogits: Tensor, _ saved: inout [Saved]) throws -> Tensor {
+    public func backward(_ dlogits: Tensor, _ saved: inout [Saved]) throws -> Tensor? {
         var g = dlogits
         for (i, b) in blocks.enumerated().reversed() {
             g = try b.backward(g, saved[i])
             saved[i] = Saved() // free this block's activations now
         }
-        return g
+        return g.shape.count == 0 ? nil : g
     }
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs tests under a sanitizer, in its own build folder.
+#   scripts/sanitize.sh thread    # ThreadSanitizer: the checkpointing (overlap) and determinism tests
+#   scripts/sanitize.sh address   # AddressSanitizer (Swift and C) + UndefinedBehaviorSanitizer (the C
+#                                 # kernels; Swift's own checks trap on overflow anyway): the whole suite
+# Exit status: the test run's; any sanitizer report makes the run fail.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+thread)
+    swift test --sanitize=thread --scratch-path .build-tsan --filter "CheckpointTests|DeterminismTests" ;;
+address)
+    # swiftc on Linux takes no -sanitize=undefined: UBSan goes to the C target through clang
+    rt=$(dirname "$(clang -print-libgcc-file-name --rtlib=compiler-rt 2>/dev/null)")
+    swift test --sanitize=address --scratch-path .build-asan \
+        -Xcc -fsanitize=undefined -Xcc -fno-sanitize-recover=undefined \
+        -Xlinker "$rt/libclang_rt.ubsan_standalone-x86_64.a" ;;
+*)
+    echo "usage: scripts/sanitize.sh thread|address" >&2
+    exit 2 ;;
+esac
