@@ -11,6 +11,13 @@ public final class MemoryAccount: @unchecked Sendable {
     private let lock = NSLock()
     private var live = 0
     private var peak = 0
+    /// Freed blocks kept for reuse, by size: a training step allocates the same sizes every
+    /// step, and handing the OS's pages back and faulting them in again (glibc returns large
+    /// blocks with munmap) cost a fifth of a resnet56 step on 2 threads. Cached bytes are not
+    /// live; they stay with the process, like PyTorch's caching allocator.
+    private var cache: [Int: [UnsafeMutableRawPointer]] = [:]
+    private var cachedBytes = 0
+    private static let cacheLimit = 1 << 30
 
     public init() {}
 
@@ -45,19 +52,39 @@ public final class MemoryAccount: @unchecked Sendable {
     /// 64-byte-aligned memory for `count` floats (uninitialised).
     func allocate(floats count: Int) -> UnsafeMutablePointer<Float> {
         let bytes = max(64, (count * MemoryLayout<Float>.stride + 63) / 64 * 64)
-        guard let raw = aligned_alloc(64, bytes) else {
-            fatalError("Remat: out of memory allocating \(bytes) bytes")
-        }
-        lock.withLock {
+        let reused: UnsafeMutableRawPointer? = lock.withLock {
             live += bytes
             peak = max(peak, live)
+            guard let p = cache[bytes]?.popLast() else { return nil }
+            cachedBytes -= bytes
+            return p
+        }
+        guard let raw = reused ?? aligned_alloc(64, bytes) else {
+            fatalError("Remat: out of memory allocating \(bytes) bytes")
         }
         return raw.bindMemory(to: Float.self, capacity: max(count, 1))
     }
 
     func free(_ pointer: UnsafeMutablePointer<Float>, floats count: Int) {
         let bytes = max(64, (count * MemoryLayout<Float>.stride + 63) / 64 * 64)
-        Foundation.free(pointer)
-        lock.withLock { live -= bytes }
+        let keep: Bool = lock.withLock {
+            live -= bytes
+            guard cachedBytes + bytes <= MemoryAccount.cacheLimit else { return false }
+            cache[bytes, default: []].append(UnsafeMutableRawPointer(pointer))
+            cachedBytes += bytes
+            return true
+        }
+        if !keep { Foundation.free(pointer) }
     }
+
+    /// Returns the cached free blocks to the system.
+    public func releaseCache() {
+        let blocks: [UnsafeMutableRawPointer] = lock.withLock {
+            defer { cache.removeAll(); cachedBytes = 0 }
+            return cache.values.flatMap { $0 }
+        }
+        for p in blocks { Foundation.free(p) }
+    }
+
+    deinit { releaseCache() }
 }
