@@ -17,29 +17,9 @@ REMAT = os.path.join(HERE, "..", "..", ".build", "release", "remat")
 
 
 def peer(name, batch, threads, steps, warmup, segments):
-    import resource, statistics, time
-    import torch
-    from torch.utils.checkpoint import checkpoint_sequential
     sys.path.insert(0, HERE)
-    from torch_models import model
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    net, shape = model(name)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
-    loss_fn = torch.nn.CrossEntropyLoss()
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        out = checkpoint_sequential(net, segments, x, use_reentrant=False) if segments > 1 else net(x)
-        loss_fn(out, y).backward()
-        opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    print(json.dumps({"step_seconds_median": statistics.median(times),
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "modules": len(net)}))
+    from torch_models import time_steps
+    print(json.dumps(time_steps(name, batch, threads, steps, warmup, segments)))
 
 
 def main():

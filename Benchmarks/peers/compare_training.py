@@ -17,28 +17,9 @@ ROWS = [("lenet5", 64), ("lenet5", 256), ("vgg11", 64), ("resnet56", 64), ("plai
 
 
 def peer(name, batch, threads, steps, warmup):
-    import resource, statistics, time
-    import torch
     sys.path.insert(0, HERE)
-    from torch_models import model
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    net, shape = model(name)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
-    loss_fn = torch.nn.CrossEntropyLoss()
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"step_seconds_median": statistics.median(times), "peak_rss_mib": rss,
-                      "torch": torch.__version__}))
+    from torch_models import time_steps
+    print(json.dumps(time_steps(name, batch, threads, steps, warmup)))
 
 
 def main():

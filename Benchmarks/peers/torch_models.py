@@ -60,3 +60,30 @@ def model(name):
     if name.startswith("plain-deep-"):
         return plain_deep(int(name[len("plain-deep-"):])), (3, 32, 32)
     raise SystemExit(f"unknown model {name}")
+
+
+def time_steps(name, batch, threads, steps, warmup, segments=1):
+    """Median seconds of a PyTorch training step (forward, cross-entropy, backward, SGD with
+    momentum 0.9, lr 0.01) on random data, after warm-up; with segments > 1 the forward runs
+    through checkpoint_sequential(use_reentrant=False). Also returns the peak RSS in MiB and
+    the number of top-level modules."""
+    import resource, statistics, time
+    from torch.utils.checkpoint import checkpoint_sequential
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net, shape = model(name)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
+    loss_fn = nn.CrossEntropyLoss()
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        out = checkpoint_sequential(net, segments, x, use_reentrant=False) if segments > 1 else net(x)
+        loss_fn(out, y).backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return {"step_seconds_median": statistics.median(times),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "modules": len(net), "torch": torch.__version__}
