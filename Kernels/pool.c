@@ -2,7 +2,6 @@
 // and each gradient plane belongs to one thread.
 #include "internal.h"
 
-#include <float.h>
 
 static int pool_ok(int N, int C, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw) {
     if (N < 1 || C < 1 || H < 1 || W < 1 || kh < 1 || kw < 1 || sh < 1 || sw < 1) return 0;
@@ -10,6 +9,17 @@ static int pool_ok(int N, int C, int H, int W, int kh, int kw, int sh, int sw, i
     return H + 2 * ph >= kh && W + 2 * pw >= kw;
 }
 #define POOL_OUT(in, k, s, p) (((in) + 2 * (p) - (k)) / (s) + 1)
+
+// The window of output (p, q) clipped to the image: rows [h0, h1), columns [w0, w1). Never
+// empty when pool_ok holds (2 * pad <= kernel). Scanning it in row-major order is the order
+// every pooling pass uses.
+typedef struct { int h0, h1, w0, w1; } window;
+
+static inline window clip(int p, int q, int H, int W, int kh, int kw, int sh, int sw, int ph,
+                          int pw) {
+    const int h = p * sh - ph, w = q * sw - pw;
+    return (window){h < 0 ? 0 : h, h + kh < H ? h + kh : H, w < 0 ? 0 : w, w + kw < W ? w + kw : W};
+}
 
 // "First maximum wins, NaN propagates": the rule both passes share, so the backward pass
 // finds the forward's choice again.
@@ -62,18 +72,11 @@ kn_status kn_maxpool2d_forward(float *y, const float *x, int N, int C, int H, in
         float *yp = y + plane * P * Q;
         for (int p = 0; p < P; p++)
             for (int q = 0; q < Q; q++) {
-                float m = -FLT_MAX;
-                int seen = 0;
-                for (int r = 0; r < kh; r++) {
-                    const int ih = p * sh - ph + r;
-                    if (ih < 0 || ih >= H) continue;
-                    for (int s = 0; s < kw; s++) {
-                        const int iw = q * sw - pw + s;
-                        if (iw < 0 || iw >= W) continue;
-                        const float v = xp[ih * W + iw];
-                        if (!seen || beats(v, m)) m = v, seen = 1;
-                    }
-                }
+                const window win = clip(p, q, H, W, kh, kw, sh, sw, ph, pw);
+                float m = xp[win.h0 * W + win.w0];
+                for (int ih = win.h0; ih < win.h1; ih++)
+                    for (int iw = win.w0; iw < win.w1; iw++)
+                        if (beats(xp[ih * W + iw], m)) m = xp[ih * W + iw];
                 yp[p * Q + q] = m;
             }
     }
@@ -100,18 +103,12 @@ kn_status kn_maxpool2d_backward(float *dx, const float *dy, const float *x, int 
         for (int p = 0; p < P; p++)
             for (int q = 0; q < Q; q++) {
                 // the same scan as the forward: the first maximum wins
-                float m = -FLT_MAX;
-                int arg = -1;
-                for (int r = 0; r < kh; r++) {
-                    const int ih = p * sh - ph + r;
-                    if (ih < 0 || ih >= H) continue;
-                    for (int s = 0; s < kw; s++) {
-                        const int iw = q * sw - pw + s;
-                        if (iw < 0 || iw >= W) continue;
-                        const float v = xp[ih * W + iw];
-                        if (arg < 0 || beats(v, m)) m = v, arg = ih * W + iw;
-                    }
-                }
+                const window win = clip(p, q, H, W, kh, kw, sh, sw, ph, pw);
+                int arg = win.h0 * W + win.w0;
+                float m = xp[arg];
+                for (int ih = win.h0; ih < win.h1; ih++)
+                    for (int iw = win.w0; iw < win.w1; iw++)
+                        if (beats(xp[ih * W + iw], m)) m = xp[arg = ih * W + iw];
                 dxp[arg] += dyp[p * Q + q];
             }
     }
@@ -130,15 +127,10 @@ kn_status kn_avgpool2d_forward(float *y, const float *x, int N, int C, int H, in
         float *yp = y + plane * P * Q;
         for (int p = 0; p < P; p++)
             for (int q = 0; q < Q; q++) {
+                const window win = clip(p, q, H, W, kh, kw, sh, sw, ph, pw);
                 float acc = 0.0f;
-                for (int r = 0; r < kh; r++) {
-                    const int ih = p * sh - ph + r;
-                    if (ih < 0 || ih >= H) continue;
-                    for (int s = 0; s < kw; s++) {
-                        const int iw = q * sw - pw + s;
-                        if (iw >= 0 && iw < W) acc += xp[ih * W + iw];
-                    }
-                }
+                for (int ih = win.h0; ih < win.h1; ih++)
+                    for (int iw = win.w0; iw < win.w1; iw++) acc += xp[ih * W + iw];
                 yp[p * Q + q] = acc * inv;
             }
     }
@@ -158,14 +150,9 @@ kn_status kn_avgpool2d_backward(float *dx, const float *dy, int N, int C, int H,
         for (int p = 0; p < P; p++)
             for (int q = 0; q < Q; q++) {
                 const float g = dyp[p * Q + q] * inv;
-                for (int r = 0; r < kh; r++) {
-                    const int ih = p * sh - ph + r;
-                    if (ih < 0 || ih >= H) continue;
-                    for (int s = 0; s < kw; s++) {
-                        const int iw = q * sw - pw + s;
-                        if (iw >= 0 && iw < W) dxp[ih * W + iw] += g;
-                    }
-                }
+                const window win = clip(p, q, H, W, kh, kw, sh, sw, ph, pw);
+                for (int ih = win.h0; ih < win.h1; ih++)
+                    for (int iw = win.w0; iw < win.w1; iw++) dxp[ih * W + iw] += g;
             }
     }
     return KN_OK;
