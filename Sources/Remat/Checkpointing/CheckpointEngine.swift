@@ -57,7 +57,8 @@ struct CheckpointEngine {
                 } else if let worker {
                     saved = try trace.span("wait", block: segments[s].upperBound - 1) { try worker.take(segment: s) }
                 } else {
-                    saved = try recompute(segments[s], from: checkpoints[s]!, recomputeContext)
+                    saved = try CheckpointEngine.recompute(model, segments[s], from: checkpoints[s]!, recomputeContext,
+                                                           trace: trace)
                     checkpoints[s] = nil
                 }
                 for (j, i) in segments[s].enumerated().reversed() {
@@ -75,7 +76,8 @@ struct CheckpointEngine {
     }
 
     /// Rebuilds a segment's activations from its checkpoint (on the calling thread).
-    func recompute(_ range: Range<Int>, from input: Tensor, _ context: ForwardContext) throws -> [Saved] {
+    static func recompute(_ model: Model, _ range: Range<Int>, from input: Tensor, _ context: ForwardContext,
+                          trace: TraceRecorder?) throws -> [Saved] {
         var x = input, saved: [Saved] = []
         for i in range {
             let (y, s) = try trace.span("recompute", block: i) { try model.blocks[i].forward(x, context) }
@@ -97,7 +99,9 @@ final class RecomputeWorker: @unchecked Sendable {
     private var finished = false
 
     // owned by the recompute thread once started
-    private let engine: CheckpointEngine
+    private let model: Model
+    private let account: MemoryAccount
+    private let trace: TraceRecorder?
     private let segments: [Range<Int>]
     private var inputs: [Tensor?]
     private let context: ForwardContext
@@ -106,8 +110,9 @@ final class RecomputeWorker: @unchecked Sendable {
     init(model: Model, segments: [Range<Int>], checkpoints: [Tensor?], context: ForwardContext, overlap: Overlap,
          account: MemoryAccount, trace: TraceRecorder?) {
         slots = overlap.lookahead
-        engine = CheckpointEngine(model: model, plan: try! CheckpointPlan(policy: .none, blocks: 1), overlap: nil,
-                                  account: account, trace: trace)
+        self.model = model
+        self.account = account
+        self.trace = trace
         self.segments = segments
         inputs = Array(checkpoints.prefix(segments.count))
         self.context = context
@@ -119,12 +124,12 @@ final class RecomputeWorker: @unchecked Sendable {
 
     private func main() {
         kn_set_num_threads(Int32(overlap.recomputeThreads))
-        engine.trace?.nameThread("recompute")
-        engine.account.withCurrent {
+        trace?.nameThread("recompute")
+        account.withCurrent {
             for s in stride(from: segments.count - 1, through: 0, by: -1) {
                 guard acquireSlot() else { break }
                 do {
-                    let saved = try engine.recompute(segments[s], from: inputs[s]!, context)
+                    let saved = try CheckpointEngine.recompute(model, segments[s], from: inputs[s]!, context, trace: trace)
                     inputs[s] = nil
                     publish(s, saved)
                 } catch {

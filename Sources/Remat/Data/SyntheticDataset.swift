@@ -1,3 +1,5 @@
+import Foundation
+
 /// A learnable synthetic dataset for any image shape: each class is a fixed random smooth
 /// pattern (sums of a few seeded sinusoids per channel), and each image is its class pattern
 /// with a random shift of amplitude and seeded Gaussian noise. Classes differ in structure,
@@ -37,7 +39,7 @@ public struct SyntheticDataset: Dataset {
                     for y in 0..<h {
                         for x in 0..<w {
                             let t = 6.283 * (fy * Float(y) / Float(h) + fx * Float(x) / Float(w)) + phase
-                            p[(ch * h + y) * w + x] += a * _sin(t)
+                            p[(ch * h + y) * w + x] += a * Float(sin(Double(t)))
                         }
                     }
                 }
@@ -69,10 +71,3 @@ public struct SyntheticDataset: Dataset {
         return (try Tensor(shape: Shape([indices.count] + imageShape.dims), values: values), labels)
     }
 }
-
-@inline(__always) func _sin(_ x: Float) -> Float { Float(sin(Double(x))) }
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

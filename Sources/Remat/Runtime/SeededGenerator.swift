@@ -1,3 +1,5 @@
+import Foundation
+
 /// SplitMix64: the seeded generator behind weight initialisation, shuffling and synthetic data.
 public struct SeededGenerator: RandomNumberGenerator, Sendable {
     private var state: UInt64
@@ -20,15 +22,6 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
     /// Standard normal (Box-Muller).
     public mutating func normal() -> Float {
         let u1 = max(Float(next() >> 40) / Float(1 << 24), 1e-7), u2 = Float(next() >> 40) / Float(1 << 24)
-        return (-2 * _log(u1)).squareRoot() * _cos(2 * Float.pi * u2)
+        return (-2 * Float(log(Double(u1)))).squareRoot() * Float(cos(Double(2 * Float.pi * u2)))
     }
 }
-
-// Float math without Foundation in this file.
-@inline(__always) func _log(_ x: Float) -> Float { Float(log(Double(x))) }
-@inline(__always) func _cos(_ x: Float) -> Float { Float(cos(Double(x))) }
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Metrics of one training step.
 public struct StepMetrics: Sendable {
     public var step: Int
@@ -77,8 +79,3 @@ enum DispatchTimeSource {
     }
     static func seconds(since start: UInt64) -> Double { Double(now() - start) * 1e-9 }
 }
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
