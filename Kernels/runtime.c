@@ -154,23 +154,27 @@ static void choose_isa(void) {
     }
 }
 
+// A selection is per calling thread, like the team size: one thread (a test, a tuner) can
+// run another ISA's kernels without changing the bits every other thread computes.
+static _Thread_local int thread_isa = -1; // -1: the process-wide choice
+
 kn_isa kn_isa_active(void) {
     pthread_once(&isa_once, choose_isa);
-    return active_isa;
+    return thread_isa >= 0 ? (kn_isa)thread_isa : active_isa;
 }
 
 kn_status kn_isa_select(kn_isa isa) {
     pthread_once(&isa_once, choose_isa);
     if (!kn_isa_supported(isa)) return KN_EUNSUPPORTED;
-    active_isa = isa;
-    snprintf(choice_reason, sizeof choice_reason, "selected by kn_isa_select");
+    thread_isa = isa == active_isa ? -1 : (int)isa;
     return KN_OK;
 }
 
 const char *kn_dispatch_report(void) {
     static _Thread_local char report[1024];
     kn_isa isa = kn_isa_active();
-    int n = snprintf(report, sizeof report, "isa: %s (%s)\n", kn_isa_name(isa), choice_reason);
+    int n = snprintf(report, sizeof report, "isa: %s (%s)\n", kn_isa_name(isa),
+                     thread_isa >= 0 ? "selected on this thread by kn_isa_select" : choice_reason);
     for (int i = 0; i < KERNELS_PER_ISA && gemm_table[isa][i].ukr && n < (int)sizeof report; i++) {
         const kn_gemm_impl *g = &gemm_table[isa][i];
         n += snprintf(report + n, sizeof report - n,

@@ -47,10 +47,12 @@ typedef enum {
 const char *kn_isa_name(kn_isa isa);
 /// 1 when this CPU and this build can run the ISA's kernels.
 int kn_isa_supported(kn_isa isa);
-/// The ISA whose kernels run now. Chosen once at first use: the best supported, unless the
-/// environment variable REMAT_ISA names another (an unsupported name is reported, not ignored).
+/// The ISA whose kernels run on the calling thread. The process-wide choice is made once at
+/// first use: the best supported, unless the environment variable REMAT_ISA names another (an
+/// unsupported name is reported, not ignored).
 kn_isa kn_isa_active(void);
-/// Switch all kernels to `isa` (process-wide). KN_EUNSUPPORTED if this CPU lacks it.
+/// Switch the calling thread's kernels to `isa` (the threads of its OpenMP team follow it;
+/// other OS threads keep theirs). KN_EUNSUPPORTED if this CPU lacks it.
 kn_status kn_isa_select(kn_isa isa);
 /// Which kernels run and why, one line each (the `verbose` query). Valid until the next call.
 const char *kn_dispatch_report(void);

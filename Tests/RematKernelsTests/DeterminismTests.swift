@@ -79,6 +79,25 @@ struct DeterminismTests {
     }
 }
 
+extension DeterminismTests {
+    /// Selecting an instruction set changes the calling thread only: a thread that switches
+    /// to the portable kernels leaves every other thread on the process-wide choice (so one
+    /// test or tuner cannot change the bits another thread computes).
+    @Test func isaSelectionIsPerThread() {
+        let main = kn_isa_active()
+        let seen = Mutex<[kn_isa]>([])
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            #expect(kn_isa_select(KN_ISA_PORTABLE) == KN_OK)
+            seen.withLock { $0.append(kn_isa_active()) }
+            done.signal()
+        }.start()
+        #expect(done.wait(timeout: .now() + 60) == .success)
+        #expect(seen.withLock { $0 } == [KN_ISA_PORTABLE])
+        #expect(kn_isa_active() == main)
+    }
+}
+
 /// A tiny lock-protected box (Synchronization's Mutex needs macOS 15 / Swift 6 runtime APIs;
 /// this keeps the tests portable).
 final class Mutex<Value>: @unchecked Sendable {
