@@ -87,8 +87,7 @@ struct Bench: ParsableCommand {
         times.sort()
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
-        let plan = try CheckpointPlan(policy: checkpointing.policy, blocks: net.blocks.count,
-                                      blockBytes: try net.savedBytes(batch: batch))
+        let plan = try trainer.plan(batch: batch).plan
         return Row(config: config, median: times[times.count / 2], spread: (times.last! - times.first!) / 2,
                    activationBytes: peak, rssMiB: Double(usage.ru_maxrss) / 1024, segments: plan.segments.count)
     }

@@ -74,8 +74,8 @@ struct CheckpointTests {
         }
         let batch = name == "vgg11" || name.hasPrefix("plain") ? 2 : 4
         let baseline = try runSteps(make, batch: batch, checkpointing: .none)
-        for policy in [CheckpointPolicy.every(1), .every(2), .sqrtN] {
-            for overlap in Self.overlaps {
+        for policy in [CheckpointPolicy.every(1), .every(2), .sqrtN, .selective] {
+            for overlap in Self.overlaps where policy != .selective || overlap == nil {
                 let r = try runSteps(make, batch: batch, checkpointing: Checkpointing(policy: policy, overlap: overlap))
                 #expect(r == baseline, "\(name) \(policy) overlap \(String(describing: overlap)) differs from no checkpointing")
             }

@@ -18,8 +18,9 @@ struct CheckpointEngine {
 
     /// Returns the loss, the logits' correct count and leaves the gradients accumulated.
     func run(images: Tensor, labels: [Int32], context: ForwardContext) throws -> (loss: Float, correct: Int) {
-        let blocks = model.blocks, segments = plan.segments, last = segments.count - 1
         try model.check(images)
+        if plan.selective { return try runSelective(images: images, labels: labels, context: context) }
+        let blocks = model.blocks, segments = plan.segments, last = segments.count - 1
         var checkpoints = [Tensor?](repeating: nil, count: segments.count)
         var lastSaved: [Saved] = []
         var x = images
@@ -38,6 +39,7 @@ struct CheckpointEngine {
         let correct = SoftmaxCrossEntropy.correct(logits: x, labels: labels)
         var recomputeContext = context
         recomputeContext.updateRunningStatistics = false
+        checkpoints[last] = nil // the last segment's records hold its input if they need it
 
         let worker = overlap.map { o in
             RecomputeWorker(model: model, segments: Array(segments.prefix(last)), checkpoints: checkpoints,
@@ -72,6 +74,53 @@ struct CheckpointEngine {
             throw error
         }
         worker?.join()
+        return (loss, correct)
+    }
+
+    /// Selective recomputation: the forward keeps each block's stash of expensive outputs
+    /// (and its input only where the previous block cannot rebuild it from its stash); the
+    /// backward rebuilds each block's records from them, cheap layers only, just before use.
+    private func runSelective(images: Tensor, labels: [Int32], context: ForwardContext) throws -> (loss: Float, correct: Int) {
+        guard overlap == nil else {
+            throw RematError.invalidArgument("selective recomputation runs on the backward thread: turn overlap off, or use every-k, sqrt(n) or a budget with overlap")
+        }
+        let blocks = model.blocks, n = blocks.count
+        var inputs = [Tensor?](repeating: nil, count: n), stashes = [ActivationStash?](repeating: nil, count: n)
+        var lastSaved = Saved()
+        var x = images
+        for (i, block) in blocks.enumerated() {
+            if i == 0 || (blocks[i - 1] as? Sequential).map({ $0.canRebuildOutputFromStash }) != true { inputs[i] = x }
+            if i == n - 1 {
+                let (y, saved) = try trace.span("forward", block: i) { try block.forward(x, context) }
+                (x, lastSaved) = (y, saved)
+            } else {
+                let stash = ActivationStash()
+                var recording = context
+                recording.stash = stash
+                x = try trace.span("forward", block: i) { try block.forward(x, recording).0 }
+                stashes[i] = stash
+            }
+        }
+        let (loss, dlogits) = try SoftmaxCrossEntropy.evaluate(logits: x, labels: labels)
+        guard loss.isFinite else {
+            throw RematError.nonFinite("the loss became \(loss) at step \(context.step); lower the learning rate (parameters left as they were)")
+        }
+        let correct = SoftmaxCrossEntropy.correct(logits: x, labels: labels)
+        var replay = context
+        replay.updateRunningStatistics = false
+        var g = try trace.span("backward", block: n - 1) { try blocks[n - 1].backward(dlogits, lastSaved) }
+        lastSaved = Saved()
+        for i in stride(from: n - 2, through: 0, by: -1) {
+            let stash = stashes[i]!
+            let input = try inputs[i] ?? trace.span("recompute", block: i - 1) {
+                try (blocks[i - 1] as! Sequential).outputFromStash(stashes[i - 1]!, replay)!
+            }
+            stash.rewind()
+            replay.stash = stash
+            let saved = try trace.span("recompute", block: i) { try blocks[i].forward(input, replay).1 }
+            g = try trace.span("backward", block: i) { try blocks[i].backward(g, saved) }
+            (inputs[i], stashes[i]) = (nil, nil)
+        }
         return (loss, correct)
     }
 

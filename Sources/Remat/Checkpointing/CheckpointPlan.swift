@@ -1,18 +1,39 @@
 /// The segments of a checkpointed chain: the forward pass keeps the input of every segment
 /// (its checkpoint) and, for the last segment only, everything its backward pass needs; the
 /// backward pass recomputes each other segment from its checkpoint just before it needs it.
-/// The last segment is never recomputed.
+/// The last segment is never recomputed. A selective plan instead rebuilds the cheap layers
+/// of every block but the last (see `CheckpointPolicy.selective`).
 public struct CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
     /// Blocks of each segment, in order; together they cover 0..<blocks once.
     public let segments: [Range<Int>]
+    /// Selective recomputation inside blocks instead of segments.
+    public let selective: Bool
 
-    /// - Parameters:
-    ///   - blockBytes: activation bytes each block keeps for its backward pass (measured by
-    ///     `Model.savedBytes`); without them sqrt(n) splits by block count.
+    /// A plan from the policy and the chain's profile (bytes balance sqrt(n)'s segments; a
+    /// budget is solved on the profile's times and bytes).
+    public init(policy: CheckpointPolicy, profile: ChainProfile) throws {
+        let b = profile.blocks
+        if case .budget(let bytes) = policy {
+            guard let best = CheckpointPlan.cheapest(within: bytes, profile) else {
+                let smallest = CheckpointPlan.smallestBudget(profile)
+                throw RematError.invalidArgument(
+                    "a budget of \(CheckpointPolicy.mebibytes(bytes)) MiB cannot hold this chain at batch \(profile.batch): "
+                    + "the smallest feasible budget is \(smallest) bytes (\(CheckpointPolicy.mebibytes(smallest)) MiB); "
+                    + "raise the budget or lower the batch")
+            }
+            self = best
+            return
+        }
+        try self.init(policy: policy, blocks: b.count, blockBytes: b.map(\.keptBytes))
+    }
+
+    /// A plan from the policy alone (sqrt(n) by block count unless `blockBytes` are given).
+    /// A budget needs a profile: use `init(policy:profile:)`.
     public init(policy: CheckpointPolicy, blocks n: Int, blockBytes: [Int]? = nil) throws {
         guard n >= 1 else { throw RematError.invalidArgument("a plan needs at least one block") }
+        selective = policy == .selective
         switch policy {
-        case .none:
+        case .none, .selective:
             segments = [0..<n]
         case .every(let k):
             guard k >= 1 else { throw RematError.invalidArgument("checkpoint every k blocks needs k >= 1, got \(k)") }
@@ -24,7 +45,14 @@ public struct CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
             } else {
                 segments = stride(from: 0, to: n, by: m).map { $0..<min($0 + m, n) }
             }
+        case .budget:
+            throw RematError.invalidArgument("a budget plan needs the chain's profile: use CheckpointPlan(policy:profile:)")
         }
+    }
+
+    init(segments: [Range<Int>]) {
+        self.segments = segments
+        selective = false
     }
 
     /// At most m contiguous segments whose largest byte total is as small as it can be (the
@@ -55,10 +83,101 @@ public struct CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Blocks whose forward runs twice in a step.
-    public var recomputedBlocks: Int { segments.dropLast().reduce(0) { $0 + $1.count } }
+    public var recomputedBlocks: Int { selective ? 0 : segments.dropLast().reduce(0) { $0 + $1.count } }
 
     public var description: String {
-        segments.map { $0.count == 1 ? "[\($0.lowerBound)]" : "[\($0.lowerBound)-\($0.upperBound - 1)]" }
+        if selective { return "selective (cheap layers of blocks 0-\(max(0, segments[0].upperBound - 2)) rebuilt)" }
+        return segments.map { $0.count == 1 ? "[\($0.lowerBound)]" : "[\($0.lowerBound)-\($0.upperBound - 1)]" }
             .joined(separator: " ")
     }
+}
+
+// MARK: - Budget: the least recompute time within a peak
+
+extension CheckpointPlan {
+    /// The segmentation with the least recomputed forward seconds whose predicted peak fits
+    /// in `budget`, or nil if none does.
+    ///
+    /// A plan's peak is max over segments s of (P_s + local_s): P_s, the bytes of earlier
+    /// segments' checkpoints, plus what segment s holds while it runs (its forward, and its
+    /// rebuild and backward), which depends on s alone. So a dynamic program over the chain
+    /// (Beaumont et al., "Optimal checkpointing for heterogeneous chains", restricted to
+    /// one level of checkpoints as this engine runs them) keeps, at each block where a
+    /// segment may start, the Pareto front of (checkpoint bytes so far, recompute seconds).
+    public static func cheapest(within budget: Int, _ profile: ChainProfile) -> CheckpointPlan? {
+        cheapest(within: budget, profile, LocalPeaks(profile))
+    }
+
+    private static func cheapest(within budget: Int, _ profile: ChainProfile, _ local: LocalPeaks) -> CheckpointPlan? {
+        let b = profile.blocks, n = b.count
+        guard n >= 1 else { return nil }
+        struct State { var bytes: Int; var seconds: Double; var parent: Int; var start: Int }
+        var states: [State] = [State(bytes: 0, seconds: 0, parent: -1, start: 0)]
+        var front: [[Int]] = Array(repeating: [], count: n + 1) // state indices per segment start
+        front[0] = [0]
+        var best: (seconds: Double, state: Int, end: Int)?
+        for i in 0..<n {
+            // prune: keep states no other beats on both bytes and seconds
+            let sorted = front[i].sorted { (states[$0].bytes, states[$0].seconds) < (states[$1].bytes, states[$1].seconds) }
+            var kept: [Int] = [], cheapest = Double.infinity
+            for s in sorted where states[s].seconds < cheapest { kept.append(s); cheapest = states[s].seconds }
+            var recompute = 0.0
+            for j in (i + 1)...n {
+                recompute += b[j - 1].forwardSeconds
+                for s in kept {
+                    let st = states[s]
+                    if j == n {
+                        guard st.bytes + local.last(i) <= budget else { continue }
+                        if best == nil || st.seconds < best!.seconds { best = (st.seconds, s, i) }
+                    } else {
+                        guard st.bytes + local.middle(i, j) <= budget else { continue }
+                        states.append(State(bytes: st.bytes + b[i].inputBytes, seconds: st.seconds + recompute, parent: s, start: i))
+                        front[j].append(states.count - 1)
+                    }
+                }
+            }
+        }
+        guard let best else { return nil }
+        var segments = [best.end..<n], s = best.state, end = best.end
+        while states[s].parent >= 0 {
+            segments.insert(states[s].start..<end, at: 0)
+            end = states[s].start
+            s = states[s].parent
+        }
+        return CheckpointPlan(segments: segments)
+    }
+
+    /// The smallest budget any segmentation fits in (binary search over `cheapest`).
+    public static func smallestBudget(_ profile: ChainProfile) -> Int {
+        var hi = try! CheckpointPlan(policy: .none, blocks: profile.blocks.count).predict(profile).peakBytes
+        var lo = 0
+        let local = LocalPeaks(profile)
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2
+            if cheapest(within: mid, profile, local) != nil { hi = mid } else { lo = mid + 1 }
+        }
+        return lo
+    }
+}
+
+/// Each segment's own peak, computed once per (start, end).
+private struct LocalPeaks {
+    private var middlePeaks: [[Int]]
+    private var lastPeaks: [Int]
+
+    init(_ profile: ChainProfile) {
+        let n = profile.blocks.count
+        lastPeaks = (0..<n).map { profile.segmentPeak($0..<n, last: true) }
+        middlePeaks = (0..<n).map { i in
+            (0...n).map { j in j > i && j < n ? max(profile.segmentPeak(i..<j, last: false), profile.rebuildPeak(i..<j)) : 0 }
+        }
+    }
+
+    func middle(_ i: Int, _ j: Int) -> Int { middlePeaks[i][j] }
+    func last(_ i: Int) -> Int { lastPeaks[i] }
+}
+
+extension BlockCost {
+    /// Bytes the block's record keeps (what sqrt(n) balances).
+    var keptBytes: Int { savedBytes + (keepsInput ? inputBytes : 0) + (keepsOutput ? outputBytes : 0) }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Which block outputs a training step keeps in memory; the rest are recomputed in the
 /// backward pass. See `CheckpointPlan` for the segments a policy makes.
 public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
@@ -5,15 +7,57 @@ public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
     case none
     /// A checkpoint every k blocks (segments of k blocks).
     case every(Int)
-    /// Segments of ceil(sqrt(n)) blocks: O(sqrt n) memory for one extra forward.
+    /// About sqrt(n) segments of balanced bytes: O(sqrt n) memory for one extra forward.
     case sqrtN
+    /// The segments that recompute the least forward time while the predicted peak of
+    /// activation bytes stays within this many bytes (a dynamic program over the chain's
+    /// measured or estimated profile). A budget below the smallest feasible one is an error
+    /// that names that smallest budget.
+    case budget(Int)
+    /// Keep only the outputs of expensive layers (convolutions, linear) and the block
+    /// inputs that cannot be rebuilt from them; recompute the cheap layers (BatchNorm, ReLU,
+    /// pooling, dropout) of each block just before its backward pass. The last block keeps
+    /// everything.
+    case selective
 
     public var description: String {
         switch self {
         case .none: return "none"
         case .every(let k): return "every-\(k)"
         case .sqrtN: return "sqrt(n)"
+        case .budget(let bytes): return "budget-\(Self.mebibytes(bytes))MiB"
+        case .selective: return "selective"
         }
+    }
+
+    static func mebibytes(_ bytes: Int) -> String {
+        let m = Double(bytes) / 1_048_576
+        return m == m.rounded() ? String(Int(m)) : String(format: "%.1f", m)
+    }
+
+    /// Parses "none", "sqrt" (or "sqrt(n)", "sqrtn"), "every-K", "selective", "budget-SIZE"
+    /// (SIZE in bytes, or with a KiB/MiB/GiB suffix); nil for anything else.
+    public init?(parsing text: String) {
+        let t = text.lowercased()
+        switch t {
+        case "none": self = .none
+        case "sqrt", "sqrtn", "sqrt(n)": self = .sqrtN
+        case "selective": self = .selective
+        default:
+            if t.hasPrefix("every-"), let k = Int(t.dropFirst(6)), k >= 1 { self = .every(k); return }
+            if t.hasPrefix("budget-"), let b = Self.parseBytes(String(t.dropFirst(7))) { self = .budget(b); return }
+            return nil
+        }
+    }
+
+    /// "512MiB", "1.5GiB", "300000" (bytes); nil if malformed or not positive.
+    public static func parseBytes(_ text: String) -> Int? {
+        let t = text.lowercased().trimmingCharacters(in: .whitespaces)
+        for (suffix, scale) in [("gib", 1 << 30), ("mib", 1 << 20), ("kib", 1 << 10), ("b", 1), ("", 1)] where t.hasSuffix(suffix) {
+            guard let v = Double(t.dropLast(suffix.count)), v > 0, v * Double(scale) < 9e18 else { continue }
+            return Int(v * Double(scale))
+        }
+        return nil
     }
 }
 

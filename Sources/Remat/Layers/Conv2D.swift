@@ -3,7 +3,7 @@ import RematKernels
 
 /// 2-D convolution, NCHW, with stride, zero padding, dilation and an optional bias.
 /// Weights (K, C, R, S) then bias (K) in the parameter arena.
-public final class Conv2D: Layer {
+public final class Conv2D: ExpensiveLayer {
     public let inChannels: Int, outChannels: Int
     public let kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int)
     public let hasBias: Bool
@@ -72,10 +72,12 @@ public final class Conv2D: Layer {
 
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
         var cv = try plan(x.shape)
+        if let y = context.stash?.replayed() { return (y, Saved(tensors: [x])) }
         let y = Tensor(uninitialized: try outputShape(for: x.shape))
         let scratch = Tensor(uninitialized: Shape(Int(cv.scratch_floats)))
         let s = slot!
         kn_conv2d_forward(&cv, y.pointer, x.pointer, s.values, hasBias ? s.values + weightCount : nil, scratch.pointer)
+        context.stash?.record(y)
         return (y, Saved(tensors: [x]))
     }
 

@@ -28,6 +28,10 @@ extension Layer {
     public func forwardFLOPs(for input: Shape) -> Int { 0 }
 }
 
+/// A layer whose output selective recomputation keeps (convolutions, linear): recomputing
+/// it would cost real work, unlike BatchNorm, ReLU or pooling.
+protocol ExpensiveLayer: Layer {}
+
 /// A layer's views into the model's two arenas: its parameters and their gradients.
 public struct ParameterSlot {
     let values: UnsafeMutablePointer<Float>
@@ -49,16 +53,41 @@ public struct Saved {
     var seed: UInt64 = 0
 
     /// Bytes of tensor storage this record keeps alive (shared storage counted once per record).
-    public var bytes: Int {
-        var seen = Set<ObjectIdentifier>()
-        return tensorBytes(&seen)
+    public var bytes: Int { storages.values.reduce(0, +) }
+
+    /// The storages this record keeps alive, each with its bytes.
+    var storages: [ObjectIdentifier: Int] {
+        var out: [ObjectIdentifier: Int] = [:]
+        collect(&out)
+        return out
     }
-    private func tensorBytes(_ seen: inout Set<ObjectIdentifier>) -> Int {
-        var total = 0
-        for t in tensors where seen.insert(ObjectIdentifier(t.storage)).inserted { total += t.shape.count * 4 }
-        for c in children { total += c.tensorBytes(&seen) }
-        return total
+    private func collect(_ out: inout [ObjectIdentifier: Int]) {
+        for t in tensors { out[t.storageID] = t.accountBytes }
+        for c in children { c.collect(&out) }
     }
+}
+
+/// Selective recomputation's record of a block: the outputs of its expensive layers
+/// (convolutions, linear), in the order they ran. Recording keeps them; replaying hands them
+/// back instead of computing them again, so only the cheap layers (BatchNorm, ReLU, pooling,
+/// dropout) run twice.
+final class ActivationStash: @unchecked Sendable { // used by one thread at a time
+    private(set) var tensors: [Tensor] = []
+    private var cursor: Int?
+
+    /// Expensive layers call this with the output they would compute; it returns the
+    /// recorded output when replaying, nil when recording (the layer then computes and
+    /// records it).
+    func replayed() -> Tensor? {
+        guard let c = cursor else { return nil }
+        cursor = c + 1
+        return tensors[c]
+    }
+
+    func record(_ t: Tensor) { if cursor == nil { tensors.append(t) } }
+
+    /// Switches from recording to replaying, from the first recorded output.
+    func rewind() { cursor = 0 }
 }
 
 /// How a forward pass runs.
@@ -70,6 +99,8 @@ public struct ForwardContext: Sendable {
     /// Dropout masks are a pure function of (seed, step, layer): a recompute gets the same.
     public var seed: UInt64
     public var step: Int
+    /// Selective recomputation: expensive layers record or replay their outputs here.
+    var stash: ActivationStash?
 
     public init(training: Bool, seed: UInt64 = 0, step: Int = 0) {
         self.training = training

@@ -50,4 +50,21 @@ public final class Sequential: Layer {
         for (l, s) in zip(layers, saved.children).reversed() { g = try l.backward(g, s) }
         return g
     }
+
+    /// Selective recomputation: the block's output rebuilt from its stash alone (the last
+    /// expensive layer's recorded output, through the cheap layers after it), or nil when the
+    /// block has no expensive layer of its own to start from (its output must then be kept).
+    func outputFromStash(_ stash: ActivationStash, _ context: ForwardContext) throws -> Tensor? {
+        guard canRebuildOutputFromStash, let k = layers.lastIndex(where: { $0 is ExpensiveLayer }),
+              let last = stash.tensors.last else { return nil }
+        var y = last
+        for l in layers[(k + 1)...] { y = try l.forward(y, context).0 }
+        return y
+    }
+
+    /// Whether the output is a function of the last expensive layer's output alone.
+    var canRebuildOutputFromStash: Bool {
+        guard let k = layers.lastIndex(where: { $0 is ExpensiveLayer }) else { return false }
+        return !layers[(k + 1)...].flatMap(Model.layers(of:)).contains { $0 is ExpensiveLayer }
+    }
 }

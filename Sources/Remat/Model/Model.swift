@@ -115,27 +115,6 @@ public final class Model {
         return (x, saved)
     }
 
-    /// Activation bytes each block keeps for its backward pass at batch `batch`, measured by a
-    /// one-image forward (running statistics untouched) and scaled: what checkpoint plans
-    /// balance and predict with.
-    public func savedBytes(batch: Int) throws -> [Int] {
-        if let cached = savedBytesPerImage { return cached.map { $0 * batch } }
-        var context = ForwardContext(training: true)
-        context.updateRunningStatistics = false
-        var x = Tensor(zeros: Shape([1] + imageShape.dims), account: MemoryAccount())
-        var perImage: [Int] = []
-        try MemoryAccount().withCurrent {
-            for b in blocks {
-                let (y, saved) = try b.forward(x, context)
-                perImage.append(saved.bytes)
-                x = y
-            }
-        }
-        savedBytesPerImage = perImage
-        return perImage.map { $0 * batch }
-    }
-    private var savedBytesPerImage: [Int]?
-
     /// Back-propagates d(loss)/d(logits) through the chain, accumulating parameter gradients,
     /// and returns d(loss)/d(images), or nil unless `computesImageGradient` (or the first layer
     /// is not a convolution). Consumes `saved` from the last block backwards, releasing each

@@ -49,9 +49,12 @@ public final class MemoryAccount: @unchecked Sendable {
     /// Starts a new peak measurement from the current live bytes.
     public func resetPeak() { lock.withLock { peak = live } }
 
+    /// Bytes a tensor of `count` floats is charged: whole 64-byte lines, at least one.
+    static func bytes(floats count: Int) -> Int { max(64, (count * MemoryLayout<Float>.stride + 63) / 64 * 64) }
+
     /// 64-byte-aligned memory for `count` floats (uninitialised).
     func allocate(floats count: Int) -> UnsafeMutablePointer<Float> {
-        let bytes = max(64, (count * MemoryLayout<Float>.stride + 63) / 64 * 64)
+        let bytes = MemoryAccount.bytes(floats: count)
         let reused: UnsafeMutableRawPointer? = lock.withLock {
             live += bytes
             peak = max(peak, live)
@@ -66,7 +69,7 @@ public final class MemoryAccount: @unchecked Sendable {
     }
 
     func free(_ pointer: UnsafeMutablePointer<Float>, floats count: Int) {
-        let bytes = max(64, (count * MemoryLayout<Float>.stride + 63) / 64 * 64)
+        let bytes = MemoryAccount.bytes(floats: count)
         let keep: Bool = lock.withLock {
             live -= bytes
             guard cachedBytes + bytes <= MemoryAccount.cacheLimit else { return false }

@@ -47,6 +47,10 @@ public struct Tensor: @unchecked Sendable {
     }
 
     var pointer: UnsafeMutablePointer<Float> { storage.pointer }
+    /// Identifies the storage (copies and reshapes share it).
+    var storageID: ObjectIdentifier { ObjectIdentifier(storage) }
+    /// Bytes its storage is charged in its account.
+    var accountBytes: Int { MemoryAccount.bytes(floats: storage.count) }
 
     final class Storage {
         let pointer: UnsafeMutablePointer<Float>

@@ -41,13 +41,32 @@ public final class Trainer {
         try account.withCurrent { try trainStep(images: images, labels: labels) }
     }
 
+    /// The plan a step of `batch` images runs under `checkpointing`, and the chain profile it
+    /// was made from: measured on this machine (once per batch size) for a budget, estimated
+    /// from a one-image run for the other policies, which need only bytes.
+    public func plan(batch: Int) throws -> (plan: CheckpointPlan, profile: ChainProfile) {
+        let policy = checkpointing.policy
+        if let p = plans[batch], p.policy == policy { return (p.plan, p.profile) }
+        let measured: Bool
+        if case .budget = policy { measured = true } else { measured = false }
+        var profile = profiles[batch]
+        if profile == nil || (measured && !profile!.measured) {
+            profile = measured ? try ChainProfile.measure(model, batch: batch, seed: seed) : try ChainProfile.estimate(model, batch: batch)
+            profiles[batch] = profile
+        }
+        let plan = try CheckpointPlan(policy: policy, profile: profile!)
+        plans[batch] = (policy, plan, profile!)
+        return (plan, profile!)
+    }
+    private var profiles: [Int: ChainProfile] = [:]
+    private var plans: [Int: (policy: CheckpointPolicy, plan: CheckpointPlan, profile: ChainProfile)] = [:]
+
     private func trainStep(images: Tensor, labels: [Int32]) throws -> StepMetrics {
+        let plan = try self.plan(batch: labels.count).plan
         let start = DispatchTimeSource.now()
         account.resetPeak()
         model.zeroGradients()
         let context = ForwardContext(training: true, seed: seed, step: step)
-        let plan = try CheckpointPlan(policy: checkpointing.policy, blocks: model.blocks.count,
-                                      blockBytes: checkpointing.policy == .sqrtN ? try model.savedBytes(batch: labels.count) : nil)
         let engine = CheckpointEngine(model: model, plan: plan, overlap: checkpointing.overlap, account: account,
                                       trace: trace)
         let (loss, correct) = try engine.run(images: images, labels: labels, context: context)

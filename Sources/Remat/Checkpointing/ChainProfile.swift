@@ -1,0 +1,144 @@
+import Foundation
+
+/// What one block of a chain costs at one batch size: its times and the bytes it allocates
+/// and keeps, as the accounting allocator charges them. Plans are chosen and their peaks
+/// predicted from these figures (`CheckpointPlan.predict`).
+public struct BlockCost: Sendable, Equatable {
+    public var forwardSeconds: Double
+    public var backwardSeconds: Double
+    /// Forward FLOPs of the block (multiply-add = 2).
+    public var forwardFLOPs: Int
+    /// The block's input and output activations (the first block's input, the images, is
+    /// not charged: the caller owns it).
+    public var inputBytes: Int
+    public var outputBytes: Int
+    /// The most bytes the forward pass adds above what was live before it (output, what it
+    /// keeps and kernel scratch).
+    public var forwardPeak: Int
+    /// What the forward pass keeps for the backward pass besides its input and output, and
+    /// whether it keeps those two.
+    public var savedBytes: Int
+    public var keepsInput: Bool
+    public var keepsOutput: Bool
+    /// The most bytes the backward pass adds above the live saved record and incoming
+    /// gradient, and the bytes of the input gradient it returns.
+    public var backwardPeak: Int
+    public var inputGradientBytes: Int
+    /// Selective recomputation: bytes of the expensive layers' outputs it keeps besides the
+    /// block output (and whether it keeps that); the peak and the bytes a rebuild from them
+    /// adds; the peak and bytes of rebuilding only the block's output from them (nil when
+    /// the output cannot be rebuilt that way and must be kept).
+    public var stashBytes: Int
+    public var stashKeepsOutput: Bool
+    public var rebuildPeak: Int
+    public var rebuildBytes: Int
+    public var rebuildSeconds = 0.0
+    public var outputRebuildPeak: Int?
+    public var outputRebuildBytes = 0
+    public var outputRebuildSeconds = 0.0
+}
+
+/// Per-block costs of a model's chain at one batch size: measured on this machine by running
+/// every block once (one block's activations live at a time, so profiling needs no more
+/// memory than the most frugal plan), or estimated from FLOPs and bytes before any run.
+public struct ChainProfile: Sendable {
+    public let batch: Int
+    public let blocks: [BlockCost]
+    /// True when times and bytes were measured; false for the FLOP-based estimate.
+    public let measured: Bool
+
+    /// Runs each block's forward, backward and selective rebuild once at `batch` on synthetic
+    /// images (BatchNorm running statistics untouched, gradients zeroed afterwards).
+    public static func measure(_ model: Model, batch: Int, seed: UInt64 = 0) throws -> ChainProfile {
+        guard batch >= 1 else { throw RematError.invalidArgument("a profile needs a batch of at least 1, got \(batch)") }
+        let images = try SyntheticDataset(count: batch, imageShape: model.imageShape, classes: model.classes, seed: seed)
+            .batch(Array(0..<batch)).images
+        var context = ForwardContext(training: true, seed: seed)
+        context.updateRunningStatistics = false
+        let account = MemoryAccount()
+        defer { model.zeroGradients() }
+        let costs: [BlockCost] = try account.withCurrent {
+            var x = images, costs: [BlockCost] = []
+            for (i, block) in model.blocks.enumerated() {
+                func peak<T>(_ body: () throws -> T) rethrows -> (T, Int, Double) {
+                    let before = account.liveBytes
+                    account.resetPeak()
+                    let start = DispatchTimeSource.now()
+                    let r = try body()
+                    return (r, account.peakBytes - before, DispatchTimeSource.seconds(since: start))
+                }
+                let ((y, saved), fPeak, fSeconds) = try peak { try block.forward(x, context) }
+                var kept = saved.storages
+                let keepsInput = kept.removeValue(forKey: x.storageID) != nil && i > 0
+                let keepsOutput = kept.removeValue(forKey: y.storageID) != nil
+                var cost = BlockCost(forwardSeconds: fSeconds, backwardSeconds: 0, forwardFLOPs: block.forwardFLOPs(for: x.shape),
+                                     inputBytes: i == 0 ? 0 : x.accountBytes, outputBytes: y.accountBytes,
+                                     forwardPeak: fPeak, savedBytes: kept.values.reduce(0, +), keepsInput: keepsInput,
+                                     keepsOutput: keepsOutput, backwardPeak: 0, inputGradientBytes: 0, stashBytes: 0,
+                                     stashKeepsOutput: false, rebuildPeak: 0, rebuildBytes: 0)
+                do {
+                    let g = Tensor(zeros: y.shape)
+                    let (dx, bPeak, bSeconds) = try peak { try block.backward(g, saved) }
+                    (cost.backwardPeak, cost.backwardSeconds, cost.inputGradientBytes) = (bPeak, bSeconds, dx.accountBytes)
+                }
+                // selective: record the expensive outputs, then rebuild from them
+                let stash = ActivationStash()
+                var recording = context
+                recording.stash = stash
+                do {
+                    let y2 = try block.forward(x, recording).0
+                    var stashed = Dictionary(stash.tensors.map { ($0.storageID, $0.accountBytes) }, uniquingKeysWith: { a, _ in a })
+                    cost.stashKeepsOutput = stashed.removeValue(forKey: y2.storageID) != nil
+                    cost.stashBytes = stashed.values.reduce(0, +)
+                }
+                stash.rewind()
+                let before = account.liveBytes
+                let (rebuilt, rPeak, rSeconds) = try peak { try block.forward(x, recording).1 }
+                (cost.rebuildPeak, cost.rebuildBytes, cost.rebuildSeconds) = (rPeak, account.liveBytes - before, rSeconds)
+                withExtendedLifetime(rebuilt) {}
+                if let seq = block as? Sequential {
+                    let before = account.liveBytes
+                    let (out, oPeak, oSeconds) = try peak { try seq.outputFromStash(stash, context) }
+                    if out != nil {
+                        (cost.outputRebuildPeak, cost.outputRebuildBytes) = (oPeak, account.liveBytes - before)
+                        cost.outputRebuildSeconds = oSeconds
+                    }
+                    withExtendedLifetime(out) {}
+                }
+                costs.append(cost)
+                x = y
+            }
+            return costs
+        }
+        return ChainProfile(batch: batch, blocks: costs, measured: true)
+    }
+
+    /// Before any measurement: bytes from a one-image forward scaled to the batch, times from
+    /// FLOPs at `gflops` plus activation traffic at `gigabytesPerSecond`; no kernel scratch.
+    public static func estimate(_ model: Model, batch: Int, gflops: Double = 100, gigabytesPerSecond: Double = 10) throws -> ChainProfile {
+        let one = try measure(model, batch: 1)
+        let costs = one.blocks.map { c -> BlockCost in
+            var e = c
+            func scale(_ b: Int) -> Int { b * batch }
+            let traffic = Double(scale(c.inputBytes + c.outputBytes + c.savedBytes)) / (gigabytesPerSecond * 1e9)
+            e.forwardSeconds = Double(c.forwardFLOPs * batch) / (gflops * 1e9) + traffic
+            e.backwardSeconds = 2 * e.forwardSeconds
+            e.inputBytes = scale(c.inputBytes)
+            e.outputBytes = scale(c.outputBytes)
+            e.savedBytes = scale(c.savedBytes)
+            e.forwardPeak = e.outputBytes + e.savedBytes
+            e.backwardPeak = scale(c.inputGradientBytes)
+            e.inputGradientBytes = scale(c.inputGradientBytes)
+            e.stashBytes = scale(c.stashBytes)
+            e.rebuildBytes = scale(c.rebuildBytes)
+            e.rebuildPeak = scale(c.rebuildPeak)
+            // the cheap layers a rebuild redoes only stream their bytes
+            e.rebuildSeconds = Double(e.rebuildBytes + e.stashBytes) / (gigabytesPerSecond * 1e9)
+            e.outputRebuildSeconds = Double(2 * e.outputBytes) / (gigabytesPerSecond * 1e9)
+            e.outputRebuildPeak = c.outputRebuildPeak.map(scale)
+            e.outputRebuildBytes = scale(c.outputRebuildBytes)
+            return e
+        }
+        return ChainProfile(batch: batch, blocks: costs, measured: false)
+    }
+}

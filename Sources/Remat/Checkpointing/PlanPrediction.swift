@@ -1,0 +1,177 @@
+/// What a plan is predicted to cost, from a chain profile: the peak of activation bytes the
+/// allocator will see and the forward work done twice.
+public struct PlanPrediction: Sendable, Equatable {
+    /// Peak activation bytes of a step run sequentially (recompute on the backward thread).
+    public var peakBytes: Int
+    /// With overlap: an upper bound on the peak, reached when the recompute thread has
+    /// rebuilt its full lookahead while the backward pass is at its own peak.
+    public var overlappedPeakBound: Int?
+    /// Blocks whose forward runs twice (selective: blocks whose cheap layers do).
+    public var recomputedBlocks: Int
+    /// Extra forward FLOPs and seconds per step (selective: FLOPs of the expensive layers
+    /// are not redone, so they are 0; the seconds are the cheap layers' rebuilds).
+    public var extraForwardFLOPs: Int
+    public var extraForwardSeconds: Double
+    /// Forward plus backward seconds of the step without checkpointing, for scale.
+    public var stepSeconds: Double
+}
+
+/// Live activation bytes as a plan runs: named activations (block boundaries, shared by
+/// the records that hold them) are freed when their last holder lets go; other bytes are
+/// charged and freed directly. Mirrors the order of `CheckpointEngine` exactly.
+struct LiveBytes {
+    private(set) var live = 0
+    private(set) var peak = 0
+    private var holders: [Int: (bytes: Int, count: Int)] = [:]
+
+    /// A moment when `extra` more bytes are live (a kernel's scratch, a layer's transients).
+    mutating func transient(_ extra: Int) { peak = max(peak, live + extra) }
+    mutating func charge(_ bytes: Int) { live += bytes; peak = max(peak, live) }
+    mutating func release(_ bytes: Int) { live -= bytes }
+
+    /// Activation `id` (of `bytes`) gains a holder; the first holder charges it.
+    mutating func hold(_ id: Int, _ bytes: Int) {
+        if let h = holders[id] { holders[id] = (h.bytes, h.count + 1) } else { holders[id] = (bytes, 1); charge(bytes) }
+    }
+    mutating func drop(_ id: Int) {
+        guard let h = holders[id] else { preconditionFailure("activation \(id) dropped while not held") }
+        if h.count == 1 { holders[id] = nil; release(h.bytes) } else { holders[id] = (h.bytes, h.count - 1) }
+    }
+}
+
+extension ChainProfile {
+    private func forward(_ k: Int, keep: Bool, _ m: inout LiveBytes) {
+        let c = blocks[k]
+        m.transient(c.forwardPeak)
+        m.hold(k + 1, c.outputBytes) // the output, held by the loop's variable
+        if keep {
+            m.charge(c.savedBytes)
+            if c.keepsInput { m.hold(k, c.inputBytes) }
+            if c.keepsOutput { m.hold(k + 1, c.outputBytes) }
+        }
+        m.drop(k) // the loop moves on to the output
+    }
+
+    private func backward(_ k: Int, _ m: inout LiveBytes) {
+        let c = blocks[k]
+        m.transient(c.backwardPeak)
+        m.charge(c.inputGradientBytes)
+        m.release(k == blocks.count - 1 ? c.outputBytes : blocks[k + 1].inputGradientBytes) // the gradient it consumed
+        m.release(c.savedBytes)
+        if c.keepsInput { m.drop(k) }
+        if c.keepsOutput { m.drop(k + 1) }
+    }
+
+    /// Peak above the bytes of earlier segments' checkpoints while segment `range` runs:
+    /// its forward, and (last segment) the loss and its backward, or (other segments) its
+    /// rebuild from the checkpoint and its backward.
+    func segmentPeak(_ range: Range<Int>, last: Bool) -> Int {
+        let n = blocks.count, i = range.lowerBound
+        var m = LiveBytes()
+        m.hold(i, blocks[i].inputBytes) // the checkpoint
+        m.hold(i, blocks[i].inputBytes) // and the loop's variable
+        for k in range { forward(k, keep: last, &m) }
+        if !last { return m.peak } // the output stays as the next segment's checkpoint
+        m.drop(i) // the engine lets the last checkpoint go before the backward pass
+        m.charge(blocks[n - 1].outputBytes) // d(loss)/d(logits); the logits stay held
+        for k in range.reversed() { backward(k, &m) }
+        return m.peak
+    }
+
+    /// Peak of a non-last segment's backward phase: with the logits and the incoming
+    /// gradient live, rebuild from the checkpoint, then back-propagate.
+    func rebuildPeak(_ range: Range<Int>) -> Int {
+        let n = blocks.count, (i, j) = (range.lowerBound, range.upperBound)
+        var m = LiveBytes()
+        m.charge(blocks[n - 1].outputBytes + blocks[j].inputGradientBytes)
+        m.hold(i, blocks[i].inputBytes) // the checkpoint
+        m.hold(i, blocks[i].inputBytes) // the rebuild's variable
+        for k in range { forward(k, keep: true, &m) }
+        m.drop(j) // the rebuild returns its records, not its output
+        m.drop(i) // the checkpoint is let go
+        for k in range.reversed() { backward(k, &m) }
+        return m.peak
+    }
+
+    /// Bytes a rebuilt segment holds until its backward pass (what a lookahead slot costs).
+    func rebuiltBytes(_ range: Range<Int>) -> Int {
+        var m = LiveBytes()
+        m.hold(range.lowerBound, blocks[range.lowerBound].inputBytes)
+        for k in range { forward(k, keep: true, &m) }
+        m.drop(range.upperBound)
+        return m.live
+    }
+
+    /// Selective recomputation of every block but the last: forward keeping block inputs
+    /// that cannot be rebuilt and the expensive layers' outputs; backward rebuilding each
+    /// block (and, where possible, its input) from them.
+    func selectivePeak() -> Int {
+        let n = blocks.count
+        var m = LiveBytes()
+        var inputKept = [Bool](repeating: true, count: n)
+        for k in 1..<max(n, 1) { inputKept[k] = blocks[k - 1].outputRebuildPeak == nil }
+        m.hold(0, 0) // the images: the loop's variable
+        m.hold(0, 0) // and the kept input of block 0
+        for k in 0..<n {
+            let c = blocks[k]
+            if k == n - 1 { forward(k, keep: true, &m); break }
+            m.transient(c.forwardPeak)
+            m.hold(k + 1, c.outputBytes)
+            m.charge(c.stashBytes)
+            if c.stashKeepsOutput { m.hold(k + 1, c.outputBytes) }
+            if inputKept[k + 1] { m.hold(k + 1, c.outputBytes) }
+            m.drop(k)
+        }
+        m.charge(blocks[n - 1].outputBytes)
+        backward(n - 1, &m)
+        for k in stride(from: n - 2, through: 0, by: -1) {
+            let c = blocks[k]
+            var rebuiltInput = 0
+            if !inputKept[k] {
+                let p = blocks[k - 1]
+                m.transient(p.outputRebuildPeak ?? 0)
+                rebuiltInput = p.outputRebuildBytes
+                m.charge(rebuiltInput)
+            }
+            m.transient(c.rebuildPeak)
+            m.charge(c.rebuildBytes)
+            m.transient(c.backwardPeak)
+            m.charge(c.inputGradientBytes)
+            m.release(blocks[k + 1].inputGradientBytes)
+            m.release(c.rebuildBytes + c.stashBytes + rebuiltInput)
+            if c.stashKeepsOutput { m.drop(k + 1) }
+            if inputKept[k] { m.drop(k) }
+        }
+        return m.peak
+    }
+}
+
+extension CheckpointPlan {
+    /// The plan's predicted peak bytes and extra work on this profile (same chain length).
+    public func predict(_ profile: ChainProfile, overlap: Overlap? = nil) -> PlanPrediction {
+        let b = profile.blocks
+        let step = b.reduce(0) { $0 + $1.forwardSeconds + $1.backwardSeconds }
+        if selective {
+            let seconds = b.dropLast().reduce(0) { $0 + $1.rebuildSeconds + ($1.outputRebuildPeak == nil ? 0 : $1.outputRebuildSeconds) }
+            return PlanPrediction(peakBytes: profile.selectivePeak(), overlappedPeakBound: nil, recomputedBlocks: b.count - 1,
+                                  extraForwardFLOPs: 0, extraForwardSeconds: seconds, stepSeconds: step)
+        }
+        var prefix = 0, peak = 0, worst = 0
+        for (s, r) in segments.enumerated() {
+            let last = s == segments.count - 1
+            peak = max(peak, prefix + profile.segmentPeak(r, last: last))
+            if !last { peak = max(peak, prefix + profile.rebuildPeak(r)) }
+            // with overlap, up to `lookahead` earlier segments may be rebuilt while this one runs
+            if let o = overlap, s > 0 {
+                let ahead = segments[max(0, s - o.lookahead)..<s].reduce(0) { $0 + profile.rebuiltBytes($1) }
+                let transient = segments[s - 1].map { b[$0].forwardPeak }.max() ?? 0
+                worst = max(worst, ahead + transient)
+            }
+            prefix += b[r.lowerBound].inputBytes
+        }
+        let again = segments.dropLast().flatMap { $0 }
+        return PlanPrediction(peakBytes: peak, overlappedPeakBound: overlap.map { _ in peak + worst },
+                              recomputedBlocks: again.count, extraForwardFLOPs: again.reduce(0) { $0 + b[$1].forwardFLOPs },
+                              extraForwardSeconds: again.reduce(0) { $0 + b[$1].forwardSeconds }, stepSeconds: step)
+    }
+}

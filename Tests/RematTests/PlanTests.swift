@@ -1,0 +1,131 @@
+import Foundation
+import Testing
+@testable import Remat
+
+@Suite("Checkpoint plans: predicted peaks against the allocator, budgets, selective")
+struct PlanTests {
+    static func dropoutNet(seed: UInt64 = 3) throws -> Model {
+        try Model(name: "dropout-net", imageShape: Shape(3, 8, 8), blocks: [
+            Sequential([Conv2D(3, 8, kernel: 3, padding: 1), BatchNorm2D(8), ReLU(), Dropout(0.3)]),
+            Sequential([Conv2D(8, 8, kernel: 3, padding: 1), ReLU(), Dropout(0.5)]),
+            BasicBlock(8, 8),
+            Sequential([GlobalAvgPool(), Linear(8, 10)]),
+        ], seed: seed)
+    }
+
+    static func model(_ name: String) throws -> Model {
+        name == "dropout-net" ? try dropoutNet() : try Zoo.model(named: name, seed: 3)
+    }
+
+    /// The plan's predicted peak is what the allocator measures in a real step: within 1%
+    /// for a step run sequentially (a few hundred bytes apart in practice), and never more
+    /// than 1% above the bound with overlap.
+    @Test(arguments: ["lenet5", "resnet20", "vgg11", "plain-deep-6", "dropout-net"])
+    func predictionsMatchTheAllocator(model name: String) throws {
+        let batch = name == "vgg11" || name.hasPrefix("plain") ? 2 : 4
+        let profile = try ChainProfile.measure(try Self.model(name), batch: batch)
+        let data = try SyntheticDataset(count: batch, imageShape: try Self.model(name).imageShape, seed: 1)
+        let (x, y) = try data.batch(Array(0..<batch))
+        for policy in [CheckpointPolicy.none, .every(1), .every(2), .sqrtN, .selective] {
+            for overlap in [nil, Overlap(backwardThreads: 1, recomputeThreads: 1, lookahead: 2)] where !(policy == .selective && overlap != nil) {
+                let trainer = Trainer(model: try Self.model(name), optimizer: SGD())
+                trainer.checkpointing = Checkpointing(policy: policy, overlap: overlap)
+                let plan = try CheckpointPlan(policy: policy, profile: profile)
+                let predicted = plan.predict(profile, overlap: overlap)
+                let measured = try trainer.train(images: x, labels: y).peakActivationBytes
+                if let bound = predicted.overlappedPeakBound {
+                    #expect(Double(measured) <= 1.01 * Double(bound), "\(name) \(policy) overlapped: measured \(measured) above the bound \(bound)")
+                } else {
+                    #expect(abs(Double(measured - predicted.peakBytes)) <= 0.01 * Double(measured),
+                            "\(name) \(policy): predicted \(predicted.peakBytes), measured \(measured)")
+                }
+            }
+        }
+    }
+
+    /// The dynamic program finds the least recompute time within each budget: the same as
+    /// trying every one of the 2^(n-1) segmentations of resnet20's 11 blocks.
+    @Test func budgetPlansAreOptimal() throws {
+        let profile = try ChainProfile.measure(try Zoo.resnet(blocksPerStage: 3), batch: 4)
+        let n = profile.blocks.count
+        var all: [(peak: Int, seconds: Double)] = []
+        for mask in 0..<(1 << (n - 1)) { // bit i set: a segment starts at block i + 1
+            var segments: [Range<Int>] = [], start = 0
+            for i in 0..<(n - 1) where mask & (1 << i) != 0 { segments.append(start..<(i + 1)); start = i + 1 }
+            segments.append(start..<n)
+            let p = CheckpointPlan(segments: segments).predict(profile)
+            all.append((p.peakBytes, p.extraForwardSeconds))
+        }
+        let smallest = CheckpointPlan.smallestBudget(profile)
+        #expect(smallest == all.map(\.peak).min())
+        #expect(CheckpointPlan.cheapest(within: smallest, profile) != nil)
+        #expect(CheckpointPlan.cheapest(within: smallest - 1, profile) == nil)
+        let most = all.map(\.peak).max()!
+        for step in 0...8 {
+            let budget = smallest + (most - smallest) * step / 8
+            let plan = try #require(CheckpointPlan.cheapest(within: budget, profile))
+            let p = plan.predict(profile)
+            let best = all.filter { $0.peak <= budget }.map(\.seconds).min()!
+            #expect(p.peakBytes <= budget)
+            #expect(abs(p.extraForwardSeconds - best) <= 1e-12 * max(best, 1), "budget \(budget): \(plan) recomputes \(p.extraForwardSeconds) s, best \(best) s")
+        }
+    }
+
+    /// A budget below the smallest feasible one is refused with that smallest budget in the
+    /// message; a budget in between runs within it, bit for bit the same step as no
+    /// checkpointing.
+    @Test func budgetsRunWithinThemselves() throws {
+        let batch = 4
+        let make = { try Zoo.resnet(blocksPerStage: 3, seed: 3) }
+        let trainer = Trainer(model: try make(), optimizer: SGD(learningRate: 0.01, momentum: 0.9), seed: 8)
+        let profile = try ChainProfile.measure(trainer.model, batch: batch, seed: 8)
+        let smallest = CheckpointPlan.smallestBudget(profile)
+        do {
+            _ = try CheckpointPlan(policy: .budget(smallest / 2), profile: profile)
+            Issue.record("a budget below the smallest feasible one was accepted")
+        } catch let e as RematError {
+            #expect(e.description.contains("smallest feasible budget is \(smallest) bytes"), "\(e)")
+        }
+        let none = try CheckpointPlan(policy: .none, profile: profile).predict(profile).peakBytes
+        let budget = (smallest + none) / 2
+        trainer.checkpointing = Checkpointing(policy: .budget(budget))
+        let (plan, _) = try trainer.plan(batch: batch)
+        #expect(plan.segments.count > 1 && plan.predict(profile).peakBytes <= budget)
+        let data = try SyntheticDataset(count: batch, imageShape: trainer.model.imageShape, seed: 4)
+        let (x, y) = try data.batch(Array(0..<batch))
+        let measured = try trainer.train(images: x, labels: y).peakActivationBytes
+        #expect(Double(measured) <= 1.01 * Double(budget), "measured \(measured) over the budget \(budget)")
+        let baseline = try runSteps(make, batch: batch, checkpointing: .none)
+        let budgeted = try runSteps(make, batch: batch, checkpointing: Checkpointing(policy: .budget(budget)))
+        #expect(budgeted == baseline)
+    }
+
+    /// Selective recomputation keeps less than no checkpointing where blocks have BatchNorm
+    /// (the conv output is kept, BN and ReLU outputs rebuilt), and refuses overlap clearly.
+    @Test func selectiveKeepsLessAndRefusesOverlap() throws {
+        for name in ["resnet20", "vgg11"] {
+            let profile = try ChainProfile.measure(try Zoo.model(named: name), batch: 2)
+            let none = try CheckpointPlan(policy: .none, profile: profile).predict(profile)
+            let selective = try CheckpointPlan(policy: .selective, profile: profile).predict(profile)
+            #expect(selective.peakBytes < none.peakBytes * 85 / 100, "\(name): selective \(selective.peakBytes) vs none \(none.peakBytes)")
+            #expect(selective.extraForwardFLOPs == 0 && selective.extraForwardSeconds > 0)
+        }
+        let trainer = Trainer(model: try Zoo.lenet5(), optimizer: SGD())
+        trainer.checkpointing = Checkpointing(policy: .selective, overlap: Overlap(backwardThreads: 1, recomputeThreads: 1))
+        let (x, y) = try SyntheticDataset(count: 2, imageShape: Shape(1, 28, 28)).batch([0, 1])
+        #expect(throws: RematError.self) { try trainer.train(images: x, labels: y) }
+    }
+
+    /// Policies parse from their command-line spellings; nonsense does not.
+    @Test func policySpellings() {
+        #expect(CheckpointPolicy(parsing: "sqrt") == .sqrtN)
+        #expect(CheckpointPolicy(parsing: "every-3") == .every(3))
+        #expect(CheckpointPolicy(parsing: "budget-64MiB") == .budget(64 << 20))
+        #expect(CheckpointPolicy(parsing: "budget-1.5GiB") == .budget(3 << 29))
+        #expect(CheckpointPolicy(parsing: "budget-1000") == .budget(1000))
+        #expect(CheckpointPolicy(parsing: "selective") == .selective)
+        for bad in ["", "every-0", "every-x", "budget-", "budget--5MiB", "budget-0", "sqrt2", "budget-5TiB"] {
+            #expect(CheckpointPolicy(parsing: bad) == nil, "\(bad) parsed")
+        }
+    }
+}
