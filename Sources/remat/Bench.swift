@@ -7,97 +7,108 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time training steps of a benchmark model on synthetic data, with and without checkpointing.",
         discussion: """
-            For each configuration, runs warm-up steps, then times --steps training steps
-            (forward, softmax cross-entropy, backward, SGD with momentum 0.9, lr 0.01) and prints
-            the median step time and its spread, images/s, the peak activation memory (exact,
-            from Remat's allocator), the process's peak RSS so far, and the overhead against no
-            checkpointing. Configurations: none; sqrt(n) with recompute on the backward thread
-            (sequential); sqrt(n) with recompute on its own thread (overlapped; the cores split
-            between the two teams).
+            For each policy (and, where there is recompute to overlap, with overlap off and on),
+            runs warm-up steps, then times --steps training steps (forward, softmax
+            cross-entropy, backward, SGD with momentum 0.9, lr 0.01) and prints the median step
+            time and half its range, images/s, the peak activation memory (exact, from Remat's
+            allocator) beside the plan's prediction (with overlap, its upper bound), the process's peak RSS during those steps,
+            and the overhead against no checkpointing. "hidden" is the share of the recompute
+            time the overlap hid: (sequential - overlapped) / (sequential - none).
+
+            The default, resnet56 at batch 64 with none and sqrt(n) off and on, takes about a
+            minute on 2 cores.
 
             Examples:
-              remat bench                         # resnet56, batch 64, all cores
-              remat bench --model lenet5 --batch 256 --threads 1 --configs none
-              remat bench --json                  # one JSON object per configuration
-              remat bench --trace step.json       # Chrome trace of one overlapped step
+              remat bench                                   # resnet56, batch 64, all cores
+              remat bench --model vgg11 --policies none sqrt selective --overlap off
+              remat bench --budget 80MiB --split 1+1        # add a memory-budget plan
+              remat bench --csv > runs.csv                  # or --json: one object per row
+              remat bench --trace step.json                 # Chrome trace of one overlapped step
             """)
 
-    enum Config: String, ExpressibleByArgument, CaseIterable {
-        case none, sequential, overlapped
-    }
+    enum OverlapChoice: String, ExpressibleByArgument, CaseIterable { case off, on, both }
 
-    @Option(help: "Model: \(Zoo.names.joined(separator: ", ")).") var model = "resnet56"
-    @Option(help: "Images per step.") var batch = 64
+    @OptionGroup var options: ModelOptions
+    @OptionGroup var threading: ThreadOptions
     @Option(help: "Timed steps per configuration.") var steps = 6
     @Option(help: "Untimed steps first.") var warmup = 2
-    @Option(help: "Kernel threads in all (default: all cores).") var threads: Int?
-    @Option(parsing: .upToNextOption, help: "Configurations: none, sequential (sqrt(n)), overlapped (sqrt(n)).")
-    var configs: [Config] = Config.allCases
-    @Option(help: "Seed for weights and data.") var seed: UInt64 = 0
+    @Option(parsing: .upToNextOption, help: "Policies: none, sqrt, every-K, selective, budget-SIZE (e.g. budget-80MiB).")
+    var policies: [CheckpointPolicy] = [.none, .sqrtN]
+    @Option(help: "Also run a memory-budget plan of this size (bytes, or with KiB/MiB/GiB).") var budget: String?
+    @Option(help: "Recompute overlapped with backward: off, on or both.") var overlap: OverlapChoice = .both
     @Option(help: "Write the Chrome trace (JSON) of one overlapped sqrt(n) step to this file.") var trace: String?
-    @Flag(help: "Print one JSON object per configuration instead of a table.") var json = false
+    @Flag(help: "One JSON object per row instead of a table.") var json = false
+    @Flag(help: "CSV with a header row instead of a table.") var csv = false
 
     func validate() throws {
-        guard batch >= 1 else { throw ValidationError("--batch must be at least 1 (got \(batch)).") }
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1 (got \(steps)).") }
         guard warmup >= 0 else { throw ValidationError("--warmup cannot be negative (got \(warmup)).") }
-        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t)).") }
-        guard !configs.isEmpty else { throw ValidationError("--configs needs at least one of none, sequential, overlapped.") }
-        _ = try Zoo.model(named: model) // an unknown model name says which exist
+        guard !(json && csv) else { throw ValidationError("choose one of --json and --csv.") }
+        if let b = budget, CheckpointPolicy.parseBytes(b) == nil {
+            throw ValidationError("--budget \(b) is not a size: give bytes, or a number with KiB, MiB or GiB (e.g. 80MiB).")
+        }
     }
 
     struct Row {
-        var config: Config
-        var median: Double, spread: Double, activationBytes: Int, rssMiB: Double
+        var policy: CheckpointPolicy, overlap: Bool
         var segments: Int
+        var median: Double, spread: Double
+        var activationBytes: Int, predictedBytes: Int, rssMiB: Double
     }
 
     func run() throws {
-        let total = threads ?? KernelRuntime.cores
-        KernelRuntime.threads = total
-        let tty = isatty(STDOUT_FILENO) != 0 && !json
+        let settings = try threading.resolve(model: options.model, batch: options.batch)
+        KernelRuntime.threads = settings.threads
+        let progress = Progress(quiet: json || csv)
+        if let note = settings.note, !json && !csv { print(note) }
+        var all = policies
+        if let b = budget.flatMap(CheckpointPolicy.parseBytes) { all.append(.budget(b)) }
         var rows: [Row] = []
-        for config in configs {
-            let checkpointing: Checkpointing
-            switch config {
-            case .none: checkpointing = .none
-            case .sequential: checkpointing = Checkpointing(policy: .sqrtN)
-            case .overlapped: checkpointing = Checkpointing(policy: .sqrtN, overlap: .split(cores: total))
+        for policy in all {
+            let overlaps: [Bool]
+            switch (policy, overlap) {
+            case (.none, _), (.selective, _), (_, .off): overlaps = [false]
+            case (_, .on): overlaps = [true]
+            case (_, .both): overlaps = [false, true]
             }
-            rows.append(try measure(checkpointing, config: config, tty: tty))
+            for on in overlaps {
+                rows.append(try measure(Checkpointing(policy: policy, overlap: on ? settings.overlap : nil), progress: progress))
+            }
         }
-        if let path = trace { try writeTrace(path, cores: total) }
-        report(rows, threads: total)
+        progress.clear()
+        if let path = trace { try writeTrace(path, overlap: settings.overlap) }
+        report(rows, settings: settings)
     }
 
-    func measure(_ checkpointing: Checkpointing, config: Config, tty: Bool) throws -> Row {
-        let net = try Zoo.model(named: model, seed: seed)
-        let data = try SyntheticDataset(count: batch * 2, imageShape: net.imageShape, classes: net.classes, seed: seed)
-        let trainer = Trainer(model: net, optimizer: SGD(learningRate: 0.01, momentum: 0.9), seed: seed)
+    func measure(_ checkpointing: Checkpointing, progress: Progress) throws -> Row {
+        let net = try options.makeModel()
+        let batch = options.batch
+        let data = try SyntheticDataset(count: batch * 2, imageShape: net.imageShape, classes: net.classes, seed: options.seed)
+        let trainer = Trainer(model: net, optimizer: SGD(learningRate: 0.01, momentum: 0.9), seed: options.seed)
         trainer.checkpointing = checkpointing
+        let label = "\(checkpointing.policy)" + (checkpointing.overlap != nil ? " overlapped" : "")
+        let (plan, profile) = try trainer.plan(batch: batch)
         let batches = try (0..<2).map { b in try data.batch(Array(b * batch..<(b + 1) * batch)) }
         var times: [Double] = [], peak = 0
+        PeakRSS.reset()
         for i in 0..<(warmup + steps) {
             let (x, y) = batches[i % batches.count]
             let m = try trainer.train(images: x, labels: y)
             if i >= warmup { times.append(m.seconds); peak = max(peak, m.peakActivationBytes) }
-            if tty { FileHandle.standardError.write("\r\(config.rawValue): step \(i + 1)/\(warmup + steps)   ".data(using: .utf8)!) }
+            progress.show("\(label): step \(i + 1)/\(warmup + steps)")
         }
-        if tty { FileHandle.standardError.write("\r                                        \r".data(using: .utf8)!) }
         times.sort()
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
-        let plan = try trainer.plan(batch: batch).plan
-        return Row(config: config, median: times[times.count / 2], spread: (times.last! - times.first!) / 2,
-                   activationBytes: peak, rssMiB: Double(usage.ru_maxrss) / 1024, segments: plan.segments.count)
+        return Row(policy: checkpointing.policy, overlap: checkpointing.overlap != nil, segments: plan.segments.count,
+                   median: times[times.count / 2], spread: (times.last! - times.first!) / 2, activationBytes: peak,
+                   predictedBytes: { let p = plan.predict(profile, overlap: checkpointing.overlap); return p.overlappedPeakBound ?? p.peakBytes }(), rssMiB: PeakRSS.mebibytes)
     }
 
-    func writeTrace(_ path: String, cores: Int) throws {
-        let net = try Zoo.model(named: model, seed: seed)
-        let (x, y) = try SyntheticDataset(count: batch, imageShape: net.imageShape, classes: net.classes, seed: seed)
-            .batch(Array(0..<batch))
-        let trainer = Trainer(model: net, optimizer: SGD(), seed: seed)
-        trainer.checkpointing = Checkpointing(policy: .sqrtN, overlap: .split(cores: cores))
+    func writeTrace(_ path: String, overlap: Overlap) throws {
+        let net = try options.makeModel()
+        let (x, y) = try SyntheticDataset(count: options.batch, imageShape: net.imageShape, classes: net.classes, seed: options.seed)
+            .batch(Array(0..<options.batch))
+        let trainer = Trainer(model: net, optimizer: SGD(), seed: options.seed)
+        trainer.checkpointing = Checkpointing(policy: .sqrtN, overlap: overlap)
         try trainer.train(images: x, labels: y) // warm: plans made, buffers sized
         let recorder = TraceRecorder()
         trainer.trace = recorder
@@ -109,34 +120,57 @@ struct Bench: ParsableCommand {
         }
     }
 
-    func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+    /// Share of the recompute time the overlap hid, per policy run both ways.
+    func hidden(_ row: Row, in rows: [Row], base: Double?) -> Double? {
+        guard row.overlap, let base,
+              let sequential = rows.first(where: { $0.policy == row.policy && !$0.overlap })?.median,
+              sequential > base else { return nil }
+        return (sequential - row.median) / (sequential - base)
+    }
 
-    func report(_ rows: [Row], threads: Int) {
-        let base = rows.first { $0.config == .none }?.median
+    func report(_ rows: [Row], settings: ThreadOptions.Resolved) {
+        let base = rows.first { $0.policy == .none }?.median
+        let split = "\(settings.overlap.backwardThreads)+\(settings.overlap.recomputeThreads)"
+        func fields(_ r: Row) -> [(String, Any)] {
+            [("model", options.model), ("batch", options.batch), ("threads", settings.threads), ("isa", KernelRuntime.isa),
+             ("policy", r.policy.description), ("overlap", r.overlap), ("split", r.overlap ? split : ""),
+             ("lookahead", r.overlap ? settings.overlap.lookahead : 0), ("segments", r.segments),
+             ("step_seconds_median", r.median), ("step_seconds_spread", r.spread),
+             ("images_per_second", Double(options.batch) / r.median),
+             ("peak_activation_mib", Double(r.activationBytes) / 1_048_576),
+             ("predicted_activation_mib", Double(r.predictedBytes) / 1_048_576), ("peak_rss_mib", r.rssMiB),
+             ("overhead_vs_none", base.map { r.median / $0 - 1 } ?? NSNull()),
+             ("overlap_hidden", hidden(r, in: rows, base: base) ?? NSNull())]
+        }
         if json {
+            for r in rows { printJSON(Dictionary(uniqueKeysWithValues: fields(r))) }
+            return
+        }
+        if csv {
+            print(fields(rows[0]).map(\.0).joined(separator: ","))
             for r in rows {
-                var fields: [String: Any] = [
-                    "model": model, "batch": batch, "threads": threads, "config": r.config.rawValue,
-                    "policy": r.config == .none ? "none" : "sqrt(n)", "overlap": r.config == .overlapped,
-                    "segments": r.segments,
-                    "step_seconds_median": r.median, "step_seconds_spread": r.spread,
-                    "images_per_second": Double(batch) / r.median,
-                    "peak_activation_mib": Double(r.activationBytes) / 1_048_576, "peak_rss_mib": r.rssMiB,
-                    "isa": KernelRuntime.isa]
-                if let base { fields["overhead_vs_none"] = r.median / base - 1 }
-                print(String(decoding: try! JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]), as: UTF8.self))
+                print(fields(r).map { v in
+                    switch v.1 {
+                    case is NSNull: return ""
+                    case let d as Double: return String(format: "%.6g", d)
+                    case let s as String: return s.contains(",") ? "\"\(s)\"" : s
+                    default: return "\(v.1)"
+                    }
+                }.joined(separator: ","))
             }
             return
         }
-        print("\(model), batch \(batch), \(threads) thread(s), \(KernelRuntime.isa); \(steps) timed steps after \(warmup) warm-up each")
-        print("policy   overlap  step ms (median +- half range)  images/s  peak act. MiB  peak RSS MiB  vs none")
+        print("\(options.model), batch \(options.batch), \(settings.threads) thread(s), \(KernelRuntime.isa); "
+              + "overlap split \(split), lookahead \(settings.overlap.lookahead); \(steps) timed steps after \(warmup) warm-up each")
+        print("policy          overlap  segs  step ms (median +- half range)  images/s  act. MiB (predicted)  peak RSS MiB  vs none  hidden")
         for r in rows {
-            let policy = r.config == .none ? "none" : "sqrt(n)"
-            let overlap = r.config == .overlapped ? "on" : "off"
             let versus = base.map { String(format: "%+.0f%%", 100 * (r.median / $0 - 1)) } ?? "-"
-            print(pad(policy, 9) + pad(overlap, 9) + pad(String(format: "%8.1f +- %.1f", r.median * 1e3, r.spread * 1e3), 32)
-                  + String(format: "%8.1f  %13.1f  %12.1f  ", Double(batch) / r.median,
-                           Double(r.activationBytes) / 1_048_576, r.rssMiB) + versus)
+            let hid = hidden(r, in: rows, base: base).map { String(format: "%.0f%%", 100 * $0) } ?? "-"
+            print(pad(r.policy.description, 16) + pad(r.overlap ? "on" : "off", 9) + pad(String(r.segments), 6)
+                  + pad(String(format: "%8.1f +- %.1f", r.median * 1e3, r.spread * 1e3), 32)
+                  + pad(String(format: "%8.1f", Double(options.batch) / r.median), 10)
+                  + pad("\(mib(r.activationBytes)) (\(mib(r.predictedBytes)))", 22)
+                  + pad(String(format: "%12.1f", r.rssMiB), 14) + pad(versus, 9) + hid)
         }
     }
 }

@@ -62,7 +62,7 @@ public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// How recomputation runs.
-public struct Overlap: Sendable, Equatable {
+public struct Overlap: Sendable, Equatable, Codable {
     /// Kernel team of the backward pass (the calling thread).
     public var backwardThreads: Int
     /// Kernel team of the recompute thread.

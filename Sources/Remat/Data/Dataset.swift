@@ -14,3 +14,23 @@ extension Dataset {
         return (0..<count).shuffled(using: &rng)
     }
 }
+
+/// The first `count` images of another dataset (quick runs on part of a dataset).
+public struct DatasetPrefix<Base: Dataset>: Dataset {
+    public let base: Base
+    public let count: Int
+    public var imageShape: Shape { base.imageShape }
+    public var classes: Int { base.classes }
+
+    public init(_ base: Base, count: Int) {
+        self.base = base
+        self.count = min(max(count, 0), base.count)
+    }
+
+    public func batch(_ indices: [Int]) throws -> (images: Tensor, labels: [Int32]) {
+        if let bad = indices.first(where: { $0 < 0 || $0 >= count }) {
+            throw RematError.invalidArgument("index \(bad) is outside the dataset's \(count) images")
+        }
+        return try base.batch(indices)
+    }
+}

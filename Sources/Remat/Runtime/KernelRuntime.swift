@@ -20,4 +20,41 @@ public enum KernelRuntime {
 
     /// Which kernels run and why, one line each: the `--verbose` report.
     public static var dispatchReport: String { String(cString: kn_dispatch_report()) }
+
+    /// The GEMM micro-kernels of the active instruction set with their cache blocking (the
+    /// blocking table `remat tune` may rewrite; see docs/ARCHITECTURE.md).
+    public static var gemmBlockings: [GemmBlocking] {
+        var table = [kn_gemm_blocking](repeating: kn_gemm_blocking(), count: 8)
+        let n = Int(kn_gemm_kernels(kn_isa_active(), &table, 8))
+        return table.prefix(min(n, 8)).map(GemmBlocking.init)
+    }
+
+    /// Replaces the blocking of the active instruction set's micro-kernel with the same
+    /// MR x NR (process-wide). Throws for a table that breaks the micro-kernel's contract.
+    public static func setGemmBlocking(_ b: GemmBlocking) throws {
+        let s = kn_gemm_set_blocking(kn_isa_active(), b.kernelValue)
+        guard s == KN_OK else {
+            throw RematError.invalidArgument("GEMM blocking \(b) refused for \(isa): \(String(cString: kn_status_string(s)))")
+        }
+    }
+}
+
+/// Cache blocking of one GEMM micro-kernel: MR x NR register tile, MC x KC block of A in
+/// L2, KC x NC panel of B in L3.
+public struct GemmBlocking: Sendable, Equatable, Codable, CustomStringConvertible {
+    public var mr, nr, mc, kc, nc: Int
+
+    public init(mr: Int, nr: Int, mc: Int, kc: Int, nc: Int) {
+        (self.mr, self.nr, self.mc, self.kc, self.nc) = (mr, nr, mc, kc, nc)
+    }
+
+    init(_ b: kn_gemm_blocking) {
+        self.init(mr: Int(b.mr), nr: Int(b.nr), mc: Int(b.mc), kc: Int(b.kc), nc: Int(b.nc))
+    }
+
+    var kernelValue: kn_gemm_blocking {
+        kn_gemm_blocking(mr: Int32(mr), nr: Int32(nr), mc: Int32(mc), kc: Int32(kc), nc: Int32(nc))
+    }
+
+    public var description: String { "\(mr)x\(nr) MC=\(mc) KC=\(kc) NC=\(nc)" }
 }

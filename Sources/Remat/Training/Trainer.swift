@@ -41,28 +41,32 @@ public final class Trainer {
         try account.withCurrent { try trainStep(images: images, labels: labels) }
     }
 
-    /// The plan a step of `batch` images runs under `checkpointing`, and the chain profile it
-    /// was made from: measured on this machine (once per batch size) for a budget, estimated
-    /// from a one-image run for the other policies, which need only bytes.
+    /// The plan a step of `batch` images runs under `checkpointing`, and the chain profile
+    /// it is predicted with: measured on this machine once per batch size (each block run
+    /// once; see `ChainProfile.measure`).
     public func plan(batch: Int) throws -> (plan: CheckpointPlan, profile: ChainProfile) {
-        let policy = checkpointing.policy
-        if let p = plans[batch], p.policy == policy { return (p.plan, p.profile) }
-        let measured: Bool
-        if case .budget = policy { measured = true } else { measured = false }
-        var profile = profiles[batch]
-        if profile == nil || (measured && !profile!.measured) {
-            profile = measured ? try ChainProfile.measure(model, batch: batch, seed: seed) : try ChainProfile.estimate(model, batch: batch)
-            profiles[batch] = profile
-        }
-        let plan = try CheckpointPlan(policy: policy, profile: profile!)
-        plans[batch] = (policy, plan, profile!)
-        return (plan, profile!)
+        let profile = try profiles[batch] ?? ChainProfile.measure(model, batch: batch, seed: seed)
+        profiles[batch] = profile
+        return (try plan(batch: batch, profile: profile), profile)
     }
     private var profiles: [Int: ChainProfile] = [:]
-    private var plans: [Int: (policy: CheckpointPolicy, plan: CheckpointPlan, profile: ChainProfile)] = [:]
+    private var plans: [Int: (policy: CheckpointPolicy, plan: CheckpointPlan)] = [:]
+
+    /// Policies that balance or budget bytes need the profile; the others only count blocks.
+    private func plan(batch: Int, profile: ChainProfile?) throws -> CheckpointPlan {
+        let policy = checkpointing.policy
+        if let p = plans[batch], p.policy == policy { return p.plan }
+        let plan: CheckpointPlan
+        switch policy {
+        case .sqrtN, .budget: plan = try CheckpointPlan(policy: policy, profile: profile ?? self.plan(batch: batch).profile)
+        default: plan = try CheckpointPlan(policy: policy, blocks: model.blocks.count)
+        }
+        plans[batch] = (policy, plan)
+        return plan
+    }
 
     private func trainStep(images: Tensor, labels: [Int32]) throws -> StepMetrics {
-        let plan = try self.plan(batch: labels.count).plan
+        let plan = try self.plan(batch: labels.count, profile: profiles[labels.count])
         let start = DispatchTimeSource.now()
         account.resetPeak()
         model.zeroGradients()

@@ -1,0 +1,122 @@
+import ArgumentParser
+import Foundation
+import Remat
+
+extension CheckpointPolicy: ExpressibleByArgument {
+    public init?(argument: String) { self.init(parsing: argument) }
+}
+
+/// The model and batch every subcommand works on.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "Model: \(Zoo.names.joined(separator: ", ")).") var model = "resnet56"
+    @Option(help: "Images per step.") var batch = 64
+    @Option(help: "Seed for weights and data.") var seed: UInt64 = 0
+
+    func validate() throws {
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1 (got \(batch)).") }
+        do { _ = try Zoo.model(named: model) } catch { throw ValidationError("\(error)") }
+    }
+
+    func makeModel() throws -> Model { try Zoo.model(named: model, seed: seed) }
+}
+
+/// "B+R": the backward team and the recompute team.
+struct Split: ExpressibleByArgument, CustomStringConvertible {
+    var backward: Int, recompute: Int
+    init?(argument: String) {
+        let parts = argument.split(separator: "+").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard parts.count == 2, let b = parts[0], let r = parts[1], b >= 1, r >= 1 else { return nil }
+        (backward, recompute) = (b, r)
+    }
+    var description: String { "\(backward)+\(recompute)" }
+}
+
+/// Threads and overlap, explicit or from the tuning file.
+struct ThreadOptions: ParsableArguments {
+    @Option(help: "Kernel threads in all (default: the tuned count, else all cores).") var threads: Int?
+    @Option(help: ArgumentHelp("Overlap: backward team + recompute team threads, e.g. 1+1 (default: tuned, else the threads halved).",
+                               valueName: "B+R"))
+    var split: Split?
+    @Option(help: "Segments the recompute thread may rebuild ahead of the backward pass (default: tuned, else 1).")
+    var lookahead: Int?
+    @Option(help: "The tuning file (default: $REMAT_TUNING_FILE, else ~/.config/remat/tuning.json).") var tuningFile: String?
+    @Flag(help: "Ignore the tuning file.") var noTuning = false
+
+    func validate() throws {
+        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t)).") }
+        if let l = lookahead, l < 1 { throw ValidationError("--lookahead must be at least 1 (got \(l)).") }
+    }
+
+    /// What a run uses, and a line saying where it came from.
+    struct Resolved {
+        var threads: Int
+        var overlap: Overlap
+        var note: String?
+    }
+
+    /// Explicit options win; then a tuning entry for this CPU, model and batch (whose GEMM
+    /// blocking is put into effect); then all cores, halved for overlap.
+    func resolve(model: String, batch: Int) throws -> Resolved {
+        var tuned: Tuning?
+        var note: String?
+        if !noTuning {
+            let file = try TuningFile(path: tuningFile ?? TuningFile.defaultPath)
+            tuned = file.matching(model: model, batch: batch)
+            if let t = tuned {
+                try t.applyBlocking()
+                note = "using tuning from \(file.path) (tuned \(t.tunedAt): \(t.threads) threads"
+                    + (t.overlap.map { ", split \($0.backwardThreads)+\($0.recomputeThreads), lookahead \($0.lookahead)" } ?? "")
+                    + (t.blocking != nil ? ", tuned GEMM blocking" : "") + "); --no-tuning ignores it"
+            }
+        }
+        let total = threads ?? tuned?.threads ?? KernelRuntime.cores
+        var overlap = tuned?.overlap ?? .split(cores: total)
+        if threads != nil && split == nil { overlap = .split(cores: total) } // explicit threads: their halves
+        if let s = split { (overlap.backwardThreads, overlap.recomputeThreads) = (s.backward, s.recompute) }
+        if let l = lookahead { overlap.lookahead = l }
+        if overlap.backwardThreads + overlap.recomputeThreads > max(total, 2) && split != nil {
+            note = [note, "note: split \(overlap.backwardThreads)+\(overlap.recomputeThreads) runs more threads than the \(total) asked for (oversubscribed, as requested)"]
+                .compactMap { $0 }.joined(separator: "\n")
+        }
+        return Resolved(threads: total, overlap: overlap, note: note)
+    }
+}
+
+/// Writes progress to standard error when it is a terminal; silent otherwise.
+struct Progress {
+    let enabled: Bool
+    init(quiet: Bool = false) { enabled = !quiet && isatty(STDERR_FILENO) != 0 }
+    func show(_ text: String) {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
+    }
+    func clear() { show("") }
+}
+
+/// The process's peak resident memory, reset between measurements (Linux clear_refs).
+enum PeakRSS {
+    static func reset() {
+        malloc_trim(0) // hand freed heap back first, so an earlier run's pages do not count
+        if let f = fopen("/proc/self/clear_refs", "w") { fputs("5", f); fclose(f) }
+    }
+    /// VmHWM in MiB (ru_maxrss where /proc is unavailable).
+    static var mebibytes: Double {
+        if let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+           let kb = Double(line.split(separator: " ").dropFirst().first ?? "") {
+            return kb / 1024
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_maxrss) / 1024
+    }
+}
+
+func mib(_ bytes: Int) -> String { String(format: "%.1f", Double(bytes) / 1_048_576) }
+
+func printJSON(_ object: [String: Any]) {
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    print(String(decoding: data, as: UTF8.self))
+}
+
+func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
