@@ -93,10 +93,16 @@ struct Progress {
     func clear() { show("") }
 }
 
+#if os(Linux)
+@_silgen_name("malloc_trim") private func glibcMallocTrim(_ pad: Int) -> Int32
+#endif
+
 /// The process's peak resident memory, reset between measurements (Linux clear_refs).
 enum PeakRSS {
     static func reset() {
-        malloc_trim(0) // hand freed heap back first, so an earlier run's pages do not count
+        #if os(Linux)
+        glibcMallocTrim(0) // hand freed heap back first, so an earlier run's pages do not count
+        #endif
         if let f = fopen("/proc/self/clear_refs", "w") { fputs("5", f); fclose(f) }
     }
     /// VmHWM in MiB (ru_maxrss where /proc is unavailable).
