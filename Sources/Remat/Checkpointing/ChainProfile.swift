@@ -47,8 +47,8 @@ public struct ChainProfile: Sendable {
     /// True when times and bytes were measured; false for the FLOP-based estimate.
     public let measured: Bool
 
-    /// Runs each block's forward, backward and selective rebuild once at `batch` on synthetic
-    /// images (BatchNorm running statistics untouched, gradients zeroed afterwards).
+    /// Runs each block's forward (twice: the first warms it), backward and selective rebuild
+    /// at `batch` on synthetic images (BatchNorm running statistics untouched, gradients zeroed afterwards).
     public static func measure(_ model: Model, batch: Int, seed: UInt64 = 0) throws -> ChainProfile {
         guard batch >= 1 else { throw RematError.invalidArgument("a profile needs a batch of at least 1, got \(batch)") }
         let images = try SyntheticDataset(count: batch, imageShape: model.imageShape, classes: model.classes, seed: seed)
@@ -67,6 +67,7 @@ public struct ChainProfile: Sendable {
                     let r = try body()
                     return (r, account.peakBytes - before, DispatchTimeSource.seconds(since: start))
                 }
+                _ = try block.forward(x, context) // warm: kernel plans made, pages touched
                 let ((y, saved), fPeak, fSeconds) = try peak { try block.forward(x, context) }
                 var kept = saved.storages
                 let keepsInput = kept.removeValue(forKey: x.storageID) != nil && i > 0

@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import Remat
+
+/// `remat plan`: the checkpoint plan of a model, batch and policy, with its predictions.
+struct Plan: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the checkpoint plan for a model, batch and policy or budget, with its predicted memory and extra work.",
+        discussion: """
+            Profiles the model's chain at the batch (each block's forward and backward run once,
+            one block's activations at a time; --estimate skips that and predicts from FLOPs and
+            a one-image run), then prints per block what the plan keeps, the predicted peak of
+            activation bytes against no checkpointing, the forward work done twice, and the
+            smallest budget any plan fits in.
+
+            Examples:
+              remat plan                                    # resnet56, batch 64, sqrt(n)
+              remat plan --model vgg11 --policy selective
+              remat plan --budget 60MiB --json
+            """)
+
+    @OptionGroup var options: ModelOptions
+    @Option(help: "Policy: none, sqrt, every-K, selective, budget-SIZE.") var policy: CheckpointPolicy = .sqrtN
+    @Option(help: "A memory budget (bytes, or with KiB/MiB/GiB); overrides --policy.") var budget: String?
+    @Option(help: "Predict the overlapped peak bound with this lookahead too.") var lookahead: Int?
+    @Flag(help: "Predict from FLOPs and a one-image run instead of profiling at the batch.") var estimate = false
+    @Flag(help: "One JSON object instead of a table.") var json = false
+
+    func validate() throws {
+        if let b = budget, CheckpointPolicy.parseBytes(b) == nil {
+            throw ValidationError("--budget \(b) is not a size: give bytes, or a number with KiB, MiB or GiB (e.g. 60MiB).")
+        }
+        if let l = lookahead, l < 1 { throw ValidationError("--lookahead must be at least 1 (got \(l)).") }
+    }
+
+    func run() throws {
+        let model = try options.makeModel()
+        let chosen = budget.flatMap(CheckpointPolicy.parseBytes).map(CheckpointPolicy.budget) ?? policy
+        let profile = estimate ? try ChainProfile.estimate(model, batch: options.batch)
+                               : try ChainProfile.measure(model, batch: options.batch, seed: options.seed)
+        let plan = try CheckpointPlan(policy: chosen, profile: profile)
+        let overlap = lookahead.map { Overlap(backwardThreads: 1, recomputeThreads: 1, lookahead: $0) }
+        let p = plan.predict(profile, overlap: overlap)
+        let none = try CheckpointPlan(policy: .none, profile: profile).predict(profile)
+        let smallest = CheckpointPlan.smallestBudget(profile)
+        let roles = roles(plan, blocks: model.blocks.count)
+        if json {
+            var object: [String: Any] = [
+                "model": options.model, "batch": options.batch, "policy": chosen.description, "profile": estimate ? "estimated" : "measured",
+                "segments": plan.segments.map { [$0.lowerBound, $0.upperBound - 1] }, "selective": plan.selective,
+                "predicted_peak_bytes": p.peakBytes, "none_peak_bytes": none.peakBytes, "smallest_budget_bytes": smallest,
+                "recomputed_blocks": p.recomputedBlocks, "extra_forward_flops": p.extraForwardFLOPs,
+                "extra_forward_seconds": p.extraForwardSeconds, "step_seconds": p.stepSeconds,
+                "blocks": zip(model.blocks, profile.blocks).enumerated().map { i, bc in
+                    ["index": i, "name": bc.0.name, "role": roles[i], "kept_bytes": bc.1.savedBytes + (bc.1.keepsOutput ? bc.1.outputBytes : 0),
+                     "forward_seconds": bc.1.forwardSeconds, "backward_seconds": bc.1.backwardSeconds] as [String: Any]
+                }]
+            if let bound = p.overlappedPeakBound { object["overlapped_peak_bound_bytes"] = bound }
+            printJSON(object)
+            return
+        }
+        print("\(options.model), batch \(options.batch), policy \(chosen) (\(estimate ? "estimated" : "measured") profile)")
+        print(" #  block                                  keeps MiB  fwd ms  bwd ms  role")
+        for (i, (block, c)) in zip(model.blocks, profile.blocks).enumerated() {
+            let kept = c.savedBytes + (c.keepsOutput ? c.outputBytes : 0)
+            print(pad(String(format: "%2d", i), 4) + pad(String(block.name.prefix(38)), 39) + pad(String(repeating: " ", count: max(0, 9 - mib(kept).count)) + mib(kept), 11)
+                  + pad(String(format: "%6.2f", c.forwardSeconds * 1e3), 8) + pad(String(format: "%6.2f", c.backwardSeconds * 1e3), 8) + roles[i])
+        }
+        print("plan: \(plan)")
+        print("predicted peak activations: \(mib(p.peakBytes)) MiB (no checkpointing: \(mib(none.peakBytes)) MiB, "
+              + String(format: "%.0f%%", 100 * Double(p.peakBytes) / Double(max(none.peakBytes, 1))) + ")")
+        if let bound = p.overlappedPeakBound { print("with overlap (lookahead \(lookahead!)): at most \(mib(bound)) MiB") }
+        print("extra forward work: \(p.recomputedBlocks) block(s), " + String(format: "%.3f GFLOP, %.1f ms (%.0f%% of a %.1f ms step)",
+              Double(p.extraForwardFLOPs) / 1e9, p.extraForwardSeconds * 1e3, 100 * p.extraForwardSeconds / max(p.stepSeconds, 1e-12), p.stepSeconds * 1e3))
+        print("smallest feasible budget: \(smallest) bytes (\(mib(smallest)) MiB)")
+    }
+
+    /// What the plan does with each block's activations.
+    func roles(_ plan: CheckpointPlan, blocks n: Int) -> [String] {
+        if plan.selective { return (0..<n).map { $0 == n - 1 ? "kept" : "conv/linear outputs kept, the rest rebuilt" } }
+        var out = [String](repeating: "", count: n)
+        for (s, r) in plan.segments.enumerated() {
+            for i in r {
+                let last = s == plan.segments.count - 1
+                out[i] = last ? "kept (last segment)" : "recomputed (segment \(s))"
+                if i == r.lowerBound && i > 0 { out[i] += ", input is a checkpoint" }
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,229 @@
+import ArgumentParser
+import Foundation
+import Remat
+
+/// `remat train`: trains a zoo model on a dataset, with checkpointing, saving and resuming.
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model on a dataset, with checkpointing, per-epoch evaluation, saving and resuming.",
+        discussion: """
+            --data takes: synthetic (the default: seeded class patterns plus noise, shaped for
+            the model), fashion-mnist (the Debian package dataset-fashion-mnist), a directory
+            of IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], and
+            t10k-* for the test set), a directory of CIFAR-10 binary batches (data_batch_*.bin,
+            test_batch.bin), or one CIFAR-10 .bin file.
+
+            With --save, the training state (weights, BatchNorm statistics, optimizer buffers,
+            step) is written atomically after every epoch; --resume continues from such a file
+            (and keeps saving to it unless --save names another). Ctrl-C saves and exits with
+            status 130; resuming then repeats the interrupted epoch.
+
+            Examples:
+              remat train --model lenet5 --data fashion-mnist --epochs 2 --batch 128 --lr 0.05
+              remat train --model resnet20 --data ~/cifar-10-batches-bin --augment --policy sqrt --overlap
+              remat train --model lenet5 --data fashion-mnist --save run.safetensors --metrics run.jsonl
+              remat train --model lenet5 --data fashion-mnist --epochs 4 --resume run.safetensors
+            """)
+
+    enum OptimizerChoice: String, ExpressibleByArgument, CaseIterable { case sgd, adamw }
+    enum ScheduleChoice: String, ExpressibleByArgument, CaseIterable { case constant, cosine, step }
+
+    @OptionGroup var options: ModelOptions
+    @OptionGroup var threading: ThreadOptions
+    @Option(help: "synthetic, fashion-mnist, or a path (IDX or CIFAR-10 files).") var data = "synthetic"
+    @Option(help: "Use only the first N training images (synthetic: make N; default 2048).") var trainSize: Int?
+    @Option(help: "Use only the first N test images (synthetic: make N; default 512).") var testSize: Int?
+    @Option(help: "Epochs in all (a resumed run continues up to this many).") var epochs = 1
+    @Option(help: "Optimizer: sgd (momentum) or adamw.") var optimizer: OptimizerChoice = .sgd
+    @Option(help: "Learning rate (default 0.01 for sgd, 0.001 for adamw).") var lr: Float?
+    @Option(help: "SGD momentum.") var momentum: Float = 0.9
+    @Option(help: "Weight decay (decoupled for adamw).") var weightDecay: Float = 0
+    @Option(help: "Learning-rate schedule: constant, cosine (to 0 over the run) or step (x0.1 every third of it).")
+    var schedule: ScheduleChoice = .constant
+    @Option(help: "Steps of linear learning-rate warm-up.") var warmupSteps = 0
+    @Flag(help: "Random crops (pad 4) and flips of the training images.") var augment = false
+    @Option(help: "Checkpointing: none, sqrt, every-K, selective, budget-SIZE.") var policy: CheckpointPolicy = .none
+    @Option(help: "A memory budget (bytes, or with KiB/MiB/GiB); overrides --policy.") var budget: String?
+    @Flag(help: "Recompute on its own thread, overlapped with the backward pass.") var overlap = false
+    @Option(help: "Write the training state here after every epoch (atomically).") var save: String?
+    @Option(help: "Continue from this saved state.") var resume: String?
+    @Option(help: "Append metrics as JSON lines (one per step and per epoch) to this file.") var metrics: String?
+
+    func validate() throws {
+        guard options.batch >= 2 else { throw ValidationError("--batch must be at least 2 for training (BatchNorm needs two images).") }
+        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1 (got \(epochs)).") }
+        if let n = trainSize, n < 2 { throw ValidationError("--train-size must be at least 2 (got \(n)).") }
+        if let n = testSize, n < 1 { throw ValidationError("--test-size must be at least 1 (got \(n)).") }
+        if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be a positive number (got \(lr)).") }
+        guard warmupSteps >= 0 else { throw ValidationError("--warmup-steps cannot be negative.") }
+        if let b = budget, CheckpointPolicy.parseBytes(b) == nil {
+            throw ValidationError("--budget \(b) is not a size: give bytes, or a number with KiB, MiB or GiB (e.g. 80MiB).")
+        }
+        if let r = resume, !FileManager.default.fileExists(atPath: r) {
+            throw ValidationError("--resume \(r): no such file. Give the path a --save wrote.")
+        }
+    }
+
+    func run() throws {
+        let settings = try threading.resolve(model: options.model, batch: options.batch)
+        KernelRuntime.threads = settings.threads
+        if let note = settings.note { print(note) }
+        let model = try options.makeModel()
+        let (train, test) = try loadData(for: model)
+        guard train.imageShape == model.imageShape, train.classes <= model.classes else {
+            throw ValidationError("\(options.model) takes \(model.imageShape) images in \(model.classes) classes; \(data) has "
+                                  + "\(train.imageShape) images in \(train.classes). Pick a model that fits (lenet5 for 28x28 grey, the others for 32x32 colour).")
+        }
+        let opt: Optimizer = optimizer == .sgd
+            ? SGD(learningRate: lr ?? 0.01, momentum: momentum, weightDecay: weightDecay)
+            : AdamW(learningRate: lr ?? 1e-3, weightDecay: weightDecay)
+        let trainer = Trainer(model: model, optimizer: opt, seed: options.seed)
+        let chosen = budget.flatMap(CheckpointPolicy.parseBytes).map(CheckpointPolicy.budget) ?? policy
+        trainer.checkpointing = Checkpointing(policy: chosen, overlap: overlap ? settings.overlap : nil)
+        var first = 0
+        if let resume {
+            let meta = try TrainingState.load(into: trainer, from: resume)
+            first = Int(meta["next_epoch"] ?? "") ?? 0
+            print("resumed \(resume): step \(trainer.step), continuing at epoch \(first + 1) of \(epochs)")
+            if first >= epochs { print("nothing to do: \(epochs) epoch(s) already trained"); return }
+        }
+        let savePath = save ?? resume
+        let perEpoch = (train.count + options.batch - 1) / options.batch
+        let total = perEpoch * epochs
+        let rate: LearningRateSchedule
+        switch schedule {
+        case .constant: rate = LearningRateSchedule(base: opt.learningRate, warmup: warmupSteps)
+        case .cosine: rate = LearningRateSchedule(base: opt.learningRate, shape: .cosine(total: total, minimum: 0), warmup: warmupSteps)
+        case .step: rate = LearningRateSchedule(base: opt.learningRate, shape: .step(every: max(1, total / 3), factor: 0.1), warmup: warmupSteps)
+        }
+        let log = try metrics.map { try MetricsLog(path: $0) }
+        let progress = Progress()
+        let interrupt = Interrupt()
+        print("\(options.model) on \(data): \(train.count) training images" + (test.map { ", \($0.count) test images" } ?? "")
+              + ", batch \(options.batch), \(settings.threads) thread(s), checkpointing \(chosen)" + (overlap ? " overlapped" : ""))
+        var epoch = first
+        do {
+            var seen = 0, correct = 0, lossSum = 0.0
+            try trainer.fit(train, epochs: first..<epochs, batchSize: options.batch, test: test, schedule: rate,
+                            augmentation: augment ? Augmentation(seed: options.seed) : nil) { event in
+                switch event {
+                case .step(let e, let m):
+                    if e != epoch { (epoch, seen, correct, lossSum) = (e, 0, 0, 0) }
+                    seen += m.images; correct += m.correct; lossSum += Double(m.loss) * Double(m.images)
+                    let done = (seen + options.batch - 1) / options.batch
+                    let bar = String(repeating: "=", count: 20 * done / max(perEpoch, 1)).padding(toLength: 20, withPad: " ", startingAt: 0)
+                    progress.show(String(format: "epoch %d/%d [%@] %d/%d loss %.4f acc %.1f%% %.0f img/s", e + 1, epochs, bar, done, perEpoch,
+                                         lossSum / Double(seen), 100 * Double(correct) / Double(seen), m.imagesPerSecond))
+                    try log?.write(["type": "step", "epoch": e + 1, "step": m.step, "loss": Double(m.loss), "accuracy": m.accuracy,
+                                    "images_per_second": m.imagesPerSecond, "peak_activation_mib": Double(m.peakActivationBytes) / 1_048_576])
+                    if interrupt.requested { throw Interrupted(epoch: e) }
+                case .epoch(let m):
+                    progress.clear()
+                    var line = String(format: "epoch %d/%d: loss %.4f, accuracy %.2f%%, %.0f images/s, peak activations %@ MiB",
+                                      m.epoch + 1, epochs, m.loss, 100 * m.accuracy, m.imagesPerSecond, mib(m.peakActivationBytes))
+                    if let l = m.testLoss, let a = m.testAccuracy { line += String(format: "; test loss %.4f, accuracy %.2f%%", l, 100 * a) }
+                    print(line)
+                    var fields: [String: Any] = ["type": "epoch", "epoch": m.epoch + 1, "loss": m.loss, "accuracy": m.accuracy,
+                                                 "images_per_second": m.imagesPerSecond, "peak_activation_mib": Double(m.peakActivationBytes) / 1_048_576]
+                    if let l = m.testLoss, let a = m.testAccuracy { fields["test_loss"] = l; fields["test_accuracy"] = a }
+                    try log?.write(fields)
+                    if let savePath {
+                        try TrainingState.save(trainer, to: savePath, metadata: ["next_epoch": String(m.epoch + 1)])
+                        print("saved \(savePath)")
+                    }
+                }
+            }
+        } catch let stop as Interrupted {
+            progress.clear()
+            if let savePath {
+                try TrainingState.save(trainer, to: savePath, metadata: ["next_epoch": String(stop.epoch), "interrupted": "true"])
+                print("interrupted: saved \(savePath) at step \(trainer.step); --resume repeats epoch \(stop.epoch + 1)")
+            } else {
+                print("interrupted at step \(trainer.step) (nothing saved: no --save)")
+            }
+            throw ExitCode(130)
+        }
+    }
+
+    /// The training set and, where there is one, the test set.
+    func loadData(for model: Model) throws -> (any Dataset, (any Dataset)?) {
+        func limit(_ d: some Dataset, _ n: Int?) -> any Dataset { n.map { DatasetPrefix(d, count: $0) } ?? d }
+        let fm = FileManager.default
+        switch data {
+        case "synthetic":
+            let n = trainSize ?? 2048
+            let train = try SyntheticDataset(count: n, imageShape: model.imageShape, classes: model.classes, seed: options.seed + 1)
+            let test = try SyntheticDataset(count: testSize ?? 512, imageShape: model.imageShape, classes: model.classes,
+                                            seed: options.seed + 1, firstIndex: n)
+            return (train, test)
+        case "fashion-mnist":
+            return (limit(try IDXDataset.fashionMNIST(train: true), trainSize), limit(try IDXDataset.fashionMNIST(train: false), testSize))
+        default:
+            let path = (data as NSString).expandingTildeInPath
+            var isDirectory: ObjCBool = false
+            guard fm.fileExists(atPath: path, isDirectory: &isDirectory) else {
+                throw ValidationError("--data \(data): no such file or directory. Use synthetic, fashion-mnist, or a path to IDX or CIFAR-10 files.")
+            }
+            if !isDirectory.boolValue {
+                guard path.hasSuffix(".bin") else { throw ValidationError("--data \(data): a single file must be a CIFAR-10 .bin batch.") }
+                return (limit(try CIFAR10Dataset(files: [path]), trainSize), nil)
+            }
+            let names = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+            func idx(_ prefix: String) -> (String, String)? {
+                for ext in ["", ".gz"] where names.contains("\(prefix)-images-idx3-ubyte\(ext)") {
+                    return ("\(path)/\(prefix)-images-idx3-ubyte\(ext)", "\(path)/\(prefix)-labels-idx1-ubyte\(ext)")
+                }
+                return nil
+            }
+            if let (images, labels) = idx("train") {
+                let test = try idx("t10k").map { try IDXDataset(images: $0.0, labels: $0.1) }
+                return (limit(try IDXDataset(images: images, labels: labels), trainSize), test.map { limit($0, testSize) })
+            }
+            let batches = names.filter { $0.hasPrefix("data_batch_") && $0.hasSuffix(".bin") }.sorted()
+            if !batches.isEmpty {
+                let test = names.contains("test_batch.bin") ? try CIFAR10Dataset(files: ["\(path)/test_batch.bin"]) : nil
+                return (limit(try CIFAR10Dataset(files: batches.map { "\(path)/\($0)" }), trainSize), test.map { limit($0, testSize) })
+            }
+            throw ValidationError("--data \(data): found neither IDX files (train-images-idx3-ubyte[.gz]) nor CIFAR-10 batches (data_batch_*.bin) there.")
+        }
+    }
+}
+
+struct Interrupted: Error { let epoch: Int }
+
+/// Ctrl-C asks the loop to stop after the current step (a second Ctrl-C exits at once).
+final class Interrupt: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    private let source: DispatchSourceSignal
+
+    init() {
+        signal(SIGINT, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        source.setEventHandler { [unowned self] in
+            let n = lock.withLock { count += 1; return count }
+            if n > 1 { _exit(130) }
+        }
+        source.resume()
+    }
+
+    var requested: Bool { lock.withLock { count > 0 } }
+}
+
+/// Appends JSON lines to a file.
+final class MetricsLog {
+    private let handle: FileHandle
+    init(path: String) throws {
+        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        guard let h = FileHandle(forWritingAtPath: path) else {
+            throw ValidationError("--metrics \(path): cannot open it for writing; check the folder exists and is writable.")
+        }
+        handle = h
+        handle.seekToEndOfFile()
+    }
+    func write(_ object: [String: Any]) throws {
+        var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        data.append(0x0A)
+        handle.write(data)
+    }
+}
