@@ -24,6 +24,12 @@ public struct Tuning: Sendable, Equatable, Codable {
     /// When it was tuned (ISO 8601).
     public var tunedAt: String
 
+    public init(cpu: String, model: String, batch: Int, policy: String, threads: Int, overlap: Overlap?, isa: String,
+                blocking: [GemmBlocking]?, stepSeconds: Double, defaultStepSeconds: Double, tunedAt: String) {
+        (self.cpu, self.model, self.batch, self.policy, self.threads, self.overlap) = (cpu, model, batch, policy, threads, overlap)
+        (self.isa, self.blocking, self.stepSeconds, self.defaultStepSeconds, self.tunedAt) = (isa, blocking, stepSeconds, defaultStepSeconds, tunedAt)
+    }
+
     /// This machine's key: CPU model name and core count.
     public static var thisCPU: String {
         let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""

@@ -1,0 +1,156 @@
+import ArgumentParser
+import Foundation
+import Remat
+
+/// `remat tune`: measures thread configurations for a model and batch, saves the fastest.
+struct Tune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Find the fastest thread configuration (team size, overlap split, lookahead, GEMM blocking) for a model and batch.",
+        discussion: """
+            Times training steps under the policy for each configuration it tries, searching one
+            coordinate at a time: the team size (recompute on the backward thread), then the
+            split of cores between the backward and the recompute team, then the lookahead, then
+            variants of the GEMM cache blocking; a change must be 2% faster to win, as less is
+            noise on a shared machine. --exhaustive times every combination instead.
+            Finally the default (all cores, no overlap, default blocking) and the winner are
+            timed again, alternately, and the speed-up is the ratio of those medians. The winner
+            is saved to the tuning file under this CPU, model and batch; bench and train use it
+            from then on unless given --no-tuning.
+
+            Examples:
+              remat tune                                    # resnet56, batch 64, sqrt(n)
+              remat tune --model vgg11 --batch 32 --time-limit 60
+              remat tune --exhaustive --json --no-save      # the whole space, for comparison
+            """)
+
+    @OptionGroup var options: ModelOptions
+    @Option(help: "Policy the steps run under: none, sqrt, every-K, selective, budget-SIZE.") var policy: CheckpointPolicy = .sqrtN
+    @Option(help: "Timed steps per configuration (after one warm-up step).") var steps = 3
+    @Option(help: "Stop searching after this many seconds (the final comparison still runs).") var timeLimit: Double = 240
+    @Option(help: "Largest team size to try (default: all cores).") var maxThreads: Int?
+    @Flag(help: "Time every combination instead of searching.") var exhaustive = false
+    @Option(help: "The tuning file (default: $REMAT_TUNING_FILE, else ~/.config/remat/tuning.json).") var tuningFile: String?
+    @Flag(help: "Do not save the result.") var noSave = false
+    @Flag(help: "One JSON object instead of a table.") var json = false
+
+    func validate() throws {
+        guard steps >= 1 else { throw ValidationError("--steps must be at least 1 (got \(steps)).") }
+        guard timeLimit > 0 else { throw ValidationError("--time-limit must be positive (got \(timeLimit)).") }
+        if let m = maxThreads, m < 1 { throw ValidationError("--max-threads must be at least 1 (got \(m)).") }
+    }
+
+    /// One point of the search space.
+    struct Config: Equatable, CustomStringConvertible {
+        var threads: Int
+        var overlap: Overlap?
+        var blocking: GemmBlocking? // nil: the default table
+        var description: String {
+            "\(threads) thread(s), " + (overlap.map { "overlap \($0.backwardThreads)+\($0.recomputeThreads) lookahead \($0.lookahead)" } ?? "no overlap")
+                + (blocking.map { ", blocking \($0)" } ?? "")
+        }
+    }
+
+    func run() throws {
+        let net = try options.makeModel()
+        let trainer = Trainer(model: net, optimizer: SGD(learningRate: 0.01, momentum: 0.9), seed: options.seed)
+        let (x, y) = try SyntheticDataset(count: options.batch, imageShape: net.imageShape, classes: net.classes, seed: options.seed)
+            .batch(Array(0..<options.batch))
+        let defaults = KernelRuntime.gemmBlockings
+        let progress = Progress(quiet: json)
+        let started = DispatchTime.now()
+        var elapsed: Double { Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9 }
+
+        func time(_ c: Config, steps: Int) throws -> [Double] {
+            KernelRuntime.threads = c.threads
+            for b in defaults { try KernelRuntime.setGemmBlocking(b) }
+            if let b = c.blocking { try KernelRuntime.setGemmBlocking(b) }
+            trainer.checkpointing = Checkpointing(policy: policy, overlap: c.overlap)
+            try trainer.train(images: x, labels: y) // warm-up
+            return try (0..<steps).map { _ in try trainer.train(images: x, labels: y).seconds }
+        }
+        var tried: [(config: Config, median: Double)] = []
+        func measure(_ c: Config) throws -> Double {
+            if let done = tried.first(where: { $0.config == c }) { return done.median }
+            progress.show("trying \(c) (\(tried.count + 1) so far, \(Int(elapsed)) s)")
+            let m = median(try time(c, steps: steps))
+            tried.append((c, m))
+            return m
+        }
+        let cores = maxThreads ?? KernelRuntime.cores
+        let teams = Array(1...cores)
+        func splits(_ t: Int) -> [Overlap] { t < 2 ? [] : (1..<t).map { Overlap(backwardThreads: t - $0, recomputeThreads: $0) } }
+        let recomputes = policy != .none && policy != .selective
+        let main = defaults.first!
+        var variants = [GemmBlocking]()
+        for (mc, kc) in [(main.mc, max(64, main.kc / 2)), (main.mc, min(4096, main.kc * 2)), (min(4096, main.mc * 2), main.kc)] {
+            var b = main
+            (b.mc, b.kc) = (mc / b.mr * b.mr, kc)
+            if b != main && !variants.contains(b) { variants.append(b) }
+        }
+        let defaultConfig = Config(threads: KernelRuntime.cores, overlap: nil, blocking: nil)
+        var best = defaultConfig, bestTime = try measure(defaultConfig)
+        func consider(_ c: Config) throws {
+            guard elapsed < timeLimit else { return }
+            let t = try measure(c)
+            if t < bestTime * 0.98 { (best, bestTime) = (c, t) } // 2%: less is noise on a shared machine
+        }
+        if exhaustive {
+            for t in teams {
+                var modes: [Overlap?] = [nil]
+                if recomputes { for s in splits(t) { for l in 1...3 { var o = s; o.lookahead = l; modes.append(o) } } }
+                for o in modes { for b in [nil] + variants.map(Optional.some) { try consider(Config(threads: t, overlap: o, blocking: b)) } }
+            }
+        } else {
+            for t in teams { try consider(Config(threads: t, overlap: nil, blocking: nil)) }
+            if recomputes {
+                for t in Set([best.threads, cores]).sorted() { for s in splits(t) { try consider(Config(threads: t, overlap: s, blocking: nil)) } }
+                if let o = best.overlap {
+                    for l in 2...3 { var m = o; m.lookahead = l; try consider(Config(threads: best.threads, overlap: m, blocking: nil)) }
+                }
+            }
+            let base = best
+            for b in variants { var c = base; c.blocking = b; try consider(c) }
+        }
+        // the final comparison: default and winner alternately, so drift hits both alike
+        var againDefault: [Double] = [], againBest: [Double] = []
+        for _ in 0..<3 {
+            progress.show("timing the default and the winner again")
+            againDefault += try time(defaultConfig, steps: steps)
+            againBest += try time(best, steps: steps)
+        }
+        for b in defaults { try KernelRuntime.setGemmBlocking(b) }
+        progress.clear()
+        let speedup = median(againDefault) / median(againBest)
+        let tuning = Tuning(cpu: Tuning.thisCPU, model: options.model, batch: options.batch, policy: policy.description,
+                            threads: best.threads, overlap: best.overlap, isa: KernelRuntime.isa,
+                            blocking: best.blocking.map { b in defaults.map { $0.mr == b.mr && $0.nr == b.nr ? b : $0 } },
+                            stepSeconds: median(againBest), defaultStepSeconds: median(againDefault),
+                            tunedAt: ISO8601DateFormatter().string(from: Date()))
+        var savedTo: String?
+        if !noSave {
+            var file = try TuningFile(path: tuningFile ?? TuningFile.defaultPath)
+            try file.save(tuning)
+            savedTo = file.path
+        }
+        if json {
+            printJSON(["model": options.model, "batch": options.batch, "policy": policy.description, "cpu": tuning.cpu,
+                       "exhaustive": exhaustive, "seconds": elapsed,
+                       "tried": tried.map { ["config": $0.config.description, "step_seconds_median": $0.median] as [String: Any] },
+                       "winner": best.description, "winner_step_seconds": tuning.stepSeconds,
+                       "default_step_seconds": tuning.defaultStepSeconds, "speedup": speedup, "saved_to": savedTo ?? NSNull()])
+            return
+        }
+        print("\(options.model), batch \(options.batch), policy \(policy), \(tuning.cpu), \(KernelRuntime.isa)")
+        print("tried (median of \(steps) steps each):")
+        for (c, m) in tried { print(String(format: "  %8.1f ms  ", m * 1e3) + c.description) }
+        print("winner: \(best)")
+        print(String(format: "again, alternating with the default: %.1f ms vs %.1f ms, speed-up %.2fx", tuning.stepSeconds * 1e3,
+                     tuning.defaultStepSeconds * 1e3, speedup))
+        print(savedTo.map { "saved to \($0)" } ?? "not saved (--no-save)")
+    }
+}
+
+func median(_ values: [Double]) -> Double {
+    let s = values.sorted()
+    return s.isEmpty ? .nan : s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
