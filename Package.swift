@@ -83,11 +83,13 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         // The Swift library: hides the C pointers.
         .target(name: "Remat", dependencies: ["RematKernels", "CZlib"]),
-        // The `remat` command: bench (and, as they land, tune, train, plan).
+        // The `remat` command: bench, train, tune, plan.
         .executableTarget(name: "remat", dependencies: [
             "Remat", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "RematKernelsTests", dependencies: ["RematKernels", "Remat"]),
         .testTarget(name: "RematTests", dependencies: ["Remat"]),
+        // Runs the built `remat` end to end (a dependency, so `swift test` builds it first).
+        .testTarget(name: "RematCLITests", dependencies: ["remat", "Remat"]),
     ]
 )
