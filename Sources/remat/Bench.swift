@@ -63,7 +63,7 @@ struct Bench: ParsableCommand {
         if let note = settings.note, !json && !csv { print(note) }
         var all = policies
         if let b = budget.flatMap(CheckpointPolicy.parseBytes) { all.append(.budget(b)) }
-        var rows: [Row] = []
+        var configs: [Checkpointing] = []
         for policy in all {
             let overlaps: [Bool]
             switch (policy, overlap) {
@@ -71,36 +71,52 @@ struct Bench: ParsableCommand {
             case (_, .on): overlaps = [true]
             case (_, .both): overlaps = [false, true]
             }
-            for on in overlaps {
-                rows.append(try measure(Checkpointing(policy: policy, overlap: on ? settings.overlap : nil), progress: progress))
-            }
+            configs += overlaps.map { Checkpointing(policy: policy, overlap: $0 ? settings.overlap : nil) }
         }
+        let rows = try measure(configs, progress: progress)
         progress.clear()
         if let path = trace { try writeTrace(path, overlap: settings.overlap) }
         report(rows, settings: settings)
     }
 
-    func measure(_ checkpointing: Checkpointing, progress: Progress) throws -> Row {
-        let net = try options.makeModel()
+    /// Times the configurations in turn, one step each per round, so that the drift of a
+    /// shared machine falls on all of them alike; then runs one more step of each alone to
+    /// read its peak RSS.
+    func measure(_ configs: [Checkpointing], progress: Progress) throws -> [Row] {
         let batch = options.batch
-        let data = try SyntheticDataset(count: batch * 2, imageShape: net.imageShape, classes: net.classes, seed: options.seed)
-        let trainer = Trainer(model: net, optimizer: SGD(learningRate: 0.01, momentum: 0.9), seed: options.seed)
-        trainer.checkpointing = checkpointing
-        let label = "\(checkpointing.policy)" + (checkpointing.overlap != nil ? " overlapped" : "")
-        let (plan, profile) = try trainer.plan(batch: batch)
+        let first = try options.makeModel()
+        let data = try SyntheticDataset(count: batch * 2, imageShape: first.imageShape, classes: first.classes, seed: options.seed)
         let batches = try (0..<2).map { b in try data.batch(Array(b * batch..<(b + 1) * batch)) }
-        var times: [Double] = [], peak = 0
-        PeakRSS.reset()
-        for i in 0..<(warmup + steps) {
-            let (x, y) = batches[i % batches.count]
-            let m = try trainer.train(images: x, labels: y)
-            if i >= warmup { times.append(m.seconds); peak = max(peak, m.peakActivationBytes) }
-            progress.show("\(label): step \(i + 1)/\(warmup + steps)")
+        let trainers = try configs.map { c -> Trainer in
+            let t = Trainer(model: try options.makeModel(), optimizer: SGD(learningRate: 0.01, momentum: 0.9), seed: options.seed)
+            t.checkpointing = c
+            return t
         }
-        times.sort()
-        return Row(policy: checkpointing.policy, overlap: checkpointing.overlap != nil, segments: plan.segments.count,
-                   median: times[times.count / 2], spread: (times.last! - times.first!) / 2, activationBytes: peak,
-                   predictedBytes: { let p = plan.predict(profile, overlap: checkpointing.overlap); return p.overlappedPeakBound ?? p.peakBytes }(), rssMiB: PeakRSS.mebibytes)
+        var times = [[Double]](repeating: [], count: configs.count), peaks = [Int](repeating: 0, count: configs.count)
+        for round in 0..<(warmup + steps) {
+            progress.show("round \(round + 1)/\(warmup + steps) (\(warmup) warm-up), one step of each of \(configs.count) configurations")
+            for (k, t) in trainers.enumerated() {
+                let (x, y) = batches[round % batches.count]
+                let m = try t.train(images: x, labels: y)
+                if round >= warmup { times[k].append(m.seconds); peaks[k] = max(peaks[k], m.peakActivationBytes) }
+            }
+        }
+        var rss = [Double](repeating: 0, count: configs.count)
+        for t in trainers { t.account.releaseCache() }
+        for (k, t) in trainers.enumerated() {
+            PeakRSS.reset()
+            try t.train(images: batches[0].images, labels: batches[0].labels)
+            rss[k] = PeakRSS.mebibytes
+            t.account.releaseCache()
+        }
+        return try configs.indices.map { k in
+            let (plan, profile) = try trainers[k].plan(batch: batch)
+            let p = plan.predict(profile, overlap: configs[k].overlap)
+            let sorted = times[k].sorted()
+            return Row(policy: configs[k].policy, overlap: configs[k].overlap != nil, segments: plan.segments.count,
+                       median: median(sorted), spread: (sorted.last! - sorted.first!) / 2, activationBytes: peaks[k],
+                       predictedBytes: p.overlappedPeakBound ?? p.peakBytes, rssMiB: rss[k])
+        }
     }
 
     func writeTrace(_ path: String, overlap: Overlap) throws {
