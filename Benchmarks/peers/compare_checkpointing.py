@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Checkpointing side by side: Remat's sqrt(n) plan (sequential and overlapped recompute)
-against PyTorch's checkpoint_sequential (use_reentrant=False) with the same number of
-segments, each against its own unchecked step, in one run.
+"""Checkpointing side by side: Remat's policies (sqrt(n), and a memory budget of 40% of the
+unchecked peak, or the smallest feasible budget where that is more), each with recompute sequential and overlapped, against PyTorch's
+checkpoint_sequential (use_reentrant=False) with the same number of segments as Remat's
+sqrt(n) plan, each against its own unchecked step.
 
     swift build -c release --product remat
     python3 Benchmarks/peers/compare_checkpointing.py [--threads 2] [--steps 6] [--models resnet56 vgg11]
 
-Prints step time, overhead against no checkpointing, and memory: Remat's exact peak of
-activation bytes (allocator) and each process's peak RSS (PyTorch has no exact activation
-count on the CPU, so its column is RSS).
+Each side times its configurations in turn, a step at a time, in one process (drift falls on
+all alike). Prints step time, overhead against no checkpointing, the share of the recompute
+the overlap hid, and memory: Remat's exact peak of activation bytes (allocator) and its peak
+RSS over one step of each configuration; for PyTorch (no exact activation count on the CPU)
+the peak RSS of a separate short process per configuration.
 """
 import argparse, json, os, subprocess, sys
 
@@ -16,15 +19,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REMAT = os.path.join(HERE, "..", "..", ".build", "release", "remat")
 
 
-def peer(name, batch, threads, steps, warmup, segments):
-    sys.path.insert(0, HERE)
-    from torch_models import time_steps
-    print(json.dumps(time_steps(name, batch, threads, steps, warmup, segments)))
-
-
 def main():
-    if len(sys.argv) > 1 and sys.argv[1] == "--peer":
-        return peer(sys.argv[2], *map(int, sys.argv[3:8]))
+    if len(sys.argv) > 1 and sys.argv[1] in ("--peer", "--peer-rss"):
+        sys.path.insert(0, HERE)
+        from torch_models import time_interleaved, time_steps
+        name, batch, threads, steps, warmup = sys.argv[2], *map(int, sys.argv[3:7])
+        counts = [int(c) for c in sys.argv[7].split(",")]
+        if sys.argv[1] == "--peer":
+            print(json.dumps(time_interleaved(name, batch, threads, steps, warmup, counts)))
+        else:
+            print(json.dumps(time_steps(name, batch, threads, steps, warmup, counts[0])))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=6)
@@ -33,29 +38,33 @@ def main():
     ap.add_argument("--models", nargs="+", default=["resnet56", "vgg11", "plain-deep-32", "plain-deep-64"])
     ap.add_argument("--torch", default=os.environ.get("TORCH_PYTHON", "/opt/torchenv/bin/python"))
     args = ap.parse_args()
-    print("| model | who | policy | overlap | step ms | overhead vs none | peak activations MiB | peak RSS MiB |")
-    print("|---|---|---|---|---:|---:|---:|---:|")
+    common = ["--batch", str(args.batch), "--threads", str(args.threads)]
+    print("| model | who | policy | overlap | step ms | overhead vs none | recompute hidden | peak activations MiB | peak RSS MiB |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
     for name in args.models:
-        # one process per configuration, so each peak RSS is that configuration's own
-        ours = [json.loads(subprocess.run(
-            [REMAT, "bench", "--model", name, "--batch", str(args.batch), "--threads", str(args.threads),
-             "--steps", str(args.steps), "--warmup", str(args.warmup), "--json", "--configs", config],
-            check=True, capture_output=True, text=True).stdout) for config in ("none", "sequential", "overlapped")]
+        plan = json.loads(subprocess.run([REMAT, "plan", "--model", name, "--batch", str(args.batch), "--json"],
+                                         check=True, capture_output=True, text=True).stdout)
+        budget = max(int(0.4 * plan["none_peak_bytes"]), plan["smallest_budget_bytes"])
+        ours = [json.loads(line) for line in subprocess.run(
+            [REMAT, "bench", "--model", name, *common, "--steps", str(args.steps), "--warmup", str(args.warmup),
+             "--policies", "none", "sqrt", "--budget", str(budget), "--json", "--no-tuning"],
+            check=True, capture_output=True, text=True).stdout.splitlines()]
         for r in ours:
-            r["overhead_vs_none"] = r["step_seconds_median"] / ours[0]["step_seconds_median"] - 1
             policy = r["policy"] + (f" ({r['segments']} segments)" if r["segments"] > 1 else "")
+            hidden = "-" if r["overlap_hidden"] is None else f"{100 * r['overlap_hidden']:.0f}%"
             print(f"| {name} | Remat | {policy} | {'on' if r['overlap'] else 'off'} | "
-                  f"{1e3 * r['step_seconds_median']:.0f} | {100 * r['overhead_vs_none']:+.0f}% | "
+                  f"{1e3 * r['step_seconds_median']:.0f} | {100 * r['overhead_vs_none']:+.0f}% | {hidden} | "
                   f"{r['peak_activation_mib']:.0f} | {r['peak_rss_mib']:.0f} |", flush=True)
-        base = None
-        for segments in (1, ours[1]["segments"]):  # the same number of segments as Remat's sqrt(n) plan
-            theirs = json.loads(subprocess.run(
-                [args.torch, os.path.abspath(__file__), "--peer", name, str(args.batch), str(args.threads),
-                 str(args.steps), str(args.warmup), str(segments)], check=True, capture_output=True, text=True).stdout)
-            t = theirs["step_seconds_median"]
-            base = base or t
-            print(f"| {name} | PyTorch | {'none' if segments == 1 else f'{segments} segments'} | off | {1e3 * t:.0f} | "
-                  f"{100 * (t / base - 1):+.0f}% | - | {theirs['peak_rss_mib']:.0f} |", flush=True)
+        segments = next(r["segments"] for r in ours if r["policy"] == "sqrt(n)")
+        peer = [args.torch, os.path.abspath(__file__)]
+        times = json.loads(subprocess.run(peer + ["--peer", name, str(args.batch), str(args.threads), str(args.steps),
+                                                  str(args.warmup), f"1,{segments}"], check=True, capture_output=True, text=True).stdout)
+        for s in (1, segments):
+            rss = json.loads(subprocess.run(peer + ["--peer-rss", name, str(args.batch), str(args.threads), "2", "1", str(s)],
+                                            check=True, capture_output=True, text=True).stdout)["peak_rss_mib"]
+            t = times[str(s)]
+            print(f"| {name} | PyTorch | {'none' if s == 1 else f'{s} segments'} | off | {1e3 * t:.0f} | "
+                  f"{100 * (t / times['1'] - 1):+.0f}% | - | - | {rss:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

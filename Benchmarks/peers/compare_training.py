@@ -43,7 +43,7 @@ def main():
                 continue
             ours = json.loads(subprocess.run([REMAT, "bench", "--model", name, "--batch", str(batch), "--threads", str(t),
                                               "--steps", str(args.steps), "--warmup", str(args.warmup), "--json",
-                                              "--configs", "none"],
+                                              "--policies", "none", "--no-tuning"],
                                              check=True, capture_output=True, text=True).stdout)
             theirs = json.loads(subprocess.run([args.torch, os.path.abspath(__file__), "--peer", name, str(batch), str(t),
                                                 str(args.steps), str(args.warmup)],

@@ -87,3 +87,30 @@ def time_steps(name, batch, threads, steps, warmup, segments=1):
     return {"step_seconds_median": statistics.median(times),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "modules": len(net), "torch": torch.__version__}
+
+
+def time_interleaved(name, batch, threads, steps, warmup, segment_counts):
+    """Median step seconds for each segment count (1: no checkpointing), the configurations
+    taking turns a step at a time in one process so that drift falls on all alike."""
+    import statistics, time
+    from torch.utils.checkpoint import checkpoint_sequential
+    torch.set_num_threads(threads)
+    runs = []
+    for segments in segment_counts:
+        torch.manual_seed(0)
+        net, shape = model(name)
+        runs.append((segments, net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)))
+    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
+    loss_fn = nn.CrossEntropyLoss()
+    times = {s: [] for s in segment_counts}
+    for i in range(warmup + steps):
+        for segments, net, opt in runs:
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            out = checkpoint_sequential(net, segments, x, use_reentrant=False) if segments > 1 else net(x)
+            loss_fn(out, y).backward()
+            opt.step()
+            if i >= warmup:
+                times[segments].append(time.perf_counter() - t0)
+    return {str(s): statistics.median(t) for s, t in times.items()}
+

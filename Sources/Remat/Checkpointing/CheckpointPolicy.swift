@@ -7,7 +7,8 @@ public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
     case none
     /// A checkpoint every k blocks (segments of k blocks).
     case every(Int)
-    /// About sqrt(n) segments of balanced bytes: O(sqrt n) memory for one extra forward.
+    /// The peak of at most ceil(sqrt(n)) segments of balanced bytes (O(sqrt n) memory), with
+    /// the least recompute that peak allows (given a chain profile; see `CheckpointPlan`).
     case sqrtN
     /// The segments that recompute the least forward time while the predicted peak of
     /// activation bytes stays within this many bytes (a dynamic program over the chain's
