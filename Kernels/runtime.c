@@ -3,6 +3,7 @@
 
 #include <omp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,7 +208,43 @@ void kn_set_num_threads(int n) { team_size = n < 1 ? 1 : n; }
 
 int kn_get_num_threads(void) { return team_size > 0 ? team_size : kn_num_cores(); }
 
-int kn_team(void) { return kn_get_num_threads(); }
+// A lease lends one team's idle threads to another: the recompute thread lends its team to
+// the backward pass while it has nothing to rebuild, and the backward pass lends its team to
+// the recompute thread while it waits for a segment, so no core idles while the other side
+// has work. Read at every parallel region; results do not depend on team sizes.
+struct kn_lease { _Atomic int offered; };
+
+kn_lease *kn_lease_create(void) {
+    kn_lease *l = calloc(1, sizeof *l);
+    if (!l) abort();
+    return l;
+}
+
+void kn_lease_destroy(kn_lease *l) { free(l); }
+
+void kn_lease_offer(kn_lease *l, int threads) {
+    atomic_store_explicit(&l->offered, threads < 0 ? 0 : threads, memory_order_relaxed);
+}
+
+static _Thread_local kn_lease *borrowed; // the lease this thread's team may draw on, if any
+
+void kn_set_team_lease(kn_lease *l) { borrowed = l; }
+
+// libomp's idle workers spin for 200 ms after a parallel region before they sleep. With two
+// teams on the same cores (backward and recompute), one team's spinning workers steal the
+// cores the other needs (measured: overlapped resnet56 +54 % instead of +22 % over none on
+// 2 cores). 1 ms keeps back-to-back kernels warm and lets idle workers yield. An explicit
+// KMP_BLOCKTIME wins.
+static _Thread_local int blocktime_set;
+
+int kn_team(void) {
+    if (!blocktime_set) {
+        blocktime_set = 1;
+        if (!getenv("KMP_BLOCKTIME")) kmp_set_blocktime(1);
+    }
+    const int own = kn_get_num_threads();
+    return borrowed ? own + atomic_load_explicit(&borrowed->offered, memory_order_relaxed) : own;
+}
 
 // MARK: - Thread-owned scratch
 

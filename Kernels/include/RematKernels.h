@@ -61,6 +61,17 @@ const char *kn_dispatch_report(void);
 void kn_set_num_threads(int n);
 /// Team size kernels called from this thread will use. Defaults to the number of usable cores.
 int kn_get_num_threads(void);
+
+/// Threads one team lends another while it is idle (opaque). The lender offers a count
+/// (0 while it is busy); a thread that set the lease with kn_set_team_lease runs its kernels
+/// with its own team plus the threads offered at that moment. Results are the same bits
+/// whatever the team sizes.
+typedef struct kn_lease kn_lease;
+kn_lease *kn_lease_create(void);
+void kn_lease_destroy(kn_lease *lease);
+void kn_lease_offer(kn_lease *lease, int threads);
+/// The lease the calling thread's kernels may borrow from (NULL: none).
+void kn_set_team_lease(kn_lease *lease);
 /// Number of cores this process may run on.
 int kn_num_cores(void);
 /// Measured FMA throughput (GFLOP/s, a multiply-add counts 2) of the active ISA on this

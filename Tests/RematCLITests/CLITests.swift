@@ -60,9 +60,10 @@ struct CLITests {
     @Test func bench() throws {
         let folder = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let profile = try ChainProfile.measure(try Zoo.lenet5(), batch: 8)
-        let budget = CheckpointPlan.smallestBudget(profile) * 11 / 10
-        let common = ["bench", "--model", "lenet5", "--batch", "8", "--steps", "2", "--warmup", "1",
+        let profile = try ChainProfile.measure(try Zoo.resnet(blocksPerStage: 3), batch: 4)
+        let none = try CheckpointPlan(policy: .none, profile: profile).predict(profile).peakBytes
+        let budget = none * 19 / 20 // loose enough for the overlapped bound too
+        let common = ["bench", "--model", "resnet20", "--batch", "4", "--steps", "2", "--warmup", "1",
                       "--policies", "none", "sqrt", "selective", "--budget", String(budget)]
         let json = try remat(common + ["--json", "--trace", "step.json"], folder: folder)
         #expect(json.status == 0, "\(json.stderr)")
@@ -77,6 +78,11 @@ struct CLITests {
         }
         let trace = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("step.json"))) as? [String: Any]
         #expect((trace?["traceEvents"] as? [Any])?.isEmpty == false)
+
+        // a budget only the sequential plan meets: the overlapped row is skipped, said on stderr
+        let tight = try remat(["bench", "--model", "resnet20", "--batch", "4", "--steps", "1", "--warmup", "0", "--policies", "none",
+                               "--budget", String(CheckpointPlan.smallestBudget(profile)), "--json"], folder: folder)
+        #expect(tight.status == 0 && tight.json.count == 2 && tight.stderr.contains("skipped"), "\(tight.stdout)\(tight.stderr)")
 
         let csv = try remat(common + ["--csv", "--overlap", "off"], folder: folder)
         let lines = csv.stdout.split(separator: "\n")

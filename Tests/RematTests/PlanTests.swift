@@ -43,18 +43,20 @@ struct PlanTests {
         }
     }
 
-    /// The dynamic program finds the least recompute time within each budget: the same as
-    /// trying every one of the 2^(n-1) segmentations of resnet20's 11 blocks.
+    /// The dynamic programs find the least recompute time within each budget, with recompute
+    /// sequential and overlapped: the same as trying every one of the 2^(n-1) segmentations of
+    /// resnet20's 11 blocks.
     @Test func budgetPlansAreOptimal() throws {
         let profile = try ChainProfile.measure(try Zoo.resnet(blocksPerStage: 3), batch: 4)
         let n = profile.blocks.count
-        var all: [(peak: Int, seconds: Double)] = []
+        var all: [(peak: Int, bound: Int, seconds: Double)] = []
+        let overlap = Overlap(backwardThreads: 1, recomputeThreads: 1)
         for mask in 0..<(1 << (n - 1)) { // bit i set: a segment starts at block i + 1
             var segments: [Range<Int>] = [], start = 0
             for i in 0..<(n - 1) where mask & (1 << i) != 0 { segments.append(start..<(i + 1)); start = i + 1 }
             segments.append(start..<n)
-            let p = CheckpointPlan(segments: segments).predict(profile)
-            all.append((p.peakBytes, p.extraForwardSeconds))
+            let p = CheckpointPlan(segments: segments).predict(profile, overlap: overlap)
+            all.append((p.peakBytes, p.overlappedPeakBound!, p.extraForwardSeconds))
         }
         let smallest = CheckpointPlan.smallestBudget(profile)
         #expect(smallest == all.map(\.peak).min())
@@ -68,6 +70,18 @@ struct PlanTests {
             let best = all.filter { $0.peak <= budget }.map(\.seconds).min()!
             #expect(p.peakBytes <= budget)
             #expect(abs(p.extraForwardSeconds - best) <= 1e-12 * max(best, 1), "budget \(budget): \(plan) recomputes \(p.extraForwardSeconds) s, best \(best) s")
+        }
+        // overlapped one segment ahead: the same against the bound
+        let smallestOverlapped = CheckpointPlan.smallestBudget(profile, overlapped: true)
+        #expect(smallestOverlapped == all.map(\.bound).min())
+        let mostOverlapped = all.map(\.bound).max()!
+        for step in 0...8 {
+            let budget = smallestOverlapped + (mostOverlapped - smallestOverlapped) * step / 8
+            let plan = try #require(CheckpointPlan.cheapestOverlapped(within: budget, profile))
+            let p = plan.predict(profile, overlap: overlap)
+            let best = all.filter { $0.bound <= budget }.map(\.seconds).min()!
+            #expect(p.overlappedPeakBound! <= budget)
+            #expect(abs(p.extraForwardSeconds - best) <= 1e-12 * max(best, 1), "overlapped budget \(budget): \(plan)")
         }
     }
 
@@ -95,6 +109,16 @@ struct PlanTests {
         let (x, y) = try data.batch(Array(0..<batch))
         let measured = try trainer.train(images: x, labels: y).peakActivationBytes
         #expect(Double(measured) <= 1.01 * Double(budget), "measured \(measured) over the budget \(budget)")
+        // with overlap, the budget bounds the overlapped peak (a rebuilt segment more): too
+        // tight a one is refused; a looser one still recomputes and stays within it
+        let overlap = Overlap(backwardThreads: 1, recomputeThreads: 1)
+        #expect(throws: RematError.self) { try CheckpointPlan(policy: .budget(smallest), profile: profile, overlap: overlap) }
+        let loose = none * 19 / 20
+        let overlapped = Trainer(model: try make(), optimizer: SGD(), seed: 8)
+        overlapped.checkpointing = Checkpointing(policy: .budget(loose), overlap: overlap)
+        #expect(try overlapped.plan(batch: batch).plan.segments.count > 1)
+        let o = try overlapped.train(images: x, labels: y).peakActivationBytes
+        #expect(Double(o) <= 1.01 * Double(loose), "overlapped: measured \(o) over the budget \(loose)")
         let baseline = try runSteps(make, batch: batch, checkpointing: .none)
         let budgeted = try runSteps(make, batch: batch, checkpointing: Checkpointing(policy: .budget(budget)))
         #expect(budgeted == baseline)

@@ -47,8 +47,14 @@ struct CheckpointEngine {
         }
         if worker != nil { checkpoints.removeAll() } // the worker holds them now, freeing each when used
         let team = kn_get_num_threads()
-        if let o = overlap { kn_set_num_threads(Int32(o.backwardThreads)) }
-        defer { kn_set_num_threads(team) }
+        if let o = overlap, let worker {
+            kn_set_num_threads(Int32(o.backwardThreads))
+            kn_set_team_lease(worker.toBackward) // the recompute team's threads, while it is idle
+        }
+        defer {
+            kn_set_num_threads(team)
+            kn_set_team_lease(nil)
+        }
         var g = dlogits
         do {
             for s in stride(from: last, through: 0, by: -1) {
@@ -138,8 +144,11 @@ struct CheckpointEngine {
 }
 
 /// The recompute thread: rebuilds segments last-1 ... 0 in that order, each as soon as a
-/// lookahead slot is free, and hands each to the backward pass.
+/// lookahead slot is free, and hands each to the backward pass. Each side lends its threads
+/// to the other while it is idle (`kn_lease`): the recompute team joins the backward pass
+/// while it has nothing to rebuild, the backward team joins the recompute while it waits.
 final class RecomputeWorker: @unchecked Sendable {
+    let toBackward = kn_lease_create()!, toRecompute = kn_lease_create()!
     private let condition = NSCondition()
     private var ready: [Int: [Saved]] = [:]
     private var failure: Error?
@@ -171,12 +180,20 @@ final class RecomputeWorker: @unchecked Sendable {
         thread.start()
     }
 
+    deinit {
+        kn_lease_destroy(toBackward)
+        kn_lease_destroy(toRecompute)
+    }
+
     private func main() {
         kn_set_num_threads(Int32(overlap.recomputeThreads))
+        kn_set_team_lease(toRecompute)
         trace?.nameThread("recompute")
         account.withCurrent {
             for s in stride(from: segments.count - 1, through: 0, by: -1) {
+                kn_lease_offer(toBackward, Int32(overlap.recomputeThreads)) // idle until a slot frees
                 guard acquireSlot() else { break }
+                kn_lease_offer(toBackward, 0)
                 do {
                     let saved = try CheckpointEngine.recompute(model, segments[s], from: inputs[s]!, context, trace: trace)
                     inputs[s] = nil
@@ -186,8 +203,10 @@ final class RecomputeWorker: @unchecked Sendable {
                     break
                 }
             }
+            kn_lease_offer(toBackward, Int32(overlap.recomputeThreads))
             inputs.removeAll()
         }
+        kn_set_team_lease(nil)
         condition.lock()
         finished = true
         condition.broadcast()
@@ -221,6 +240,8 @@ final class RecomputeWorker: @unchecked Sendable {
     func take(segment s: Int) throws -> [Saved] {
         condition.lock()
         defer { condition.unlock() }
+        if ready[s] == nil && failure == nil { kn_lease_offer(toRecompute, Int32(overlap.backwardThreads)) }
+        defer { kn_lease_offer(toRecompute, 0) }
         while ready[s] == nil && failure == nil { condition.wait() }
         if let failure { throw failure }
         return ready.removeValue(forKey: s)!

@@ -10,9 +10,26 @@ public struct CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
     public let selective: Bool
 
     /// A plan from the policy and the chain's profile (bytes balance sqrt(n)'s segments; a
-    /// budget is solved on the profile's times and bytes).
-    public init(policy: CheckpointPolicy, profile: ChainProfile) throws {
+    /// budget is solved on the profile's times and bytes). With `overlap`, a budget bounds
+    /// the overlapped peak (`PlanPrediction.overlappedPeakBound`): the program is rerun with
+    /// a tighter limit until the bound fits.
+    public init(policy: CheckpointPolicy, profile: ChainProfile, overlap: Overlap? = nil) throws {
         let b = profile.blocks
+        if case .budget(let bytes) = policy, let overlap {
+            // exact for one segment of lookahead; deeper lookaheads check the bound and tighten
+            var limit = bytes
+            while let p = CheckpointPlan.cheapestOverlapped(within: limit, profile) {
+                let bound = p.predict(profile, overlap: overlap).overlappedPeakBound ?? 0
+                if bound <= bytes { self = p; return }
+                limit -= max(bound - bytes, 1)
+            }
+            let smallest = CheckpointPlan.smallestBudget(profile, overlapped: true)
+            throw RematError.invalidArgument(
+                "a budget of \(CheckpointPolicy.mebibytes(bytes)) MiB cannot hold this chain at batch \(profile.batch) with "
+                + "overlapped recompute (lookahead \(overlap.lookahead)): the smallest feasible budget with overlap (lookahead 1) is "
+                + "\(smallest) bytes (\(CheckpointPolicy.mebibytes(smallest)) MiB), without it \(CheckpointPlan.smallestBudget(profile)) "
+                + "bytes; raise the budget or turn overlap off")
+        }
         if case .budget(let bytes) = policy {
             guard let best = CheckpointPlan.cheapest(within: bytes, profile) else {
                 let smallest = CheckpointPlan.smallestBudget(profile)
@@ -153,16 +170,63 @@ extension CheckpointPlan {
         return CheckpointPlan(segments: segments)
     }
 
-    /// The smallest budget any segmentation fits in (binary search over `cheapest`).
-    public static func smallestBudget(_ profile: ChainProfile) -> Int {
+    /// The smallest budget any segmentation fits in (binary search over `cheapest`, or with
+    /// `overlapped`, over `cheapestOverlapped`).
+    public static func smallestBudget(_ profile: ChainProfile, overlapped: Bool = false) -> Int {
         var hi = try! CheckpointPlan(policy: .none, blocks: profile.blocks.count).predict(profile).peakBytes
         var lo = 0
         let local = LocalPeaks(profile)
         while lo < hi {
             let mid = lo + (hi - lo) / 2
-            if cheapest(within: mid, profile, local) != nil { hi = mid } else { lo = mid + 1 }
+            let fits = overlapped ? cheapestOverlapped(within: mid, profile) != nil : cheapest(within: mid, profile, local) != nil
+            if fits { hi = mid } else { lo = mid + 1 }
         }
         return lo
+    }
+
+    /// As `cheapest`, for recompute overlapped one segment ahead: while segment s's backward
+    /// runs, the recompute thread holds segment s-1 rebuilt (or is rebuilding it), so the
+    /// peak of s depends on s-1 too. The program's states are then (segment start, previous
+    /// segment's start), each with its Pareto front.
+    public static func cheapestOverlapped(within budget: Int, _ profile: ChainProfile) -> CheckpointPlan? {
+        let b = profile.blocks, n = b.count
+        guard n >= 1 else { return nil }
+        struct State { var bytes: Int; var seconds: Double; var parent: Int; var start: Int }
+        var states = [State(bytes: 0, seconds: 0, parent: -1, start: 0)]
+        var fronts: [Int: [Int]] = [0 * (n + 1) + 0: [0]] // key: start * (n + 1) + previous start + 1
+        var best: (seconds: Double, state: Int, start: Int)?
+        for i in 0..<n {
+            for h in -1..<i {
+                guard let front = fronts[i * (n + 1) + h + 1] else { continue }
+                let sorted = front.sorted { (states[$0].bytes, states[$0].seconds) < (states[$1].bytes, states[$1].seconds) }
+                var kept: [Int] = [], cheapest = Double.infinity
+                for s in sorted where states[s].seconds < cheapest { kept.append(s); cheapest = states[s].seconds }
+                let extra = h >= 0 ? profile.rebuiltBytes(h..<i) + (b[h..<i].map(\.forwardPeak).max() ?? 0) : 0
+                var recompute = 0.0
+                for j in (i + 1)...n {
+                    recompute += b[j - 1].forwardSeconds
+                    let last = j == n
+                    let peak = max(profile.segmentPeak(i..<j, last: last), profile.backwardOnlyPeak(i..<j) + extra)
+                    for s in kept where states[s].bytes + peak <= budget {
+                        let st = states[s]
+                        if last {
+                            if best == nil || st.seconds < best!.seconds { best = (st.seconds, s, i) }
+                        } else {
+                            states.append(State(bytes: st.bytes + b[i].inputBytes, seconds: st.seconds + recompute, parent: s, start: i))
+                            fronts[j * (n + 1) + i + 1, default: []].append(states.count - 1)
+                        }
+                    }
+                }
+            }
+        }
+        guard let best else { return nil }
+        var segments = [best.start..<n], s = best.state, end = best.start
+        while states[s].parent >= 0 {
+            segments.insert(states[s].start..<end, at: 0)
+            end = states[s].start
+            s = states[s].parent
+        }
+        return CheckpointPlan(segments: segments)
     }
 }
 

@@ -93,6 +93,22 @@ extension ChainProfile {
         return m.peak
     }
 
+    /// Peak of a segment's backward pass alone, its records already rebuilt (with overlap,
+    /// by the other thread): the logits, the incoming gradient and the records live.
+    func backwardOnlyPeak(_ range: Range<Int>) -> Int {
+        let n = blocks.count, j = range.upperBound
+        var m = LiveBytes()
+        m.charge(blocks[n - 1].outputBytes + (j == n ? blocks[n - 1].outputBytes : blocks[j].inputGradientBytes))
+        if j == n { m.hold(n, 0) } // the logits, charged above, are the last record's output
+        for k in range {
+            m.charge(blocks[k].savedBytes)
+            if blocks[k].keepsInput { m.hold(k, blocks[k].inputBytes) }
+            if blocks[k].keepsOutput { m.hold(k + 1, blocks[k].outputBytes) }
+        }
+        for k in range.reversed() { backward(k, &m) }
+        return m.peak
+    }
+
     /// Bytes a rebuilt segment holds until its backward pass (what a lookahead slot costs).
     func rebuiltBytes(_ range: Range<Int>) -> Int {
         var m = LiveBytes()
@@ -156,21 +172,25 @@ extension CheckpointPlan {
             return PlanPrediction(peakBytes: profile.selectivePeak(), overlappedPeakBound: nil, recomputedBlocks: b.count - 1,
                                   extraForwardFLOPs: 0, extraForwardSeconds: seconds, stepSeconds: step)
         }
-        var prefix = 0, peak = 0, worst = 0
+        var prefix = 0, peak = 0, bound = 0
         for (s, r) in segments.enumerated() {
             let last = s == segments.count - 1
-            peak = max(peak, prefix + profile.segmentPeak(r, last: last))
-            if !last { peak = max(peak, prefix + profile.rebuildPeak(r)) }
-            // with overlap, up to `lookahead` earlier segments may be rebuilt while this one runs
-            if let o = overlap, s > 0 {
+            let running = profile.segmentPeak(r, last: last) // forward (and, last, its backward)
+            let backward = last ? running : profile.rebuildPeak(r)
+            peak = max(peak, prefix + running, prefix + backward)
+            // with overlap, the main thread runs the forward and then only backward passes;
+            // while segment s's runs, the recompute thread may hold up to `lookahead` earlier
+            // segments rebuilt and be running a forward
+            bound = max(bound, prefix + running)
+            if let o = overlap {
                 let ahead = segments[max(0, s - o.lookahead)..<s].reduce(0) { $0 + profile.rebuiltBytes($1) }
-                let transient = segments[s - 1].map { b[$0].forwardPeak }.max() ?? 0
-                worst = max(worst, ahead + transient)
+                let transient = s > 0 ? segments[s - 1].map { b[$0].forwardPeak }.max() ?? 0 : 0
+                bound = max(bound, prefix + profile.backwardOnlyPeak(r) + ahead + transient)
             }
             prefix += b[r.lowerBound].inputBytes
         }
         let again = segments.dropLast().flatMap { $0 }
-        return PlanPrediction(peakBytes: peak, overlappedPeakBound: overlap.map { _ in peak + worst },
+        return PlanPrediction(peakBytes: peak, overlappedPeakBound: overlap.map { _ in bound },
                               recomputedBlocks: again.count, extraForwardFLOPs: again.reduce(0) { $0 + b[$1].forwardFLOPs },
                               extraForwardSeconds: again.reduce(0) { $0 + b[$1].forwardSeconds }, stepSeconds: step)
     }

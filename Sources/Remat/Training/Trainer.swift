@@ -50,18 +50,19 @@ public final class Trainer {
         return (try plan(batch: batch, profile: profile), profile)
     }
     private var profiles: [Int: ChainProfile] = [:]
-    private var plans: [Int: (policy: CheckpointPolicy, plan: CheckpointPlan)] = [:]
+    private var plans: [Int: (policy: CheckpointPolicy, overlap: Overlap?, plan: CheckpointPlan)] = [:]
 
     /// Policies that balance or budget bytes need the profile; the others only count blocks.
     private func plan(batch: Int, profile: ChainProfile?) throws -> CheckpointPlan {
         let policy = checkpointing.policy
-        if let p = plans[batch], p.policy == policy { return p.plan }
+        if let p = plans[batch], p.policy == policy, p.overlap == checkpointing.overlap { return p.plan }
         let plan: CheckpointPlan
         switch policy {
-        case .sqrtN, .budget: plan = try CheckpointPlan(policy: policy, profile: profile ?? self.plan(batch: batch).profile)
+        case .sqrtN, .budget:
+            plan = try CheckpointPlan(policy: policy, profile: profile ?? self.plan(batch: batch).profile, overlap: checkpointing.overlap)
         default: plan = try CheckpointPlan(policy: policy, blocks: model.blocks.count)
         }
-        plans[batch] = (policy, plan)
+        plans[batch] = (policy, checkpointing.overlap, plan)
         return plan
     }
 
