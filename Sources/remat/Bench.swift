@@ -110,21 +110,28 @@ struct Bench: ParsableCommand {
                 if round >= warmup { times[k].append(m.seconds); peaks[k] = max(peaks[k], m.peakActivationBytes) }
             }
         }
-        var rss = [Double](repeating: 0, count: configs.count)
-        for t in trainers { t.account.releaseCache() }
-        for (k, t) in trainers.enumerated() {
-            PeakRSS.reset()
-            try t.train(images: batches[0].images, labels: batches[0].labels)
-            rss[k] = PeakRSS.mebibytes
-            t.account.releaseCache()
-        }
-        return try configs.indices.map { k in
+        let rows = try configs.indices.map { k in
             let (plan, profile) = try trainers[k].plan(batch: batch)
             let p = plan.predict(profile, overlap: configs[k].overlap)
             let sorted = times[k].sorted()
             return Row(policy: configs[k].policy, overlap: configs[k].overlap != nil, segments: plan.segments.count,
                        median: median(sorted), spread: (sorted.last! - sorted.first!) / 2, activationBytes: peaks[k],
-                       predictedBytes: p.overlappedPeakBound ?? p.peakBytes, rssMiB: rss[k])
+                       predictedBytes: p.overlappedPeakBound ?? p.peakBytes, rssMiB: 0)
+        }
+        trainers.removeAll()
+        // peak RSS: each configuration alone, in a fresh trainer (the others' weights freed)
+        return try rows.enumerated().map { k, row in
+            progress.show("peak RSS of \(row.policy)\(row.overlap ? " overlapped" : "")")
+            var r = row
+            r.rssMiB = try {
+                let t = Trainer(model: try options.makeModel(), optimizer: SGD(learningRate: 0.01, momentum: 0.9), seed: options.seed)
+                t.checkpointing = configs[k]
+                try t.train(images: batches[0].images, labels: batches[0].labels) // profiles, plans, warms
+                PeakRSS.reset()
+                try t.train(images: batches[1].images, labels: batches[1].labels)
+                return PeakRSS.mebibytes
+            }()
+            return r
         }
     }
 
