@@ -55,6 +55,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.6.0"),
+        // `swift package generate-documentation --target Remat` (the DocC catalog)
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // The C kernels behind one header (Kernels/include/RematKernels.h).

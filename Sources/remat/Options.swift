@@ -105,6 +105,14 @@ enum PeakRSS {
         #endif
         if let f = fopen("/proc/self/clear_refs", "w") { fputs("5", f); fclose(f) }
     }
+    /// VmRSS now, in MiB (0 where /proc is unavailable).
+    static var currentMiB: Double {
+        guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+        return kb / 1024
+    }
+
     /// VmHWM in MiB (ru_maxrss where /proc is unavailable).
     static var mebibytes: Double {
         if let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),

@@ -115,7 +115,8 @@ struct Train: ParsableCommand {
                     progress.show(String(format: "epoch %d/%d [%@] %d/%d loss %.4f acc %.1f%% %.0f img/s", e + 1, epochs, bar, done, perEpoch,
                                          lossSum / Double(seen), 100 * Double(correct) / Double(seen), m.imagesPerSecond))
                     try log?.write(["type": "step", "epoch": e + 1, "step": m.step, "loss": Double(m.loss), "accuracy": m.accuracy,
-                                    "images_per_second": m.imagesPerSecond, "peak_activation_mib": Double(m.peakActivationBytes) / 1_048_576])
+                                    "images_per_second": m.imagesPerSecond, "peak_activation_mib": Double(m.peakActivationBytes) / 1_048_576,
+                                    "rss_mib": PeakRSS.currentMiB])
                     if interrupt.requested { throw Interrupted(epoch: e) }
                 case .epoch(let m):
                     progress.clear()

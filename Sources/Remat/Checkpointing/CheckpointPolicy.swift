@@ -72,6 +72,7 @@ public struct Overlap: Sendable, Equatable, Codable {
     /// (each costs one segment's activations of memory).
     public var lookahead: Int
 
+    /// Team sizes of the two threads and how far ahead the recompute thread may run.
     public init(backwardThreads: Int, recomputeThreads: Int, lookahead: Int = 1) {
         self.backwardThreads = backwardThreads
         self.recomputeThreads = recomputeThreads

@@ -10,6 +10,7 @@ public struct Checkpointing: Sendable, Equatable {
     public var policy: CheckpointPolicy
     public var overlap: Overlap?
 
+    /// A policy, with recompute on its own thread when `overlap` is given.
     public init(policy: CheckpointPolicy, overlap: Overlap? = nil) {
         self.policy = policy
         self.overlap = overlap

@@ -9,6 +9,7 @@ public final class TraceRecorder: @unchecked Sendable {
     private var names: [UInt64: String] = [:]
     private let origin = DispatchTimeSource.now()
 
+    /// An empty recorder; set it as `Trainer.trace` to record steps.
     public init() {}
 
     func nameThread(_ name: String) {

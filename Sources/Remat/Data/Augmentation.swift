@@ -6,6 +6,7 @@ public struct Augmentation: Sendable, Equatable {
     public var flip: Bool
     public var seed: UInt64
 
+    /// Crops of up to `padding` pixels either way (zeros outside) and, with `flip`, mirror images half the time.
     public init(padding: Int = 4, flip: Bool = true, seed: UInt64 = 0) {
         self.padding = padding
         self.flip = flip

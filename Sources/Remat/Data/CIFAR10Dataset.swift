@@ -15,15 +15,24 @@ public struct CIFAR10Dataset: Dataset {
     /// of records, or a label outside 0...9.
     public init(files: [String]) throws {
         guard !files.isEmpty else { throw RematError.invalidArgument("CIFAR-10 needs at least one .bin file") }
-        var all: [UInt8] = []
-        for path in files {
+        try self.init(batches: try files.map { path in
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw RematError.malformedFile("cannot read \(path): check the path and permissions")
             }
+            return (path, [UInt8](data))
+        })
+    }
+
+    /// The same from the bytes of the batch files, already in memory, each with a name for
+    /// error messages.
+    public init(batches: [(name: String, bytes: [UInt8])]) throws {
+        guard !batches.isEmpty else { throw RematError.invalidArgument("CIFAR-10 needs at least one batch") }
+        var all: [UInt8] = []
+        for (path, data) in batches {
             guard !data.isEmpty, data.count % CIFAR10Dataset.recordSize == 0 else {
                 throw RematError.malformedFile("\(path) holds \(data.count) bytes, not a whole number of \(CIFAR10Dataset.recordSize)-byte CIFAR-10 records (truncated or another format)")
             }
-            let bytes = [UInt8](data)
+            let bytes = data
             for r in stride(from: 0, to: bytes.count, by: CIFAR10Dataset.recordSize) where bytes[r] > 9 {
                 throw RematError.malformedFile("\(path): record \(r / CIFAR10Dataset.recordSize) has label \(bytes[r]), outside 0...9")
             }

@@ -22,6 +22,7 @@ public struct DatasetPrefix<Base: Dataset>: Dataset {
     public var imageShape: Shape { base.imageShape }
     public var classes: Int { base.classes }
 
+    /// The first `count` images of `base` (clamped to its size).
     public init(_ base: Base, count: Int) {
         self.base = base
         self.count = min(max(count, 0), base.count)

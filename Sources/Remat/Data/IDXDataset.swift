@@ -20,9 +20,20 @@ public struct IDXDataset: Dataset {
     /// Largest IDX payload accepted (1 GiB): a header claiming more is corrupt.
     static let maxBytes = 1 << 30
 
+    /// Reads an IDX image file (N, H, W) of bytes and its label file (gzipped or not), normalising
+    /// pixels to (p / 255 - mean) / std. Throws `RematError.malformedFile` for a truncated,
+    /// corrupt or mismatched pair (a header claiming more than 1 GiB is refused before reading).
     public init(images: String, labels: String, classes: Int = 10, mean: Float = 0.5, std: Float = 0.5) throws {
-        let (imageDims, pixels) = try IDXDataset.read(images, expectRank: 3)
-        let (labelDims, labels) = try IDXDataset.read(labels, expectRank: 1)
+        try self.init(imageBytes: try IDXDataset.contents(images), labelBytes: try IDXDataset.contents(labels),
+                      classes: classes, mean: mean, std: std, imagesName: images, labelsName: labels)
+    }
+
+    /// The same from the bytes of the two files (gzipped or not), already in memory; the
+    /// names appear in error messages.
+    public init(imageBytes: [UInt8], labelBytes: [UInt8], classes: Int = 10, mean: Float = 0.5, std: Float = 0.5,
+                imagesName images: String = "the image file", labelsName labels: String = "the label file") throws {
+        let (imageDims, pixels) = try IDXDataset.decode(imageBytes, expectRank: 3, path: images)
+        let (labelDims, labels) = try IDXDataset.decode(labelBytes, expectRank: 1, path: labels)
         guard imageDims[0] == labelDims[0] else {
             throw RematError.malformedFile("\(images) has \(imageDims[0]) images but \(labels) has \(labelDims[0]) labels")
         }
@@ -64,16 +75,21 @@ public struct IDXDataset: Dataset {
         return (try Tensor(shape: Shape([indices.count] + imageShape.dims), values: values), out)
     }
 
-    /// Dimensions and payload of an IDX file of unsigned bytes with `expectRank` dimensions.
-    static func read(_ path: String, expectRank: Int) throws -> ([Int], [UInt8]) {
+    static func contents(_ path: String) throws -> [UInt8] {
         guard let raw = FileManager.default.contents(atPath: path) else {
             throw RematError.malformedFile("cannot read \(path): check the path and permissions")
         }
-        let bytes = raw.starts(with: [0x1F, 0x8B]) ? try gunzip(raw, path: path) : [UInt8](raw)
+        return [UInt8](raw)
+    }
+
+    /// Dimensions and payload of IDX bytes (gzipped or not) of unsigned bytes with
+    /// `expectRank` dimensions.
+    static func decode(_ raw: [UInt8], expectRank: Int, path: String) throws -> ([Int], [UInt8]) {
+        let bytes = raw.starts(with: [0x1F, 0x8B]) ? try gunzip(Data(raw), path: path) : raw
         return try parse(bytes, expectRank: expectRank, path: path)
     }
 
-    /// Parses IDX bytes (exposed for the fuzz tests).
+    /// Parses IDX bytes.
     static func parse(_ bytes: [UInt8], expectRank: Int, path: String) throws -> ([Int], [UInt8]) {
         guard bytes.count >= 4, bytes[0] == 0, bytes[1] == 0 else {
             throw RematError.malformedFile("\(path) is not an IDX file (bad magic number)")

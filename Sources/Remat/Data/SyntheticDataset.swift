@@ -17,6 +17,8 @@ public struct SyntheticDataset: Dataset {
     public let firstIndex: Int
     private let patterns: [[Float]] // one per class, imageShape.count values
 
+    /// `count` images of `imageShape`: image i is the pattern of class i mod `classes` plus
+    /// Gaussian `noise`, both pure functions of (seed, firstIndex + i), made on demand.
     public init(count: Int, imageShape: Shape, classes: Int = 10, seed: UInt64 = 1, noise: Float = 0.5,
                 firstIndex: Int = 0) throws {
         guard count > 0, classes > 1, imageShape.dims.count == 3, imageShape.count > 0 else {

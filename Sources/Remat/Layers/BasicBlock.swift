@@ -8,6 +8,8 @@ public final class BasicBlock: Layer {
     let shortcut: Sequential? // nil: identity
     let relu = ReLU()
 
+    /// A block from `inChannels` to `outChannels`; a projection shortcut when the stride or the
+    /// channel count changes.
     public init(_ inChannels: Int, _ outChannels: Int, stride: Int = 1) {
         self.inChannels = inChannels
         self.outChannels = outChannels

@@ -7,10 +7,14 @@ import RematKernels
 public final class BatchNorm2D: Layer {
     public let channels: Int
     public let eps: Float, momentum: Float
+    /// Running mean per channel (evaluation uses it; a recompute never updates it).
     public internal(set) var runningMean: [Float]
+    /// Running unbiased variance per channel.
     public internal(set) var runningVariance: [Float]
     private var slot: ParameterSlot?
 
+    /// Per-channel normalisation of (N, C, H, W) with scale and shift (initialised 1 and 0) and
+    /// running statistics updated with `momentum`, as PyTorch's BatchNorm2d.
     public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1) {
         self.channels = channels
         self.eps = eps

@@ -14,6 +14,9 @@ public final class Conv2D: ExpensiveLayer {
     private var plans: [Shape: kn_conv2d] = [:]
     private let plansLock = NSLock() // the recompute thread plans too
 
+    /// A 2-D convolution (N, inChannels, H, W) -> (N, outChannels, P, Q) with a square kernel,
+    /// stride, zero padding, dilation and optional bias, weights (outChannels, inChannels, k, k).
+    /// Forward and backward passes cost 2 x N x P x Q x outChannels x inChannels x k x k FLOPs each.
     public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
                 dilation: Int = 1, bias: Bool = true) {
         self.inChannels = inChannels

@@ -7,6 +7,8 @@ public final class Dropout: Layer {
     public let probability: Float
     var index: UInt64 = 0 // set by the model: distinct masks per layer
 
+    /// Zeroes each element with `probability` in training and scales the rest by 1 / (1 - p);
+    /// the mask is a pure function of (seed, step, layer, index), so a recompute reproduces it.
     public init(_ probability: Float) { self.probability = probability }
     public var name: String { "dropout \(probability)" }
 

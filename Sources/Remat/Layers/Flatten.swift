@@ -1,5 +1,6 @@
 /// (N, C, H, W) -> (N, C*H*W), sharing storage.
 public final class Flatten: Layer {
+    /// (N, C, H, W) -> (N, C*H*W), sharing storage; keeps nothing for its backward pass.
     public init() {}
     public var name: String { "flatten" }
     public func outputShape(for input: Shape) throws -> Shape { Shape(input.batch, input.perImage) }

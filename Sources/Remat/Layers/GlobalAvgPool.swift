@@ -2,6 +2,7 @@ import RematKernels
 
 /// Mean over each channel plane: (N, C, H, W) -> (N, C).
 public final class GlobalAvgPool: Layer {
+    /// (N, C, H, W) -> (N, C): the mean over each channel plane.
     public init() {}
     public var name: String { "gap" }
 

@@ -5,6 +5,7 @@ public final class Linear: ExpensiveLayer {
     public let inFeatures: Int, outFeatures: Int
     private var slot: ParameterSlot?
 
+    /// A fully connected layer (N, inFeatures) -> (N, outFeatures) with bias: y = x W^T + b.
     public init(_ inFeatures: Int, _ outFeatures: Int) {
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures

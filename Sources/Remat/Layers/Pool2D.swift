@@ -3,10 +3,12 @@ import RematKernels
 /// Max or average pooling over NCHW planes (average counts padding, as PyTorch's default).
 /// Max pooling keeps its input and finds each window's maximum again in the backward pass.
 public final class Pool2D: Layer {
+    /// Max or average (average divides by the window clipped to the image, as PyTorch with count_include_pad off).
     public enum Kind: Sendable { case max, average }
     public let kind: Kind
     public let kernel: Int, stride: Int, padding: Int
 
+    /// A square pooling window of `kernel`, `stride` (default: the kernel) and zero `padding`.
     public init(_ kind: Kind, kernel: Int, stride: Int? = nil, padding: Int = 0) {
         self.kind = kind
         self.kernel = kernel

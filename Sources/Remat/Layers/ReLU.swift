@@ -2,6 +2,7 @@ import RematKernels
 
 /// max(x, 0), any shape. Keeps its output for the backward pass.
 public final class ReLU: Layer {
+    /// max(x, 0) elementwise; keeps its output for the backward pass.
     public init() {}
     public var name: String { "relu" }
     public func outputShape(for input: Shape) throws -> Shape { input }

@@ -3,6 +3,7 @@ public final class Sequential: Layer {
     public let layers: [Layer]
     public let label: String?
 
+    /// Layers run in order; `name` replaces the joined layer names in plans and traces.
     public init(_ layers: [Layer], name: String? = nil) {
         self.layers = layers
         label = name

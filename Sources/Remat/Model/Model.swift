@@ -7,11 +7,15 @@ import RematKernels
 /// Threading: a model is used by one training loop at a time; its kernels run on the
 /// calling thread's team (`KernelRuntime.threads`).
 public final class Model {
+    /// The model's name (the zoo's, e.g. "resnet56").
     public let name: String
     /// The shape of one input image, (C, H, W).
     public let imageShape: Shape
+    /// Number of classes of its logits (N, classes).
     public let classes: Int
+    /// The chain: checkpoint plans split it into segments of whole blocks.
     public let blocks: [Layer]
+    /// Trainable floats in all (the arena's length).
     public let parameterCount: Int
     let values: UnsafeMutableBufferPointer<Float>
     let gradients: UnsafeMutableBufferPointer<Float>
@@ -93,6 +97,7 @@ public final class Model {
     /// The accumulated gradients, arena order (a copy).
     public var parameterGradients: [Float] { Array(gradients) }
 
+    /// Sets every accumulated gradient to zero (a step does this first). O(parameters).
     public func zeroGradients() { gradients.update(repeating: 0) }
 
     /// Checks a batch against the model: (N, C, H, W) with the model's image shape.

@@ -44,6 +44,7 @@ public enum KernelRuntime {
 public struct GemmBlocking: Sendable, Equatable, Codable, CustomStringConvertible {
     public var mr, nr, mc, kc, nc: Int
 
+    /// A table row; `KernelRuntime.setGemmBlocking` checks it against the micro-kernel's contract.
     public init(mr: Int, nr: Int, mc: Int, kc: Int, nc: Int) {
         (self.mr, self.nr, self.mc, self.kc, self.nc) = (mr, nr, mc, kc, nc)
     }

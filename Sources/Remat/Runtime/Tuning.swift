@@ -24,6 +24,7 @@ public struct Tuning: Sendable, Equatable, Codable {
     /// When it was tuned (ISO 8601).
     public var tunedAt: String
 
+    /// An entry as `remat tune` writes it.
     public init(cpu: String, model: String, batch: Int, policy: String, threads: Int, overlap: Overlap?, isa: String,
                 blocking: [GemmBlocking]?, stepSeconds: Double, defaultStepSeconds: Double, tunedAt: String) {
         (self.cpu, self.model, self.batch, self.policy, self.threads, self.overlap) = (cpu, model, batch, policy, threads, overlap)
@@ -48,7 +49,9 @@ public struct Tuning: Sendable, Equatable, Codable {
 
 /// The tuning file: where it lives and its entries.
 public struct TuningFile: Sendable {
+    /// Where it is read from and saved to.
     public let path: String
+    /// Every entry, oldest first.
     public private(set) var entries: [Tuning]
 
     /// `$REMAT_TUNING_FILE`, else `$XDG_CONFIG_HOME/remat/tuning.json`, else

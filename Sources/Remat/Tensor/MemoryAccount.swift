@@ -19,6 +19,7 @@ public final class MemoryAccount: @unchecked Sendable {
     private var cachedBytes = 0
     private static let cacheLimit = 1 << 30
 
+    /// An account with nothing live.
     public init() {}
 
     /// The account new tensors on this thread are charged to (default: `shared`).

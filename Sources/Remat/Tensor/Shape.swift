@@ -1,8 +1,11 @@
 /// A tensor shape, batch first: (N, C, H, W) for images and activations, (N, F) for features.
 public struct Shape: Hashable, Sendable, CustomStringConvertible {
+    /// Sizes, outermost first: (N, C, H, W) for activations, (N, F) for features.
     public var dims: [Int]
 
+    /// A shape of these sizes.
     public init(_ dims: [Int]) { self.dims = dims }
+    /// A shape of these sizes.
     public init(_ dims: Int...) { self.dims = dims }
 
     /// Number of elements.

@@ -4,6 +4,7 @@
 /// Copies share storage; kernels write only into tensors they just created, so a tensor a
 /// caller holds never changes underneath it.
 public struct Tensor: @unchecked Sendable {
+    /// Its shape; the storage holds `shape.count` floats, row-major.
     public let shape: Shape
     let storage: Storage
 

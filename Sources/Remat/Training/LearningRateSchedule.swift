@@ -16,6 +16,7 @@ public struct LearningRateSchedule: Sendable, Equatable {
     /// Steps of linear ramp from base / warmup to base.
     public var warmup: Int
 
+    /// A schedule from the base rate, its shape after the warm-up, and `warmup` steps of ramp.
     public init(base: Float, shape: Shape = .constant, warmup: Int = 0) {
         self.base = base
         self.shape = shape

@@ -17,6 +17,7 @@ public final class SGD: Optimizer {
     public let momentum: Float, weightDecay: Float, nesterov: Bool
     private var velocity: [Float] = []
 
+    /// PyTorch's SGD: v = momentum v + g + wd p; p -= lr (Nesterov: g + momentum v). O(parameters) per step.
     public init(learningRate: Float = 0.01, momentum: Float = 0.9, weightDecay: Float = 0, nesterov: Bool = false) {
         self.learningRate = learningRate
         self.momentum = momentum
@@ -44,6 +45,7 @@ public final class AdamW: Optimizer {
     private var m: [Float] = [], v: [Float] = []
     private var steps: Int64 = 0
 
+    /// PyTorch's AdamW (decoupled weight decay, bias-corrected moments). O(parameters) per step.
     public init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8,
                 weightDecay: Float = 0.01) {
         self.learningRate = learningRate

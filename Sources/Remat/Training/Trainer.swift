@@ -16,10 +16,15 @@ public struct StepMetrics: Sendable {
 /// The training step of WORKLOADS.md: forward, mean softmax cross-entropy, backward,
 /// optimizer step. A non-finite loss stops the step before any parameter changes.
 public final class Trainer {
+    /// The model it trains (its parameters change every step).
     public let model: Model
+    /// The optimizer; its `learningRate` may be changed between steps (`fit` does, per schedule).
     public let optimizer: Optimizer
+    /// Where every activation of its steps is charged: `peakActivationBytes` comes from here.
     public let account: MemoryAccount
+    /// Seeds dropout masks and epoch shuffles.
     public let seed: UInt64
+    /// Steps taken so far (restored by `TrainingState.load`).
     public internal(set) var step = 0
     /// Checkpointing for the following steps (one line to turn it on).
     public var checkpointing: Checkpointing = .none

@@ -62,6 +62,12 @@ public enum TrainingState {
         return try restore(trainer, from: [UInt8](data), path: path)
     }
 
+    /// The same from a state's bytes already in memory; `name` appears in error messages.
+    @discardableResult
+    public static func load(into trainer: Trainer, bytes: [UInt8], name: String = "the state") throws -> [String: String] {
+        try restore(trainer, from: bytes, path: name)
+    }
+
     static func restore(_ trainer: Trainer, from bytes: [UInt8], path: String) throws -> [String: String] {
         let (meta, tensors) = try parse(bytes, path: path)
         guard meta["format"] == format else {
