@@ -44,6 +44,20 @@ struct OpenMP {
 
 let omp = OpenMP.locate()
 
+// MARK: - MPI (optional: Open MPI, Debian packages libopenmpi-dev and openmpi-bin)
+
+/// Whether pkg-config can find Open MPI's C bindings (ompi-c.pc). Without them Remat builds
+/// as usual and its distributed path is unavailable (it says how to get it when asked for).
+/// REMAT_NO_MPI=1 builds without it even where it is installed.
+let mpi: Bool = {
+    let env = ProcessInfo.processInfo.environment
+    if env["REMAT_NO_MPI"] == "1" { return false }
+    let dirs = (env["PKG_CONFIG_PATH"] ?? "").split(separator: ":").map(String.init)
+        + ["/usr/lib/x86_64-linux-gnu/pkgconfig", "/usr/lib/aarch64-linux-gnu/pkgconfig", "/usr/lib/pkgconfig",
+           "/usr/share/pkgconfig", "/usr/local/lib/pkgconfig"]
+    return dirs.contains { FileManager.default.fileExists(atPath: "\($0)/ompi-c.pc") }
+}()
+
 // MARK: - Targets
 
 let package = Package(
@@ -83,8 +97,8 @@ let package = Package(
         ),
         // zlib for gzip-compressed datasets (Debian package zlib1g-dev).
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
-        // The Swift library: hides the C pointers.
-        .target(name: "Remat", dependencies: ["RematKernels", "CZlib"]),
+        // The Swift library: hides the C pointers. With MPI, its distributed path too.
+        .target(name: "Remat", dependencies: ["RematKernels", "CZlib"] + (mpi ? ["CMPI"] : [])),
         // The `remat` command: bench, train, tune, plan.
         .executableTarget(name: "remat", dependencies: [
             "Remat", .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -93,5 +107,8 @@ let package = Package(
         .testTarget(name: "RematTests", dependencies: ["Remat"]),
         // Runs the built `remat` end to end (a dependency, so `swift test` builds it first).
         .testTarget(name: "RematCLITests", dependencies: ["remat", "Remat"]),
-    ]
+    ] + (mpi ? [
+        // Open MPI through pkg-config (ompi-c); only where it is installed
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+    ] : [])
 )

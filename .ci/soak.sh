@@ -18,7 +18,7 @@ python3 - "$work/soak.jsonl" "$steps" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"step"' in l]
 rss = [r["rss_mib"] for r in rows][: int(sys.argv[2])]
-warm = max(1, len(rss) // 10)                     # the first tenth is warm-up
+warm = min(len(rss) - 1, max(len(rss) // 10, 101))  # warm-up: a tenth, and at least an epoch and its evaluation
 base, top = rss[warm - 1], max(rss[warm:])
 print(f"soak: {len(rss)} steps, RSS after warm-up {base:.1f} MiB, highest after {top:.1f} MiB ({100 * (top / base - 1):+.2f} %)")
 sys.exit(0 if top <= 1.01 * base else 1)

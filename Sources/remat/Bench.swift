@@ -54,9 +54,18 @@ struct Bench: ParsableCommand {
         var segments: Int
         var median: Double, spread: Double
         var activationBytes: Int, predictedBytes: Int, rssMiB: Double
+        /// Under mpirun: median seconds a step spent averaging gradients, and waited for it.
+        var communication = 0.0, waited = 0.0
     }
 
+    /// Under mpirun: the ranks (each runs the benchmark on its own batch of --batch images,
+    /// gradients averaged over all); rank 0 alone prints.
+    static let world = Communicator.launchedSize > 1 ? try? Communicator.world() : nil
+    var communicator: Communicator? { Bench.world }
+    var ranks: Int { communicator?.size ?? 1 }
+
     func run() throws {
+        if Communicator.launchedSize > 1 && communicator == nil { _ = try Communicator.world() } // says how to get MPI
         let settings = try threading.resolve(model: options.model, batch: options.batch)
         KernelRuntime.threads = settings.threads
         let progress = Progress(quiet: json || csv)
@@ -92,6 +101,7 @@ struct Bench: ParsableCommand {
         for c in configs {
             let t = Trainer(model: try options.makeModel(), optimizer: SGD(learningRate: 0.01, momentum: 0.9), seed: options.seed)
             t.checkpointing = c
+            t.communicator = communicator
             do {
                 _ = try t.plan(batch: batch)
                 trainers.append(t)
@@ -102,21 +112,33 @@ struct Bench: ParsableCommand {
         }
         configs = trainers.map(\.checkpointing)
         var times = [[Double]](repeating: [], count: configs.count), peaks = [Int](repeating: 0, count: configs.count)
+        var communication = times, waited = times
         for round in 0..<(warmup + steps) {
             progress.show("round \(round + 1)/\(warmup + steps) (\(warmup) warm-up), one step of each of \(configs.count) configurations")
             for (k, t) in trainers.enumerated() {
                 let (x, y) = batches[round % batches.count]
                 let m = try t.train(images: x, labels: y)
-                if round >= warmup { times[k].append(m.seconds); peaks[k] = max(peaks[k], m.peakActivationBytes) }
+                if round >= warmup {
+                    times[k].append(m.seconds)
+                    peaks[k] = max(peaks[k], m.peakActivationBytes)
+                    communication[k].append(m.communicationSeconds)
+                    waited[k].append(m.communicationWaitSeconds)
+                }
             }
         }
         let rows = try configs.indices.map { k in
             let (plan, profile) = try trainers[k].plan(batch: batch)
             let p = plan.predict(profile, overlap: configs[k].overlap)
             let sorted = times[k].sorted()
-            return Row(policy: configs[k].policy, overlap: configs[k].overlap != nil, segments: plan.segments.count,
-                       median: median(sorted), spread: (sorted.last! - sorted.first!) / 2, activationBytes: peaks[k],
-                       predictedBytes: p.overlappedPeakBound ?? p.peakBytes, rssMiB: 0)
+            var row = Row(policy: configs[k].policy, overlap: configs[k].overlap != nil, segments: plan.segments.count,
+                          median: median(sorted), spread: (sorted.last! - sorted.first!) / 2, activationBytes: peaks[k],
+                          predictedBytes: p.overlappedPeakBound ?? p.peakBytes, rssMiB: 0,
+                          communication: median(communication[k]), waited: median(waited[k]))
+            if let c = communicator { // the slowest rank sets the pace
+                let worst = c.maximum([row.median, row.communication, row.waited])
+                (row.median, row.communication, row.waited) = (worst[0], worst[1], worst[2])
+            }
+            return row
         }
         trainers.removeAll()
         // peak RSS: each configuration alone, in a fresh trainer (the others' weights freed)
@@ -126,6 +148,7 @@ struct Bench: ParsableCommand {
             r.rssMiB = try {
                 let t = Trainer(model: try options.makeModel(), optimizer: SGD(learningRate: 0.01, momentum: 0.9), seed: options.seed)
                 t.checkpointing = configs[k]
+                t.communicator = communicator
                 try t.train(images: batches[0].images, labels: batches[0].labels) // profiles, plans, warms
                 PeakRSS.reset()
                 try t.train(images: batches[1].images, labels: batches[1].labels)
@@ -141,10 +164,12 @@ struct Bench: ParsableCommand {
             .batch(Array(0..<options.batch))
         let trainer = Trainer(model: net, optimizer: SGD(), seed: options.seed)
         trainer.checkpointing = Checkpointing(policy: .sqrtN, overlap: overlap)
+        trainer.communicator = communicator
         try trainer.train(images: x, labels: y) // warm: plans made, buffers sized
         let recorder = TraceRecorder()
         trainer.trace = recorder
         try trainer.train(images: x, labels: y)
+        guard (communicator?.rank ?? 0) == 0 else { return }
         do {
             try recorder.json(blockNames: net.blocks.map(\.name)).write(to: URL(fileURLWithPath: path))
         } catch {
@@ -161,6 +186,7 @@ struct Bench: ParsableCommand {
     }
 
     func report(_ rows: [Row], settings: ThreadOptions.Resolved) {
+        guard (communicator?.rank ?? 0) == 0 else { return }
         let base = rows.first { $0.policy == .none }?.median
         let split = "\(settings.overlap.backwardThreads)+\(settings.overlap.recomputeThreads)"
         func fields(_ r: Row) -> [(String, Any)] {
@@ -168,7 +194,9 @@ struct Bench: ParsableCommand {
              ("policy", r.policy.description), ("overlap", r.overlap), ("split", r.overlap ? split : ""),
              ("lookahead", r.overlap ? settings.overlap.lookahead : 0), ("segments", r.segments),
              ("step_seconds_median", r.median), ("step_seconds_spread", r.spread),
-             ("images_per_second", Double(options.batch) / r.median),
+             ("images_per_second", Double(ranks * options.batch) / r.median), ("ranks", ranks),
+             ("allreduce_seconds", r.communication),
+             ("allreduce_hidden", r.communication > 0 ? 1 - r.waited / r.communication : NSNull()),
              ("peak_activation_mib", Double(r.activationBytes) / 1_048_576),
              ("predicted_activation_mib", Double(r.predictedBytes) / 1_048_576), ("peak_rss_mib", r.rssMiB),
              ("overhead_vs_none", base.map { r.median / $0 - 1 } ?? NSNull()),
@@ -200,7 +228,7 @@ struct Bench: ParsableCommand {
             let hid = hidden(r, in: rows, base: base).map { String(format: "%.0f%%", 100 * $0) } ?? "-"
             print(pad(r.policy.description, 16) + pad(r.overlap ? "on" : "off", 9) + pad(String(r.segments), 6)
                   + pad(String(format: "%8.1f +- %.1f", r.median * 1e3, r.spread * 1e3), 32)
-                  + pad(String(format: "%8.1f", Double(options.batch) / r.median), 10)
+                  + pad(String(format: "%8.1f", Double(ranks * options.batch) / r.median), 10)
                   + pad("\(mib(r.activationBytes)) (\(mib(r.predictedBytes)))", 22)
                   + pad(String(format: "%12.1f", r.rssMiB), 14) + pad(versus, 9) + hid)
         }

@@ -65,6 +65,10 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        // under mpirun: data-parallel over the ranks; rank 0 alone prints, logs and saves
+        let communicator = Communicator.launchedSize > 1 ? try Communicator.world() : nil
+        let lead = (communicator?.rank ?? 0) == 0
+        func print(_ text: String) { if lead { Swift.print(text) } }
         let settings = try threading.resolve(model: options.model, batch: options.batch)
         KernelRuntime.threads = settings.threads
         if let note = settings.note { print(note) }
@@ -87,7 +91,8 @@ struct Train: ParsableCommand {
             print("resumed \(resume): step \(trainer.step), continuing at epoch \(first + 1) of \(epochs)")
             if first >= epochs { print("nothing to do: \(epochs) epoch(s) already trained"); return }
         }
-        let savePath = save ?? resume
+        trainer.communicator = communicator // copies rank 0's state to every rank
+        let savePath = lead ? save ?? resume : nil
         let perEpoch = (train.count + options.batch - 1) / options.batch
         let total = perEpoch * epochs
         let rate: LearningRateSchedule
@@ -96,11 +101,12 @@ struct Train: ParsableCommand {
         case .cosine: rate = LearningRateSchedule(base: opt.learningRate, shape: .cosine(total: total, minimum: 0), warmup: warmupSteps)
         case .step: rate = LearningRateSchedule(base: opt.learningRate, shape: .step(every: max(1, total / 3), factor: 0.1), warmup: warmupSteps)
         }
-        let log = try metrics.map { try MetricsLog(path: $0) }
-        let progress = Progress()
+        let log = lead ? try metrics.map { try MetricsLog(path: $0) } : nil
+        let progress = Progress(quiet: !lead)
         let interrupt = Interrupt()
         print("\(options.model) on \(data): \(train.count) training images" + (test.map { ", \($0.count) test images" } ?? "")
-              + ", batch \(options.batch), \(settings.threads) thread(s), checkpointing \(chosen)" + (overlap ? " overlapped" : ""))
+              + ", batch \(options.batch), \(settings.threads) thread(s), checkpointing \(chosen)" + (overlap ? " overlapped" : "")
+              + (communicator.map { ", \($0.size) ranks (a shard of \(options.batch / $0.size) images each)" } ?? ""))
         var epoch = first
         do {
             var seen = 0, correct = 0, lossSum = 0.0
@@ -118,8 +124,17 @@ struct Train: ParsableCommand {
                                     "images_per_second": m.imagesPerSecond, "peak_activation_mib": Double(m.peakActivationBytes) / 1_048_576,
                                     "rss_mib": PeakRSS.currentMiB])
                     if interrupt.requested { throw Interrupted(epoch: e) }
-                case .epoch(let m):
+                case .epoch(var m):
                     progress.clear()
+                    if let c = communicator {
+                        // every rank trained on as many images: the epoch's loss and accuracy are the
+                        // ranks' mean, its speed their sum; the ranks must still agree bit for bit
+                        let s = c.sum([m.loss, m.accuracy, m.imagesPerSecond])
+                        (m.loss, m.accuracy, m.imagesPerSecond) = (s[0] / Double(c.size), s[1] / Double(c.size), s[2])
+                        guard trainer.replicasAgree() else {
+                            throw RematError.invalidArgument("the ranks' weights differ after epoch \(m.epoch + 1): a rank computed differently; not saving")
+                        }
+                    }
                     var line = String(format: "epoch %d/%d: loss %.4f, accuracy %.2f%%, %.0f images/s, peak activations %@ MiB",
                                       m.epoch + 1, epochs, m.loss, 100 * m.accuracy, m.imagesPerSecond, mib(m.peakActivationBytes))
                     if let l = m.testLoss, let a = m.testAccuracy { line += String(format: "; test loss %.4f, accuracy %.2f%%", l, 100 * a) }

@@ -15,6 +15,8 @@ struct CheckpointEngine {
     let overlap: Overlap?
     let account: MemoryAccount
     let trace: TraceRecorder?
+    /// Called after each block's backward pass (its parameter gradients are then final).
+    var blockDone: ((Int) -> Void)? = nil
 
     /// Returns the loss, the logits' correct count and leaves the gradients accumulated.
     func run(images: Tensor, labels: [Int32], context: ForwardContext) throws -> (loss: Float, correct: Int) {
@@ -72,6 +74,7 @@ struct CheckpointEngine {
                 for (j, i) in segments[s].enumerated().reversed() {
                     g = try trace.span("backward", block: i) { try blocks[i].backward(g, saved[j]) }
                     saved[j] = Saved() // free this block's activations now
+                    blockDone?(i)
                 }
                 worker?.release()
             }
@@ -116,6 +119,7 @@ struct CheckpointEngine {
         replay.updateRunningStatistics = false
         var g = try trace.span("backward", block: n - 1) { try blocks[n - 1].backward(dlogits, lastSaved) }
         lastSaved = Saved()
+        blockDone?(n - 1)
         for i in stride(from: n - 2, through: 0, by: -1) {
             let stash = stashes[i]!
             let input = try inputs[i] ?? trace.span("recompute", block: i - 1) {
@@ -126,6 +130,7 @@ struct CheckpointEngine {
             let saved = try trace.span("recompute", block: i) { try blocks[i].forward(input, replay).1 }
             g = try trace.span("backward", block: i) { try blocks[i].backward(g, saved) }
             (inputs[i], stashes[i]) = (nil, nil)
+            blockDone?(i)
         }
         return (loss, correct)
     }

@@ -75,6 +75,15 @@ public final class Model {
         }
     }
 
+    /// Each block's slice of the parameter (and gradient) arena, in block order.
+    var parameterRanges: [Range<Int>] {
+        var offset = 0
+        return blocks.map { b in
+            defer { offset += b.parameterCount }
+            return offset..<(offset + b.parameterCount)
+        }
+    }
+
     /// Forward FLOPs per image (multiply-add = 2, conv and linear layers only).
     public var forwardFLOPsPerImage: Int {
         var shape = Shape([1] + imageShape.dims), total = 0

@@ -24,16 +24,31 @@ extension Trainer {
     /// evaluating on `test` after each epoch, and calling `observe` after every step and
     /// epoch (throwing from it stops training). `schedule` sets the learning rate each step;
     /// `augmentation` transforms each training batch. A trailing batch of fewer than two
-    /// images is skipped (BatchNorm needs two).
+    /// images is skipped (BatchNorm needs two). With a `communicator` of N ranks, each rank
+    /// trains on its N-th of every whole batch (a trailing partial batch is dropped), and the
+    /// metrics are this rank's.
     public func fit(_ data: Dataset, epochs: Range<Int>, batchSize: Int, test: Dataset? = nil,
                     schedule: LearningRateSchedule? = nil, augmentation: Augmentation? = nil,
                     observe: (TrainingEvent) throws -> Void = { _ in }) throws {
         guard batchSize >= 2 else { throw RematError.invalidArgument("batch size must be at least 2, got \(batchSize)") }
         guard data.count >= 2 else { throw RematError.invalidArgument("the dataset has \(data.count) images; training needs 2") }
+        let ranks = communicator?.size ?? 1, rank = communicator?.rank ?? 0
+        guard batchSize % ranks == 0, batchSize / ranks >= 2 else {
+            throw RematError.invalidArgument("a batch of \(batchSize) does not split into \(ranks) shards of at least 2: use a multiple of \(2 * ranks)")
+        }
         for epoch in epochs {
-            let order = data.shuffledIndices(seed: seed ^ UInt64(epoch))
-            let starts = Array(stride(from: 0, to: order.count, by: batchSize)).filter { order.count - $0 >= 2 }
-            let prefetch = BatchPrefetcher(data: data, order: order, starts: starts, batchSize: batchSize)
+            var order = data.shuffledIndices(seed: seed ^ UInt64(epoch))
+            var batch = batchSize
+            if ranks > 1 {
+                // every rank shuffles alike and takes its shard of each whole batch
+                let shard = batchSize / ranks
+                order = stride(from: 0, to: order.count - batchSize + 1, by: batchSize).flatMap { s in
+                    order[(s + rank * shard)..<(s + (rank + 1) * shard)]
+                }
+                batch = shard
+            }
+            let starts = Array(stride(from: 0, to: order.count, by: batch)).filter { order.count - $0 >= 2 }
+            let prefetch = BatchPrefetcher(data: data, order: order, starts: starts, batchSize: batch)
             var lossSum = 0.0, correct = 0, images = 0, seconds = 0.0, peak = 0
             for k in starts.indices {
                 var (x, y) = try prefetch.take(k)

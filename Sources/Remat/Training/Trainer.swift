@@ -9,6 +9,10 @@ public struct StepMetrics: Sendable {
     public var seconds: Double
     /// The most activation bytes live at once during the step (exact, from the allocator).
     public var peakActivationBytes: Int
+    /// Data-parallel steps: seconds spent averaging gradients over the ranks, and the part
+    /// the step waited for after its backward pass (the rest was hidden behind it).
+    public var communicationSeconds = 0.0
+    public var communicationWaitSeconds = 0.0
     public var accuracy: Double { Double(correct) / Double(max(images, 1)) }
     public var imagesPerSecond: Double { Double(images) / max(seconds, 1e-12) }
 }
@@ -30,6 +34,25 @@ public final class Trainer {
     public var checkpointing: Checkpointing = .none
     /// When set, every step's spans are recorded into it (Chrome trace-event JSON).
     public var trace: TraceRecorder?
+
+    /// Data-parallel training over MPI: with a communicator of more than one rank, rank 0's
+    /// weights, BatchNorm statistics and optimizer state are copied to every rank now, each
+    /// step averages the gradients over the ranks (in buckets, overlapped with the backward
+    /// pass) before the optimizer runs, and `fit` gives each rank its shard of every batch.
+    /// BatchNorm normalises with each rank's own batch statistics, as DistributedDataParallel
+    /// without SyncBatchNorm does.
+    public var communicator: Communicator? {
+        didSet {
+            averager?.stop()
+            averager = nil
+            guard let c = communicator, c.size > 1 else { return }
+            averager = GradientAverager(communicator: c, model: model)
+            synchronizeFromRankZero()
+        }
+    }
+    private var averager: GradientAverager?
+
+    deinit { averager?.stop() }
 
     /// `account` receives every activation of the steps this trainer runs (a fresh one by
     /// default, so the reported peak is this trainer's alone).
@@ -77,25 +100,46 @@ public final class Trainer {
         account.resetPeak()
         model.zeroGradients()
         let context = ForwardContext(training: true, seed: seed, step: step)
-        let engine = CheckpointEngine(model: model, plan: plan, overlap: checkpointing.overlap, account: account,
+        var engine = CheckpointEngine(model: model, plan: plan, overlap: checkpointing.overlap, account: account,
                                       trace: trace)
-        let (loss, correct) = try engine.run(images: images, labels: labels, context: context)
+        if let averager {
+            averager.begin()
+            engine.blockDone = { averager.blockDone($0) }
+        }
+        let (loss, correct): (Float, Int)
+        do {
+            (loss, correct) = try engine.run(images: images, labels: labels, context: context)
+        } catch {
+            // distributed: this rank's error ends it, and mpirun ends the others (collectives
+            // cannot be matched up once one rank has left the step)
+            throw error
+        }
+        let communication = averager?.finish() ?? (0, 0)
         optimizer.step(model)
         step += 1
-        return StepMetrics(step: step, loss: loss, correct: correct, images: labels.count,
-                           seconds: DispatchTimeSource.seconds(since: start), peakActivationBytes: account.peakBytes)
+        var m = StepMetrics(step: step, loss: loss, correct: correct, images: labels.count,
+                            seconds: DispatchTimeSource.seconds(since: start), peakActivationBytes: account.peakBytes)
+        (m.communicationSeconds, m.communicationWaitSeconds) = communication
+        return m
     }
 
-    /// Accuracy and mean loss over a dataset in evaluation mode (running BN statistics, no dropout).
+    /// Accuracy and mean loss over a dataset in evaluation mode (running BN statistics, no
+    /// dropout). Each block's records are dropped as soon as it has run, so evaluation holds
+    /// about two activations at a time, charged to this trainer's account.
     public func evaluate(_ data: Dataset, batchSize: Int = 256) throws -> (loss: Double, accuracy: Double) {
-        var total = 0.0, correct = 0
-        for start in stride(from: 0, to: data.count, by: batchSize) {
-            let (x, y) = try data.batch(Array(start..<min(start + batchSize, data.count)))
-            let (logits, _) = try model.forward(x, ForwardContext(training: false))
-            total += Double(try SoftmaxCrossEntropy.evaluate(logits: logits, labels: y).loss) * Double(y.count)
-            correct += SoftmaxCrossEntropy.correct(logits: logits, labels: y)
+        try account.withCurrent {
+            var total = 0.0, correct = 0
+            let context = ForwardContext(training: false)
+            for start in stride(from: 0, to: data.count, by: batchSize) {
+                let (x, y) = try data.batch(Array(start..<min(start + batchSize, data.count)))
+                try model.check(x)
+                var logits = x
+                for b in model.blocks { logits = try b.forward(logits, context).0 }
+                total += Double(try SoftmaxCrossEntropy.evaluate(logits: logits, labels: y).loss) * Double(y.count)
+                correct += SoftmaxCrossEntropy.correct(logits: logits, labels: y)
+            }
+            return (total / Double(data.count), Double(correct) / Double(data.count))
         }
-        return (total / Double(data.count), Double(correct) / Double(data.count))
     }
 }
 
