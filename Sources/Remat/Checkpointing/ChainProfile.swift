@@ -4,6 +4,7 @@ import Foundation
 /// and keeps, as the accounting allocator charges them. Plans are chosen and their peaks
 /// predicted from these figures (`CheckpointPlan.predict`).
 public struct BlockCost: Sendable, Equatable {
+    /// Seconds of the block's forward and backward passes (measured, or estimated from FLOPs).
     public var forwardSeconds: Double
     public var backwardSeconds: Double
     /// Forward FLOPs of the block (multiply-add = 2).
@@ -42,7 +43,9 @@ public struct BlockCost: Sendable, Equatable {
 /// every block once (one block's activations live at a time, so profiling needs no more
 /// memory than the most frugal plan), or estimated from FLOPs and bytes before any run.
 public struct ChainProfile: Sendable {
+    /// Images per step it describes.
     public let batch: Int
+    /// One cost per block of the chain, in order.
     public let blocks: [BlockCost]
     /// True when times and bytes were measured; false for the FLOP-based estimate.
     public let measured: Bool

@@ -7,7 +7,9 @@
 /// segment s-1 while the backward pass works on segment s, hiding that compute where cores
 /// allow. Results are bitwise identical in every configuration.
 public struct Checkpointing: Sendable, Equatable {
+    /// What the forward pass keeps.
     public var policy: CheckpointPolicy
+    /// Recompute on its own thread with these teams, or nil for the backward thread.
     public var overlap: Overlap?
 
     /// A policy, with recompute on its own thread when `overlap` is given.

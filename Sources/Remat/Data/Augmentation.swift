@@ -2,8 +2,11 @@
 /// images, as CIFAR training uses (pad 4, crop back, flip half). The choice for image i of a
 /// batch is a pure function of (seed, step, i).
 public struct Augmentation: Sendable, Equatable {
+    /// Largest shift, in pixels, each way.
     public var padding: Int
+    /// Whether half the images are mirrored left to right.
     public var flip: Bool
+    /// Seeds the choices (with the step and the image's place in the batch).
     public var seed: UInt64
 
     /// Crops of up to `padding` pixels either way (zeros outside) and, with `flip`, mirror images half the time.

@@ -4,8 +4,11 @@ import Foundation
 /// channel-major), in one or more files (data_batch_1.bin ... or test_batch.bin). Pixels become
 /// (p / 255 - mean[c]) / std[c] with the usual CIFAR-10 statistics.
 public struct CIFAR10Dataset: Dataset {
+    /// Images in all the batches read.
     public let count: Int
+    /// (3, 32, 32).
     public let imageShape = Shape(3, 32, 32)
+    /// Ten classes.
     public let classes = 10
     private let records: [UInt8]
     static let recordSize = 1 + 3072

@@ -17,7 +17,9 @@ extension Dataset {
 
 /// The first `count` images of another dataset (quick runs on part of a dataset).
 public struct DatasetPrefix<Base: Dataset>: Dataset {
+    /// The dataset it takes images from.
     public let base: Base
+    /// Images it exposes.
     public let count: Int
     public var imageShape: Shape { base.imageShape }
     public var classes: Int { base.classes }

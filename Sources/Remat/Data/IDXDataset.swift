@@ -10,9 +10,13 @@ import Foundation
 /// that claims more data than any image set holds (checked before anything is allocated),
 /// labels outside [0, classes), image and label counts that differ.
 public struct IDXDataset: Dataset {
+    /// Images in the file.
     public let count: Int
+    /// (1, H, W).
     public let imageShape: Shape
+    /// Labels lie in 0 ..< classes.
     public let classes: Int
+    /// Normalisation: (p / 255 - mean) / std.
     public let mean: Float, std: Float
     private let pixels: [UInt8]
     private let labels: [UInt8]

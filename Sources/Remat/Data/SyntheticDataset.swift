@@ -8,10 +8,15 @@ import Foundation
 /// reproducible, and two datasets with the same seed and disjoint index ranges are a
 /// train and a test split of the same classes.
 public struct SyntheticDataset: Dataset {
+    /// Images in the dataset.
     public let count: Int
+    /// (C, H, W) of each image.
     public let imageShape: Shape
+    /// Number of classes (patterns).
     public let classes: Int
+    /// Seeds the patterns and the noise.
     public let seed: UInt64
+    /// Standard deviation of the Gaussian noise added to each pattern.
     public let noise: Float
     /// Global index of this dataset's image 0.
     public let firstIndex: Int

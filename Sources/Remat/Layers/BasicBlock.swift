@@ -3,6 +3,7 @@ import RematKernels
 /// He et al.'s CIFAR ResNet BasicBlock: conv3x3, BN, ReLU, conv3x3, BN, plus the shortcut
 /// (identity, or conv1x1 + BN when the stride or the channel count changes), then ReLU.
 public final class BasicBlock: Layer {
+    /// Channels in and out, and the stride of its first convolution (and shortcut).
     public let inChannels: Int, outChannels: Int, stride: Int
     let main: Sequential
     let shortcut: Sequential? // nil: identity
@@ -51,6 +52,8 @@ public final class BasicBlock: Layer {
         main.forwardFLOPs(for: input) + (shortcut?.forwardFLOPs(for: input) ?? 0)
     }
 
+    /// relu(main(x) + shortcut(x)), the same (N, C, H, W) or, strided, (N, 2C, H/2, W/2); keeps every
+    /// layer's record.
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
         let (m, ms) = try main.forward(x, context)
         let (sc, ss) = try shortcut?.forward(x, context) ?? (x, Saved())
@@ -60,6 +63,7 @@ public final class BasicBlock: Layer {
         return (y, Saved(children: [ms, ss, rs]))
     }
 
+    /// Back-propagates through both paths and adds their input gradients.
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
         let dsum = try relu.backward(dy, saved.children[2])
         let dx = try main.backward(dsum, saved.children[0])

@@ -5,7 +5,9 @@ import RematKernels
 /// Training uses batch statistics and updates the running ones (unless the context says
 /// it is a recompute); evaluation uses the running ones.
 public final class BatchNorm2D: Layer {
+    /// Channels normalised (C of the input).
     public let channels: Int
+    /// Added to the variance; weight of the new batch in the running statistics.
     public let eps: Float, momentum: Float
     /// Running mean per channel (evaluation uses it; a recompute never updates it).
     public internal(set) var runningMean: [Float]
@@ -42,6 +44,8 @@ public final class BatchNorm2D: Layer {
         return input
     }
 
+    /// Training: batch statistics (and, unless a recompute, a running-statistics update); evaluation: running
+    /// statistics. Keeps its input and the batch mean and inverse deviation.
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
         let (n, c, h, w) = try x.shape.nchw(name)
         _ = try outputShape(for: x.shape)
@@ -63,6 +67,7 @@ public final class BatchNorm2D: Layer {
         return (y, Saved(tensors: [x, mean, invstd]))
     }
 
+    /// Accumulates the scale and shift gradients; returns d(loss)/d(input), the same shape.
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
         guard saved.tensors.count == 3 else {
             throw RematError.invalidArgument("\(name): backward needs a training-mode forward (batch statistics)")

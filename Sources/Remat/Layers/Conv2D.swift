@@ -4,8 +4,11 @@ import RematKernels
 /// 2-D convolution, NCHW, with stride, zero padding, dilation and an optional bias.
 /// Weights (K, C, R, S) then bias (K) in the parameter arena.
 public final class Conv2D: ExpensiveLayer {
+    /// Input and output channels.
     public let inChannels: Int, outChannels: Int
+    /// (height, width) of the kernel, stride, zero padding and dilation.
     public let kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int)
+    /// Whether it adds a bias per output channel.
     public let hasBias: Bool
     /// False for a model's first layer unless the image gradient is wanted: its input is the
     /// data, and its backward-data pass would be pure cost.
@@ -73,6 +76,7 @@ public final class Conv2D: ExpensiveLayer {
         return 2 * out.count / out.batch * inChannels * kernel.0 * kernel.1
     }
 
+    /// (N, inChannels, H, W) -> (N, outChannels, P, Q); keeps its input (a selective rebuild replays the recorded output).
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
         var cv = try plan(x.shape)
         if let y = context.stash?.replayed() { return (y, Saved(tensors: [x])) }
@@ -84,6 +88,8 @@ public final class Conv2D: ExpensiveLayer {
         return (y, Saved(tensors: [x]))
     }
 
+    /// Accumulates the weight (and bias) gradients; returns d(loss)/d(input), or an empty tensor for the first
+    /// convolution of a model that needs no image gradient.
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
         let x = saved.tensors[0]
         var cv = try plan(x.shape)

@@ -4,6 +4,7 @@ import RematKernels
 /// The mask is a pure function of (context seed, step, this layer's index, element), so it
 /// is never stored: the backward pass and any recompute regenerate it.
 public final class Dropout: Layer {
+    /// Chance that an element is zeroed in training.
     public let probability: Float
     var index: UInt64 = 0 // set by the model: distinct masks per layer
 
@@ -24,6 +25,7 @@ public final class Dropout: Layer {
         return g.next()
     }
 
+    /// Training: zeroes and scales by the counter-based mask; keeps only the seed. Evaluation: identity.
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
         _ = try outputShape(for: x.shape)
         guard context.training, probability > 0 else { return (x, Saved(seed: 0)) }
@@ -32,6 +34,7 @@ public final class Dropout: Layer {
         return (y, Saved(shapes: [x.shape], seed: seed))
     }
 
+    /// Applies the same mask to dy.
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
         guard !saved.shapes.isEmpty else { return dy } // evaluation or p = 0: identity
         let dx = Tensor(zeros: dy.shape)

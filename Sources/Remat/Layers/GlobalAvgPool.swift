@@ -11,6 +11,7 @@ public final class GlobalAvgPool: Layer {
         return Shape(n, c)
     }
 
+    /// (N, C, H, W) -> (N, C); keeps only the shape.
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
         let (n, c, h, w) = try x.shape.nchw(name)
         let y = Tensor(uninitialized: Shape(n, c))
@@ -18,6 +19,7 @@ public final class GlobalAvgPool: Layer {
         return (y, Saved(shapes: [x.shape]))
     }
 
+    /// Spreads each dy evenly over its plane.
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
         let (n, c, h, w) = try saved.shapes[0].nchw(name)
         let dx = Tensor(zeros: saved.shapes[0])

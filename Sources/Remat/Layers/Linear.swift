@@ -2,6 +2,7 @@ import RematKernels
 
 /// Fully connected layer y = x W^T + b on (N, in) inputs. Weights (out, in) then bias (out).
 public final class Linear: ExpensiveLayer {
+    /// Input and output features.
     public let inFeatures: Int, outFeatures: Int
     private var slot: ParameterSlot?
 
@@ -29,6 +30,7 @@ public final class Linear: ExpensiveLayer {
 
     public func forwardFLOPs(for input: Shape) -> Int { 2 * inFeatures * outFeatures }
 
+    /// (N, inFeatures) -> (N, outFeatures); keeps its input.
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
         if let y = context.stash?.replayed() { return (y, Saved(tensors: [x])) }
         let y = Tensor(uninitialized: try outputShape(for: x.shape))
@@ -39,6 +41,7 @@ public final class Linear: ExpensiveLayer {
         return (y, Saved(tensors: [x]))
     }
 
+    /// Accumulates the weight and bias gradients; returns (N, inFeatures).
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
         let x = saved.tensors[0]
         let dx = Tensor(zeros: x.shape)

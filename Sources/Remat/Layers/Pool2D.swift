@@ -5,7 +5,9 @@ import RematKernels
 public final class Pool2D: Layer {
     /// Max or average (average divides by the window clipped to the image, as PyTorch with count_include_pad off).
     public enum Kind: Sendable { case max, average }
+    /// Max or average.
     public let kind: Kind
+    /// Window side, step and zero padding, in pixels.
     public let kernel: Int, stride: Int, padding: Int
 
     /// A square pooling window of `kernel`, `stride` (default: the kernel) and zero `padding`.
@@ -30,6 +32,7 @@ public final class Pool2D: Layer {
         return Shape(n, c, (h + 2 * padding - kernel) / stride + 1, (w + 2 * padding - kernel) / stride + 1)
     }
 
+    /// (N, C, H, W) -> (N, C, P, Q); max keeps its input, average only the shape.
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
         let y = Tensor(uninitialized: try outputShape(for: x.shape))
         let (n, c, h, w) = try x.shape.nchw(name)
@@ -41,6 +44,7 @@ public final class Pool2D: Layer {
         return (y, kind == .max ? Saved(tensors: [x]) : Saved(shapes: [x.shape]))
     }
 
+    /// Routes dy to each window's maximum, or spreads it evenly (average).
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
         let inShape = kind == .max ? saved.tensors[0].shape : saved.shapes[0]
         let (n, c, h, w) = try inShape.nchw(name)

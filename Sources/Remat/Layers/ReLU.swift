@@ -7,12 +7,14 @@ public final class ReLU: Layer {
     public var name: String { "relu" }
     public func outputShape(for input: Shape) throws -> Shape { input }
 
+    /// Same shape out; keeps its output (the mask is output > 0).
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
         let y = Tensor(uninitialized: x.shape)
         kn_relu_forward(y.pointer, x.pointer, x.shape.count)
         return (y, Saved(tensors: [y]))
     }
 
+    /// Passes dy where the output was positive.
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
         let dx = Tensor(zeros: dy.shape)
         kn_relu_backward(dx.pointer, dy.pointer, saved.tensors[0].pointer, dy.shape.count)

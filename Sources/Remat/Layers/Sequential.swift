@@ -1,6 +1,8 @@
 /// Layers run one after another: the usual block of a chain (conv, BN, ReLU, pool).
 public final class Sequential: Layer {
+    /// The layers, in the order they run.
     public let layers: [Layer]
+    /// The name given at creation, if any.
     public let label: String?
 
     /// Layers run in order; `name` replaces the joined layer names in plans and traces.
@@ -36,6 +38,7 @@ public final class Sequential: Layer {
         return total
     }
 
+    /// Runs the layers in order; keeps each one's record.
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
         var y = x, saved = Saved()
         for l in layers {
@@ -46,6 +49,7 @@ public final class Sequential: Layer {
         return (y, saved)
     }
 
+    /// Back-propagates through the layers in reverse.
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
         var g = dy
         for (l, s) in zip(layers, saved.children).reversed() { g = try l.backward(g, s) }

@@ -42,6 +42,7 @@ public enum KernelRuntime {
 /// Cache blocking of one GEMM micro-kernel: MR x NR register tile, MC x KC block of A in
 /// L2, KC x NC panel of B in L3.
 public struct GemmBlocking: Sendable, Equatable, Codable, CustomStringConvertible {
+    /// Register tile (MR x NR) and cache blocks (MC, KC, NC).
     public var mr, nr, mc, kc, nc: Int
 
     /// A table row; `KernelRuntime.setGemmBlocking` checks it against the micro-kernel's contract.

@@ -8,18 +8,23 @@ import Foundation
 public struct Tuning: Sendable, Equatable, Codable {
     /// The CPU model string (`/proc/cpuinfo`'s "model name") and core count it was tuned on.
     public var cpu: String
+    /// The zoo model tuned.
     public var model: String
+    /// Images per step it was tuned at.
     public var batch: Int
     /// The checkpointing policy it was tuned under (its description, e.g. "sqrt(n)").
     public var policy: String
     /// Kernel threads of the step (with overlap: the backward team and the recompute team).
     public var threads: Int
+    /// The overlap split and lookahead, or nil when recompute on the backward thread won.
     public var overlap: Overlap?
     /// The GEMM blocking of the instruction set it was tuned with, when it beat the default.
     public var isa: String
+    /// The micro-kernels' blocking of `isa`, or nil when the default table won.
     public var blocking: [GemmBlocking]?
     /// Median step seconds of the winner and of the default configuration, measured.
     public var stepSeconds: Double
+    /// Median step seconds of the default configuration, timed alternately with the winner.
     public var defaultStepSeconds: Double
     /// When it was tuned (ISO 8601).
     public var tunedAt: String

@@ -16,6 +16,7 @@ public struct Shape: Hashable, Sendable, CustomStringConvertible {
     public var perImage: Int { dims.dropFirst().reduce(1, *) }
     /// The same shape with another batch size.
     public func withBatch(_ n: Int) -> Shape { Shape([n] + dims.dropFirst()) }
+    /// "(N, C, H, W)".
     public var description: String { "(" + dims.map(String.init).joined(separator: ", ") + ")" }
 
     /// (N, C, H, W) of a 4-D shape; throws for any other rank.

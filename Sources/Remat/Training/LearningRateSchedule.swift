@@ -3,6 +3,7 @@ import Foundation
 /// The learning rate at each step: constant, step decay, cosine, each with an optional
 /// linear warm-up.
 public struct LearningRateSchedule: Sendable, Equatable {
+    /// How the rate moves after the warm-up.
     public enum Shape: Sendable, Equatable {
         case constant
         /// Multiply by `factor` every `every` steps (after the warm-up).
@@ -11,7 +12,9 @@ public struct LearningRateSchedule: Sendable, Equatable {
         case cosine(total: Int, minimum: Float)
     }
 
+    /// The rate after the warm-up, before any decay.
     public var base: Float
+    /// Constant, step decay or cosine.
     public var shape: Shape
     /// Steps of linear ramp from base / warmup to base.
     public var warmup: Int

@@ -14,6 +14,7 @@ public protocol Optimizer: AnyObject {
 /// PyTorch's SGD: momentum (dampening 0), optional Nesterov, L2 weight decay.
 public final class SGD: Optimizer {
     public var learningRate: Float
+    /// Momentum factor, L2 weight decay added to the gradient, Nesterov momentum.
     public let momentum: Float, weightDecay: Float, nesterov: Bool
     private var velocity: [Float] = []
 
@@ -31,6 +32,7 @@ public final class SGD: Optimizer {
         set { velocity = newValue["velocity"] ?? [] }
     }
 
+    /// One update of every parameter from its gradient. O(parameters).
     public func step(_ model: Model) {
         if velocity.count != model.parameterCount { velocity = [Float](repeating: 0, count: model.parameterCount) }
         kn_sgd_step(model.values.baseAddress!, &velocity, model.gradients.baseAddress!, model.parameterCount,
@@ -41,6 +43,7 @@ public final class SGD: Optimizer {
 /// AdamW (decoupled weight decay), as torch.optim.AdamW.
 public final class AdamW: Optimizer {
     public var learningRate: Float
+    /// Moment decay rates, the denominator's epsilon, decoupled weight decay.
     public let beta1: Float, beta2: Float, eps: Float, weightDecay: Float
     private var m: [Float] = [], v: [Float] = []
     private var steps: Int64 = 0
@@ -66,6 +69,7 @@ public final class AdamW: Optimizer {
         }
     }
 
+    /// One update of every parameter from its gradient and the moments. O(parameters).
     public func step(_ model: Model) {
         if m.count != model.parameterCount {
             m = [Float](repeating: 0, count: model.parameterCount)

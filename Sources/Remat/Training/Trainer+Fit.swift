@@ -2,13 +2,19 @@ import Foundation
 
 /// Metrics of one epoch.
 public struct EpochMetrics: Sendable {
+    /// The epoch, counting from 0.
     public var epoch: Int
+    /// Mean training loss over the epoch's images.
     public var loss: Double
+    /// Share of the epoch's training images classified right (as they were trained on).
     public var accuracy: Double
+    /// Training images per second of step time (evaluation and data loading excluded).
     public var imagesPerSecond: Double
+    /// The largest step peak of activation bytes in the epoch.
     public var peakActivationBytes: Int
     /// Evaluation on the test set after the epoch, when one was given.
     public var testLoss: Double?
+    /// Accuracy on the test set, when one was given.
     public var testAccuracy: Double?
 }
 

@@ -2,10 +2,15 @@ import Foundation
 
 /// Metrics of one training step.
 public struct StepMetrics: Sendable {
+    /// The trainer's step count after this step.
     public var step: Int
+    /// Mean softmax cross-entropy of the batch.
     public var loss: Float
+    /// Images of the batch whose largest logit is their label.
     public var correct: Int
+    /// Images in the batch.
     public var images: Int
+    /// Wall-clock seconds of the step (forward, loss, backward, recompute, optimizer).
     public var seconds: Double
     /// The most activation bytes live at once during the step (exact, from the allocator).
     public var peakActivationBytes: Int
@@ -13,7 +18,9 @@ public struct StepMetrics: Sendable {
     /// the step waited for after its backward pass (the rest was hidden behind it).
     public var communicationSeconds = 0.0
     public var communicationWaitSeconds = 0.0
+    /// `correct / images`.
     public var accuracy: Double { Double(correct) / Double(max(images, 1)) }
+    /// `images / seconds`.
     public var imagesPerSecond: Double { Double(images) / max(seconds, 1e-12) }
 }
 
