@@ -6,12 +6,14 @@ import Foundation
 public struct BlockCost: Sendable, Equatable {
     /// Seconds of the block's forward and backward passes (measured, or estimated from FLOPs).
     public var forwardSeconds: Double
+    /// Seconds of its backward pass.
     public var backwardSeconds: Double
     /// Forward FLOPs of the block (multiply-add = 2).
     public var forwardFLOPs: Int
     /// The block's input and output activations (the first block's input, the images, is
     /// not charged: the caller owns it).
     public var inputBytes: Int
+    /// Bytes of its output activation.
     public var outputBytes: Int
     /// The most bytes the forward pass adds above what was live before it (output, what it
     /// keeps and kernel scratch).
@@ -19,23 +21,33 @@ public struct BlockCost: Sendable, Equatable {
     /// What the forward pass keeps for the backward pass besides its input and output, and
     /// whether it keeps those two.
     public var savedBytes: Int
+    /// Whether its saved record holds its input.
     public var keepsInput: Bool
+    /// Whether its saved record holds its output.
     public var keepsOutput: Bool
     /// The most bytes the backward pass adds above the live saved record and incoming
     /// gradient, and the bytes of the input gradient it returns.
     public var backwardPeak: Int
+    /// Bytes of the input gradient the backward pass returns.
     public var inputGradientBytes: Int
     /// Selective recomputation: bytes of the expensive layers' outputs it keeps besides the
     /// block output (and whether it keeps that); the peak and the bytes a rebuild from them
     /// adds; the peak and bytes of rebuilding only the block's output from them (nil when
     /// the output cannot be rebuilt that way and must be kept).
     public var stashBytes: Int
+    /// Whether the stash holds the block output itself (a block ending in a convolution or linear layer).
     public var stashKeepsOutput: Bool
+    /// Peak bytes a selective rebuild adds.
     public var rebuildPeak: Int
+    /// Bytes a selective rebuild leaves live until the block's backward pass.
     public var rebuildBytes: Int
+    /// Seconds of a selective rebuild (the cheap layers only).
     public var rebuildSeconds = 0.0
+    /// Peak bytes of rebuilding only the block output from the stash; nil when that is impossible.
     public var outputRebuildPeak: Int?
+    /// Bytes that rebuilt output takes.
     public var outputRebuildBytes = 0
+    /// Seconds of rebuilding only the output.
     public var outputRebuildSeconds = 0.0
 }
 

@@ -92,9 +92,11 @@ public final class Communicator: @unchecked Sendable {
         #endif
     }
 
-    /// Element-wise sums, minima and maxima of a few doubles over all ranks.
+    /// Element-wise sums of a few doubles over all ranks (every rank gets them).
     public func sum(_ values: [Double]) -> [Double] { reduce(values, max: false, min: false) }
+    /// Element-wise minima over all ranks.
     public func minimum(_ values: [Double]) -> [Double] { reduce(values, max: false, min: true) }
+    /// Element-wise maxima over all ranks.
     public func maximum(_ values: [Double]) -> [Double] { reduce(values, max: true, min: false) }
 
     private func reduce(_ values: [Double], max: Bool, min: Bool) -> [Double] {

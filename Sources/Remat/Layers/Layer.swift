@@ -98,10 +98,12 @@ public struct ForwardContext: Sendable {
     public var updateRunningStatistics: Bool
     /// Dropout masks are a pure function of (seed, step, layer): a recompute gets the same.
     public var seed: UInt64
+    /// The training step (part of the dropout masks' seed).
     public var step: Int
     /// Selective recomputation: expensive layers record or replay their outputs here.
     var stash: ActivationStash?
 
+    /// A context for training (batch statistics, dropout, running-statistics updates) or evaluation.
     public init(training: Bool, seed: UInt64 = 0, step: Int = 0) {
         self.training = training
         updateRunningStatistics = training

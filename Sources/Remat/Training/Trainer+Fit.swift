@@ -20,7 +20,9 @@ public struct EpochMetrics: Sendable {
 
 /// What a training loop reports to its observer.
 public enum TrainingEvent: Sendable {
+    /// After each step: the epoch and the step's metrics.
     case step(epoch: Int, StepMetrics)
+    /// After each epoch (and its evaluation).
     case epoch(EpochMetrics)
 }
 
