@@ -7,8 +7,12 @@
 Rows: lenet5 at batch 64 and 256, vgg11, resnet56 and plain-deep-32 at batch 64 (the
 issue's table). Both sides: forward, mean softmax cross-entropy, backward, SGD momentum 0.9
 lr 0.01, synthetic data, median step time after warm-up. PyTorch runs in its own process
-(its thread count and allocator its own); peak RSS is each process's ru_maxrss.
+(its thread count and allocator its own); peak RSS is each process's ru_maxrss. Each row
+runs the two sides alternately --rounds times (ours, theirs, ours, theirs, ...) and reports
+the median of each side and the median of the per-round ratios, so that the machine's
+drift over minutes falls on both.
 """
+import statistics
 import argparse, json, os, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,26 +36,31 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--torch", default=os.environ.get("TORCH_PYTHON", "/opt/torchenv/bin/python"))
     ap.add_argument("--models", nargs="+", help="only these rows (model names)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternations of the two sides per row")
     args = ap.parse_args()
     if not os.path.exists(REMAT):
         sys.exit(f"missing {REMAT}: run  swift build -c release --product remat")
-    print("| model | batch | threads | Remat img/s | PyTorch img/s | ratio | Remat peak act. MiB | Remat RSS MiB | PyTorch RSS MiB |")
+    print("| model | batch | threads | Remat img/s | PyTorch img/s | ratio, median of rounds (range) | Remat peak act. MiB | Remat RSS MiB | PyTorch RSS MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for t in args.threads:
         for name, batch in ROWS:
             if args.models and name not in args.models:
                 continue
-            ours = json.loads(subprocess.run([REMAT, "bench", "--model", name, "--batch", str(batch), "--threads", str(t),
-                                              "--steps", str(args.steps), "--warmup", str(args.warmup), "--json",
-                                              "--policies", "none", "--no-tuning"],
-                                             check=True, capture_output=True, text=True).stdout)
-            theirs = json.loads(subprocess.run([args.torch, os.path.abspath(__file__), "--peer", name, str(batch), str(t),
-                                                str(args.steps), str(args.warmup)],
-                                               check=True, capture_output=True, text=True).stdout)
-            ips_o, ips_p = ours["images_per_second"], batch / theirs["step_seconds_median"]
-            print(f"| {name} | {batch} | {t} | {ips_o:.0f} | {ips_p:.0f} | {ips_o / ips_p:.2f} | "
+            mine, peers, ratios = [], [], []
+            for _ in range(args.rounds):
+                ours = json.loads(subprocess.run([REMAT, "bench", "--model", name, "--batch", str(batch), "--threads", str(t),
+                                                  "--steps", str(args.steps), "--warmup", str(args.warmup), "--json",
+                                                  "--policies", "none", "--no-tuning"],
+                                                 check=True, capture_output=True, text=True).stdout)
+                theirs = json.loads(subprocess.run([args.torch, os.path.abspath(__file__), "--peer", name, str(batch), str(t),
+                                                    str(args.steps), str(args.warmup)],
+                                                   check=True, capture_output=True, text=True).stdout)
+                mine.append(ours["images_per_second"])
+                peers.append(batch / theirs["step_seconds_median"])
+                ratios.append(mine[-1] / peers[-1])
+            print(f"| {name} | {batch} | {t} | {statistics.median(mine):.0f} | {statistics.median(peers):.0f} | "
+                  f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | "
                   f"{ours['peak_activation_mib']:.0f} | {ours['peak_rss_mib']:.0f} | {theirs['peak_rss_mib']:.0f} |", flush=True)
-
 
 if __name__ == "__main__":
     main()
