@@ -4,6 +4,7 @@
 #include <omp.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,6 +247,23 @@ int kn_team(void) {
     return borrowed ? own + atomic_load_explicit(&borrowed->offered, memory_order_relaxed) : own;
 }
 
+// MARK: - Large buffers
+
+// Buffers of 2 MiB and more are 2 MiB-aligned and asked to be backed by transparent huge
+// pages (the kernel's default here is "madvise": only asked-for memory gets them). Measured
+// on resnet56 at 2 threads: with 4 KiB pages about one process in three ran every step at
+// ~180 img/s instead of ~290 (all 8 of 8 fast with huge pages). Freed with free().
+void *kn_alloc(size_t bytes) {
+    const size_t huge = (size_t)2 << 20;
+    if (bytes < huge) return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    const size_t size = (bytes + huge - 1) & ~(huge - 1);
+    void *p = aligned_alloc(huge, size);
+#if defined(MADV_HUGEPAGE)
+    if (p) madvise(p, size, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
 // MARK: - Thread-owned scratch
 
 typedef struct { float *p[2]; size_t cap[2]; } scratch_set;
@@ -271,7 +289,7 @@ float *kn_thread_scratch(int slot, size_t floats) {
     if (s->cap[slot] < floats) {
         free(s->p[slot]);
         size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
-        s->p[slot] = aligned_alloc(64, bytes);
+        s->p[slot] = kn_alloc(bytes);
         if (!s->p[slot]) {
             fprintf(stderr, "remat: out of memory for %zu bytes of GEMM packing space\n", bytes);
             abort();

@@ -62,6 +62,10 @@ void kn_set_num_threads(int n);
 /// Team size kernels called from this thread will use. Defaults to the number of usable cores.
 int kn_get_num_threads(void);
 
+/// Memory for `bytes` (64-byte aligned; from 2 MiB on, 2 MiB-aligned and backed by huge
+/// pages where the kernel allows). Free it with free(). NULL when out of memory.
+void *kn_alloc(size_t bytes);
+
 /// Threads one team lends another while it is idle (opaque). The lender offers a count
 /// (0 while it is busy); a thread that set the lease with kn_set_team_lease runs its kernels
 /// with its own team plus the threads offered at that moment. Results are the same bits

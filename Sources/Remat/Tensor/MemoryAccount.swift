@@ -1,4 +1,5 @@
 import Foundation
+import RematKernels
 
 /// The accounting allocator: every activation, gradient-of-activation and kernel scratch
 /// buffer is allocated here, so the live and peak bytes it reports are exact.
@@ -63,7 +64,7 @@ public final class MemoryAccount: @unchecked Sendable {
             cachedBytes -= bytes
             return p
         }
-        guard let raw = reused ?? aligned_alloc(64, bytes) else {
+        guard let raw = reused ?? kn_alloc(bytes) else {
             fatalError("Remat: out of memory allocating \(bytes) bytes")
         }
         return raw.bindMemory(to: Float.self, capacity: max(count, 1))
