@@ -18,7 +18,8 @@ public struct CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
         if case .budget(let bytes) = policy, let overlap {
             // exact for one segment of lookahead; deeper lookaheads check the bound and tighten
             var limit = bytes
-            while let p = CheckpointPlan.cheapestOverlapped(within: limit, profile) {
+            let peaks = SegmentPeaks(profile, overlapped: true)
+            while let p = CheckpointPlan.cheapest(within: limit, profile, peaks) {
                 let bound = p.predict(profile, overlap: overlap).overlappedPeakBound ?? 0
                 if bound <= bytes { self = p; return }
                 limit -= max(bound - bytes, 1)
@@ -44,9 +45,12 @@ public struct CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
         try self.init(policy: policy, blocks: b.count, blockBytes: b.map(\.keptBytes))
         // sqrt(n) sets the memory; at that peak, the program finds the least recompute (on
         // vgg11 at batch 64: 2 segments instead of 3, +1 % instead of +10 % step time)
-        if policy == .sqrtN, let better = CheckpointPlan.cheapest(within: predict(profile).peakBytes, profile),
-           better.predict(profile).extraForwardSeconds < predict(profile).extraForwardSeconds {
-            self = better
+        if policy == .sqrtN {
+            let balanced = predict(profile)
+            if let better = CheckpointPlan.cheapest(within: balanced.peakBytes, profile),
+               better.predict(profile).extraForwardSeconds < balanced.extraForwardSeconds {
+                self = better
+            }
         }
     }
 
@@ -128,60 +132,7 @@ extension CheckpointPlan {
     /// one level of checkpoints as this engine runs them) keeps, at each block where a
     /// segment may start, the Pareto front of (checkpoint bytes so far, recompute seconds).
     public static func cheapest(within budget: Int, _ profile: ChainProfile) -> CheckpointPlan? {
-        cheapest(within: budget, profile, LocalPeaks(profile))
-    }
-
-    private static func cheapest(within budget: Int, _ profile: ChainProfile, _ local: LocalPeaks) -> CheckpointPlan? {
-        let b = profile.blocks, n = b.count
-        guard n >= 1 else { return nil }
-        struct State { var bytes: Int; var seconds: Double; var parent: Int; var start: Int }
-        var states: [State] = [State(bytes: 0, seconds: 0, parent: -1, start: 0)]
-        var front: [[Int]] = Array(repeating: [], count: n + 1) // state indices per segment start
-        front[0] = [0]
-        var best: (seconds: Double, state: Int, end: Int)?
-        for i in 0..<n {
-            // prune: keep states no other beats on both bytes and seconds
-            let sorted = front[i].sorted { (states[$0].bytes, states[$0].seconds) < (states[$1].bytes, states[$1].seconds) }
-            var kept: [Int] = [], cheapest = Double.infinity
-            for s in sorted where states[s].seconds < cheapest { kept.append(s); cheapest = states[s].seconds }
-            var recompute = 0.0
-            for j in (i + 1)...n {
-                recompute += b[j - 1].forwardSeconds
-                for s in kept {
-                    let st = states[s]
-                    if j == n {
-                        guard st.bytes + local.last(i) <= budget else { continue }
-                        if best == nil || st.seconds < best!.seconds { best = (st.seconds, s, i) }
-                    } else {
-                        guard st.bytes + local.middle(i, j) <= budget else { continue }
-                        states.append(State(bytes: st.bytes + b[i].inputBytes, seconds: st.seconds + recompute, parent: s, start: i))
-                        front[j].append(states.count - 1)
-                    }
-                }
-            }
-        }
-        guard let best else { return nil }
-        var segments = [best.end..<n], s = best.state, end = best.end
-        while states[s].parent >= 0 {
-            segments.insert(states[s].start..<end, at: 0)
-            end = states[s].start
-            s = states[s].parent
-        }
-        return CheckpointPlan(segments: segments)
-    }
-
-    /// The smallest budget any segmentation fits in (binary search over `cheapest`, or with
-    /// `overlapped`, over `cheapestOverlapped`).
-    public static func smallestBudget(_ profile: ChainProfile, overlapped: Bool = false) -> Int {
-        var hi = try! CheckpointPlan(policy: .none, blocks: profile.blocks.count).predict(profile).peakBytes
-        var lo = 0
-        let local = LocalPeaks(profile)
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2
-            let fits = overlapped ? cheapestOverlapped(within: mid, profile) != nil : cheapest(within: mid, profile, local) != nil
-            if fits { hi = mid } else { lo = mid + 1 }
-        }
-        return lo
+        cheapest(within: budget, profile, SegmentPeaks(profile, overlapped: false))
     }
 
     /// As `cheapest`, for recompute overlapped one segment ahead: while segment s's backward
@@ -189,31 +140,49 @@ extension CheckpointPlan {
     /// peak of s depends on s-1 too. The program's states are then (segment start, previous
     /// segment's start), each with its Pareto front.
     public static func cheapestOverlapped(within budget: Int, _ profile: ChainProfile) -> CheckpointPlan? {
+        cheapest(within: budget, profile, SegmentPeaks(profile, overlapped: true))
+    }
+
+    /// The smallest budget any segmentation fits in (binary search over `cheapest`, or with
+    /// `overlapped`, over `cheapestOverlapped`).
+    public static func smallestBudget(_ profile: ChainProfile, overlapped: Bool = false) -> Int {
+        var hi = try! CheckpointPlan(policy: .none, blocks: profile.blocks.count).predict(profile).peakBytes
+        var lo = 0
+        let peaks = SegmentPeaks(profile, overlapped: overlapped)
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2
+            if cheapest(within: mid, profile, peaks) != nil { hi = mid } else { lo = mid + 1 }
+        }
+        return lo
+    }
+
+    /// The program both policies share. States are keyed by (segment start, previous segment's
+    /// start); the previous start is -1 throughout when the peaks do not depend on it.
+    private static func cheapest(within budget: Int, _ profile: ChainProfile, _ peaks: SegmentPeaks) -> CheckpointPlan? {
         let b = profile.blocks, n = b.count
         guard n >= 1 else { return nil }
         struct State { var bytes: Int; var seconds: Double; var parent: Int; var start: Int }
         var states = [State(bytes: 0, seconds: 0, parent: -1, start: 0)]
-        var fronts: [Int: [Int]] = [0 * (n + 1) + 0: [0]] // key: start * (n + 1) + previous start + 1
+        var fronts: [Int: [Int]] = [0: [0]] // key: start * (n + 1) + previous start + 1
         var best: (seconds: Double, state: Int, start: Int)?
         for i in 0..<n {
-            for h in -1..<i {
-                guard let front = fronts[i * (n + 1) + h + 1] else { continue }
+            for h in peaks.overlapped ? Array(-1..<i) : [-1] {
+                guard let front = fronts[i * (n + 1) + (peaks.overlapped ? h : -1) + 1] else { continue }
+                // prune: keep states no other beats on both bytes and seconds
                 let sorted = front.sorted { (states[$0].bytes, states[$0].seconds) < (states[$1].bytes, states[$1].seconds) }
                 var kept: [Int] = [], cheapest = Double.infinity
                 for s in sorted where states[s].seconds < cheapest { kept.append(s); cheapest = states[s].seconds }
-                let extra = h >= 0 ? profile.rebuiltBytes(h..<i) + (b[h..<i].map(\.forwardPeak).max() ?? 0) : 0
                 var recompute = 0.0
                 for j in (i + 1)...n {
                     recompute += b[j - 1].forwardSeconds
-                    let last = j == n
-                    let peak = max(profile.segmentPeak(i..<j, last: last), profile.backwardOnlyPeak(i..<j) + extra)
+                    let peak = peaks.peak(previous: h, start: i, end: j)
                     for s in kept where states[s].bytes + peak <= budget {
                         let st = states[s]
-                        if last {
+                        if j == n {
                             if best == nil || st.seconds < best!.seconds { best = (st.seconds, s, i) }
                         } else {
                             states.append(State(bytes: st.bytes + b[i].inputBytes, seconds: st.seconds + recompute, parent: s, start: i))
-                            fronts[j * (n + 1) + i + 1, default: []].append(states.count - 1)
+                            fronts[j * (n + 1) + (peaks.overlapped ? i : -1) + 1, default: []].append(states.count - 1)
                         }
                     }
                 }
@@ -230,21 +199,33 @@ extension CheckpointPlan {
     }
 }
 
-/// Each segment's own peak, computed once per (start, end).
-private struct LocalPeaks {
-    private var middlePeaks: [[Int]]
-    private var lastPeaks: [Int]
+/// What a segment adds to the checkpoints before it, for each (start, end), computed once.
+/// Sequential recompute: its forward, or its rebuild and backward (the last segment: its
+/// forward, loss and backward). Overlapped one segment ahead: its own pass, or its backward
+/// while the recompute thread holds the previous segment rebuilt and runs a forward.
+private struct SegmentPeaks {
+    let overlapped: Bool
+    private let own: [[Int]]      // [start][end]
+    private let backward: [[Int]] // [start][end], overlapped only
+    private let ahead: [[Int]]    // [previous start][start], overlapped only
 
-    init(_ profile: ChainProfile) {
-        let n = profile.blocks.count
-        lastPeaks = (0..<n).map { profile.segmentPeak($0..<n, last: true) }
-        middlePeaks = (0..<n).map { i in
-            (0...n).map { j in j > i && j < n ? max(profile.segmentPeak(i..<j, last: false), profile.rebuildPeak(i..<j)) : 0 }
+    init(_ profile: ChainProfile, overlapped: Bool) {
+        let b = profile.blocks, n = b.count
+        self.overlapped = overlapped
+        func table(_ f: (Int, Int) -> Int) -> [[Int]] { (0..<n).map { i in (0...n).map { j in j > i ? f(i, j) : 0 } } }
+        own = table { i, j in
+            if j == n { return profile.segmentPeak(i..<n, last: true) }
+            let forward = profile.segmentPeak(i..<j, last: false)
+            return overlapped ? forward : max(forward, profile.rebuildPeak(i..<j))
         }
+        backward = overlapped ? table { i, j in profile.backwardOnlyPeak(i..<j) } : []
+        ahead = overlapped ? table { h, i in i < n ? profile.rebuiltBytes(h..<i) + (b[h..<i].map(\.forwardPeak).max() ?? 0) : 0 } : []
     }
 
-    func middle(_ i: Int, _ j: Int) -> Int { middlePeaks[i][j] }
-    func last(_ i: Int) -> Int { lastPeaks[i] }
+    func peak(previous h: Int, start i: Int, end j: Int) -> Int {
+        guard overlapped else { return own[i][j] }
+        return max(own[i][j], backward[i][j] + (h >= 0 ? ahead[h][i] : 0))
+    }
 }
 
 extension BlockCost {
