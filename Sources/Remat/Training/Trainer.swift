@@ -80,21 +80,26 @@ public final class Trainer {
     /// it is predicted with: measured on this machine once per batch size (each block run
     /// once; see `ChainProfile.measure`).
     public func plan(batch: Int) throws -> (plan: CheckpointPlan, profile: ChainProfile) {
-        let profile = try profiles[batch] ?? ChainProfile.measure(model, batch: batch, seed: seed)
-        profiles[batch] = profile
-        return (try plan(batch: batch, profile: profile), profile)
+        (try stepPlan(batch: batch), try profile(batch: batch))
+    }
+
+    private func profile(batch: Int) throws -> ChainProfile {
+        if let p = profiles[batch] { return p }
+        let p = try ChainProfile.measure(model, batch: batch, seed: seed)
+        profiles[batch] = p
+        return p
     }
     private var profiles: [Int: ChainProfile] = [:]
     private var plans: [Int: (policy: CheckpointPolicy, overlap: Overlap?, plan: CheckpointPlan)] = [:]
 
-    /// Policies that balance or budget bytes need the profile; the others only count blocks.
-    private func plan(batch: Int, profile: ChainProfile?) throws -> CheckpointPlan {
+    /// The plan of a step, made once per batch size and checkpointing. Policies that balance
+    /// or budget bytes need the profile; the others only count blocks.
+    private func stepPlan(batch: Int) throws -> CheckpointPlan {
         let policy = checkpointing.policy
         if let p = plans[batch], p.policy == policy, p.overlap == checkpointing.overlap { return p.plan }
         let plan: CheckpointPlan
         switch policy {
-        case .sqrtN, .budget:
-            plan = try CheckpointPlan(policy: policy, profile: profile ?? self.plan(batch: batch).profile, overlap: checkpointing.overlap)
+        case .sqrtN, .budget: plan = try CheckpointPlan(policy: policy, profile: profile(batch: batch), overlap: checkpointing.overlap)
         default: plan = try CheckpointPlan(policy: policy, blocks: model.blocks.count)
         }
         plans[batch] = (policy, checkpointing.overlap, plan)
@@ -102,7 +107,7 @@ public final class Trainer {
     }
 
     private func trainStep(images: Tensor, labels: [Int32]) throws -> StepMetrics {
-        let plan = try self.plan(batch: labels.count, profile: profiles[labels.count])
+        let plan = try stepPlan(batch: labels.count)
         let start = DispatchTimeSource.now()
         account.resetPeak()
         model.zeroGradients()
