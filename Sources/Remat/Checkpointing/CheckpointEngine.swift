@@ -34,11 +34,7 @@ struct CheckpointEngine {
                 x = y
             }
         }
-        let (loss, dlogits) = try SoftmaxCrossEntropy.evaluate(logits: x, labels: labels)
-        guard loss.isFinite else {
-            throw RematError.nonFinite("the loss became \(loss) at step \(context.step); lower the learning rate (parameters left as they were)")
-        }
-        let correct = SoftmaxCrossEntropy.correct(logits: x, labels: labels)
+        let (loss, dlogits, correct) = try CheckpointEngine.loss(x, labels, context)
         var recomputeContext = context
         recomputeContext.updateRunningStatistics = false
         checkpoints[last] = nil // the last segment's records hold its input if they need it
@@ -110,11 +106,7 @@ struct CheckpointEngine {
                 stashes[i] = stash
             }
         }
-        let (loss, dlogits) = try SoftmaxCrossEntropy.evaluate(logits: x, labels: labels)
-        guard loss.isFinite else {
-            throw RematError.nonFinite("the loss became \(loss) at step \(context.step); lower the learning rate (parameters left as they were)")
-        }
-        let correct = SoftmaxCrossEntropy.correct(logits: x, labels: labels)
+        let (loss, dlogits, correct) = try CheckpointEngine.loss(x, labels, context)
         var replay = context
         replay.updateRunningStatistics = false
         var g = try trace.span("backward", block: n - 1) { try blocks[n - 1].backward(dlogits, lastSaved) }
@@ -133,6 +125,16 @@ struct CheckpointEngine {
             blockDone?(i)
         }
         return (loss, correct)
+    }
+
+    /// The mean loss, its gradient and the correct count; a non-finite loss stops the step
+    /// before any gradient exists.
+    private static func loss(_ logits: Tensor, _ labels: [Int32], _ context: ForwardContext) throws -> (Float, Tensor, Int) {
+        let (loss, dlogits) = try SoftmaxCrossEntropy.evaluate(logits: logits, labels: labels)
+        guard loss.isFinite else {
+            throw RematError.nonFinite("the loss became \(loss) at step \(context.step); lower the learning rate (parameters left as they were)")
+        }
+        return (loss, dlogits, SoftmaxCrossEntropy.correct(logits: logits, labels: labels))
     }
 
     /// Rebuilds a segment's activations from its checkpoint (on the calling thread).
