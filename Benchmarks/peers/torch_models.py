@@ -67,32 +67,25 @@ def time_steps(name, batch, threads, steps, warmup, segments=1):
     momentum 0.9, lr 0.01) on random data, after warm-up; with segments > 1 the forward runs
     through checkpoint_sequential(use_reentrant=False). Also returns the peak RSS in MiB and
     the number of top-level modules."""
-    import resource, statistics, time
-    from torch.utils.checkpoint import checkpoint_sequential
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    net, shape = model(name)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
-    loss_fn = nn.CrossEntropyLoss()
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        out = checkpoint_sequential(net, segments, x, use_reentrant=False) if segments > 1 else net(x)
-        loss_fn(out, y).backward()
-        opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return {"step_seconds_median": statistics.median(times),
+    import resource, statistics
+    times, modules = _step_times(name, batch, threads, steps, warmup, [segments])
+    return {"step_seconds_median": statistics.median(times[segments]),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "modules": len(net), "torch": torch.__version__}
+            "modules": modules, "torch": torch.__version__}
 
 
 def time_interleaved(name, batch, threads, steps, warmup, segment_counts):
     """Median step seconds for each segment count (1: no checkpointing), the configurations
     taking turns a step at a time in one process so that drift falls on all alike."""
-    import statistics, time
+    import statistics
+    times, _ = _step_times(name, batch, threads, steps, warmup, segment_counts)
+    return {str(s): statistics.median(t) for s, t in times.items()}
+
+
+def _step_times(name, batch, threads, steps, warmup, segment_counts):
+    """Seconds of each timed step per segment count, one model each, taking turns; and the
+    model's number of top-level modules."""
+    import time
     from torch.utils.checkpoint import checkpoint_sequential
     torch.set_num_threads(threads)
     runs = []
@@ -112,5 +105,4 @@ def time_interleaved(name, batch, threads, steps, warmup, segment_counts):
             opt.step()
             if i >= warmup:
                 times[segments].append(time.perf_counter() - t0)
-    return {str(s): statistics.median(t) for s, t in times.items()}
-
+    return times, len(runs[0][1])
