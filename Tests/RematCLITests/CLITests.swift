@@ -22,21 +22,31 @@ struct Run {
     }
 }
 
-/// Runs `remat` with a private tuning file (never the user's) and no terminal.
-func remat(_ args: [String], folder: URL, interruptAfter: Double? = nil) throws -> Run {
+/// `remat` (after `launcher`, a command that runs it: a shell with limits, mpirun) in
+/// `folder`, with a private tuning file (never the user's), no terminal and no output kept.
+func rematProcess(_ args: [String], folder: URL, launcher: [String] = [], environment: [String: String] = [:]) -> Process {
     let p = Process()
-    p.executableURL = rematBinary
-    p.arguments = args
+    let command = launcher + [rematBinary.path] + args
+    p.executableURL = URL(fileURLWithPath: command[0])
+    p.arguments = Array(command.dropFirst())
     p.currentDirectoryURL = folder
-    var env = ProcessInfo.processInfo.environment
+    var env = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     env["REMAT_TUNING_FILE"] = folder.appendingPathComponent("tuning.json").path
     p.environment = env
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    p.standardInput = FileHandle.nullDevice
+    return p
+}
+
+/// Runs `remat` (see `rematProcess`) to its end, keeping its output.
+func remat(_ args: [String], folder: URL, interruptAfter: Double? = nil) throws -> Run {
+    let p = rematProcess(args, folder: folder)
     let out = folder.appendingPathComponent("out-\(UUID().uuidString)"), err = folder.appendingPathComponent("err-\(UUID().uuidString)")
     FileManager.default.createFile(atPath: out.path, contents: nil)
     FileManager.default.createFile(atPath: err.path, contents: nil)
     p.standardOutput = try FileHandle(forWritingTo: out)
     p.standardError = try FileHandle(forWritingTo: err)
-    p.standardInput = FileHandle.nullDevice
     try p.run()
     if let t = interruptAfter {
         Thread.sleep(forTimeInterval: t)

@@ -21,19 +21,12 @@ struct DistributedTests {
                     "--lr", "0.05", "--threads", "1"]
         let single = try remat(args + ["--save", "single.safetensors"], folder: folder)
         #expect(single.status == 0, "\(single.stderr)")
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: mpirun!)
-        p.arguments = ["-np", "2", "--oversubscribe", rematBinary.path] + args + ["--save", "ranks.safetensors"]
-        p.currentDirectoryURL = folder
-        var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         // under .ci/sanitize.sh address the ranks run without leak checks: Open MPI's plugins keep
         // what MPI_Init allocates, from code LeakSanitizer cannot name once they are unloaded
         // (Remat's own leaks are checked by every other test)
-        env["ASAN_OPTIONS"] = (env["ASAN_OPTIONS"].map { $0 + ":" } ?? "") + "detect_leaks=0"
-        env["REMAT_TUNING_FILE"] = folder.appendingPathComponent("tuning.json").path
-        p.environment = env
+        let asan = (ProcessInfo.processInfo.environment["ASAN_OPTIONS"].map { $0 + ":" } ?? "") + "detect_leaks=0"
+        let p = rematProcess(args + ["--save", "ranks.safetensors"], folder: folder, launcher: [mpirun!, "-np", "2", "--oversubscribe"],
+                             environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "ASAN_OPTIONS": asan])
         let out = Pipe()
         p.standardOutput = out
         p.standardError = out

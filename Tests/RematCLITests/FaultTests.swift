@@ -2,24 +2,10 @@ import Foundation
 import Testing
 @testable import Remat
 
-/// Starts `remat` and returns the process (the caller kills or waits).
+/// Starts `remat` (after a shell prefix such as limits, when given) and returns the process
+/// (the caller kills or waits).
 func launch(_ args: [String], folder: URL, shell: String? = nil) throws -> Process {
-    let p = Process()
-    if let shell {
-        // a shell prefix (limits) before exec'ing remat
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", shell + " exec \"$0\" \"$@\"", rematBinary.path] + args
-    } else {
-        p.executableURL = rematBinary
-        p.arguments = args
-    }
-    p.currentDirectoryURL = folder
-    var env = ProcessInfo.processInfo.environment
-    env["REMAT_TUNING_FILE"] = folder.appendingPathComponent("tuning.json").path
-    p.environment = env
-    p.standardOutput = FileHandle.nullDevice
-    p.standardError = FileHandle.nullDevice
-    p.standardInput = FileHandle.nullDevice
+    let p = rematProcess(args, folder: folder, launcher: shell.map { ["/bin/sh", "-c", $0 + " exec \"$0\" \"$@\""] } ?? [])
     try p.run()
     return p
 }
