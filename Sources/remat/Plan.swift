@@ -52,7 +52,7 @@ struct Plan: ParsableCommand {
                 "recomputed_blocks": p.recomputedBlocks, "extra_forward_flops": p.extraForwardFLOPs,
                 "extra_forward_seconds": p.extraForwardSeconds, "step_seconds": p.stepSeconds,
                 "blocks": zip(model.blocks, profile.blocks).enumerated().map { i, bc in
-                    ["index": i, "name": bc.0.name, "role": roles[i], "kept_bytes": bc.1.savedBytes + (bc.1.keepsOutput ? bc.1.outputBytes : 0),
+                    ["index": i, "name": bc.0.name, "role": roles[i], "kept_bytes": kept(bc.1),
                      "forward_seconds": bc.1.forwardSeconds, "backward_seconds": bc.1.backwardSeconds] as [String: Any]
                 }]
             if let bound = p.overlappedPeakBound { object["overlapped_peak_bound_bytes"] = bound }
@@ -62,7 +62,7 @@ struct Plan: ParsableCommand {
         print("\(options.model), batch \(options.batch), policy \(chosen) (\(estimate ? "estimated" : "measured") profile)")
         print(" #  block                                  keeps MiB  fwd ms  bwd ms  role")
         for (i, (block, c)) in zip(model.blocks, profile.blocks).enumerated() {
-            let kept = c.savedBytes + (c.keepsOutput ? c.outputBytes : 0)
+            let kept = kept(c)
             print(pad(String(format: "%2d", i), 4) + pad(String(block.name.prefix(38)), 39) + pad(String(repeating: " ", count: max(0, 9 - mib(kept).count)) + mib(kept), 11)
                   + pad(String(format: "%6.2f", c.forwardSeconds * 1e3), 8) + pad(String(format: "%6.2f", c.backwardSeconds * 1e3), 8) + roles[i])
         }
@@ -74,6 +74,9 @@ struct Plan: ParsableCommand {
               Double(p.extraForwardFLOPs) / 1e9, p.extraForwardSeconds * 1e3, 100 * p.extraForwardSeconds / max(p.stepSeconds, 1e-12), p.stepSeconds * 1e3))
         print("smallest feasible budget: \(smallest) bytes (\(mib(smallest)) MiB)")
     }
+
+    /// Bytes a block's record keeps beyond its input (which the block before it counts).
+    func kept(_ c: BlockCost) -> Int { c.savedBytes + (c.keepsOutput ? c.outputBytes : 0) }
 
     /// What the plan does with each block's activations.
     func roles(_ plan: CheckpointPlan, blocks n: Int) -> [String] {

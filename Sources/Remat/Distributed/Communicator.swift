@@ -65,17 +65,13 @@ public final class Communicator: @unchecked Sendable {
     /// different ranks, and the ranks' weights must stay identical).
     func sum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {
         #if canImport(CMPI)
-        var offset = 0
-        while offset < count { // MPI counts are Int32
-            let n = Int32(min(count - offset, Int(Int32.max)))
-            let p = buffer + offset
+        Communicator.chunks(buffer, count) { p, n in
             if rank == 0 {
                 MPI_Reduce(remat_mpi_in_place(), p, n, remat_mpi_float(), remat_mpi_sum(), 0, remat_mpi_world())
             } else {
                 MPI_Reduce(p, nil, n, remat_mpi_float(), remat_mpi_sum(), 0, remat_mpi_world())
             }
             MPI_Bcast(p, n, remat_mpi_float(), 0, remat_mpi_world())
-            offset += Int(n)
         }
         #endif
     }
@@ -83,13 +79,19 @@ public final class Communicator: @unchecked Sendable {
     /// Rank 0's floats on every rank.
     func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int) {
         #if canImport(CMPI)
+        Communicator.chunks(buffer, count) { p, n in MPI_Bcast(p, n, remat_mpi_float(), 0, remat_mpi_world()) }
+        #endif
+    }
+
+    /// Calls `body` on consecutive pieces of the buffer: MPI counts are Int32.
+    private static func chunks(_ buffer: UnsafeMutablePointer<Float>, _ count: Int,
+                               _ body: (UnsafeMutablePointer<Float>, Int32) -> Void) {
         var offset = 0
         while offset < count {
             let n = Int32(min(count - offset, Int(Int32.max)))
-            MPI_Bcast(buffer + offset, n, remat_mpi_float(), 0, remat_mpi_world())
+            body(buffer + offset, n)
             offset += Int(n)
         }
-        #endif
     }
 
     /// Element-wise sums of a few doubles over all ranks (every rank gets them).
