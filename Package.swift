@@ -87,6 +87,8 @@ let package = Package(
                     // no -march and no -ffast-math: ISA-specific code opts in per function with
                     // __attribute__((target(...))), so the portable fallback stays portable
                     "-std=gnu11",
+                    // a * b + c stays two roundings in every ISA's copy of a kernel (KN_BY_ISA)
+                    "-ffp-contract=off",
                 ]),
             ],
             linkerSettings: [

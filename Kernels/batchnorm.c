@@ -3,29 +3,10 @@
 #include "internal.h"
 
 #include <math.h>
-
-// Sums of a plane in LANES interleaved double accumulators (element i goes to lane i % LANES),
-// combined in lane order at the end: independent chains the compiler vectorises, in an order
-// fixed by the shape alone. One accumulator would serialise on the add latency.
-#define LANES 8
-typedef struct { double v[LANES]; } lanes;
-
-static inline double lanes_total(const lanes *l) {
-    double t = 0.0;
-    for (int k = 0; k < LANES; k++) t += l->v[k];
-    return t;
-}
-
-// acc += sum of p[0..n)
-static inline void sum_into(lanes *acc, const float *p, int n) {
-    int i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int k = 0; k < LANES; k++) acc->v[k] += p[i + k];
-    for (; i < n; i++) acc->v[i % LANES] += p[i];
-}
+#include <stdlib.h>
 
 // acc += sum of (p - mu)^2
-static inline void sq_dev_into(lanes *acc, const float *p, int n, double mu) {
+KN_BODY void sq_dev_into(lanes *acc, const float *p, int n, double mu) {
     int i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int k = 0; k < LANES; k++) acc->v[k] += (p[i + k] - mu) * (p[i + k] - mu);
@@ -33,7 +14,7 @@ static inline void sq_dev_into(lanes *acc, const float *p, int n, double mu) {
 }
 
 // a += sum dy, b += sum dy * (x - mu) * is
-static inline void grad_sums_into(lanes *a, lanes *b, const float *dy, const float *x, int n, float mu,
+KN_BODY void grad_sums_into(lanes *a, lanes *b, const float *dy, const float *x, int n, float mu,
                                   float is) {
     int i = 0;
     for (; i + LANES <= n; i += LANES)
@@ -47,13 +28,11 @@ static inline void grad_sums_into(lanes *a, lanes *b, const float *dy, const flo
     }
 }
 
-void kn_batchnorm_stats(float *mean, float *invstd, const float *x, int N, int C, int HW,
-                        float eps) {
+// channels [lo, hi)
+KN_BODY void stats_channels(float *mean, float *invstd, const float *x, int N, int C, int HW,
+                            float eps, size_t lo, size_t hi) {
     const double count = (double)N * HW;
-    // split over channels
-#pragma omp parallel for schedule(static) num_threads(kn_team()) \
-    if ((size_t)N * C * HW > KN_PAR_MIN)
-    for (int c = 0; c < C; c++) {
+    for (size_t c = lo; c < hi; c++) {
         lanes s = {{0}};
         for (int n = 0; n < N; n++) sum_into(&s, x + ((size_t)n * C + c) * HW, HW);
         const double mu = lanes_total(&s) / count;
@@ -63,18 +42,49 @@ void kn_batchnorm_stats(float *mean, float *invstd, const float *x, int N, int C
         invstd[c] = (float)(1.0 / sqrt(lanes_total(&ss) / count + eps));
     }
 }
+KN_BY_ISA(stats_channels,
+          (float *mean, float *invstd, const float *x, int N, int C, int HW, float eps, size_t lo,
+           size_t hi),
+          (mean, invstd, x, N, C, HW, eps, lo, hi))
+
+void kn_batchnorm_stats(float *mean, float *invstd, const float *x, int N, int C, int HW,
+                        float eps) {
+    KN_PARALLEL_RANGES((size_t)C, (size_t)N * C * HW > KN_PAR_MIN, stats_channels,
+                       (mean, invstd, x, N, C, HW, eps, lo, hi));
+}
+
+// y = x * scale[c] + shift[c] over (image, channel) planes [lo, hi)
+KN_BODY void affine_planes(float *y, const float *x, const float *scale, const float *shift,
+                           int C, int HW, size_t lo, size_t hi) {
+    for (size_t plane = lo; plane < hi; plane++) {
+        const float a = scale[plane % C], b = shift[plane % C];
+        const float *xp = x + plane * HW;
+        float *yp = y + plane * HW;
+        for (int i = 0; i < HW; i++) yp[i] = xp[i] * a + b;
+    }
+}
+KN_BY_ISA(affine_planes,
+          (float *y, const float *x, const float *scale, const float *shift, int C, int HW,
+           size_t lo, size_t hi),
+          (y, x, scale, shift, C, HW, lo, hi))
+
+// y = x * scale[c] + shift[c]: the forward pass in training and in inference
+static void affine(float *y, const float *x, const float *scale, const float *shift, int N,
+                   int C, int HW) {
+    KN_PARALLEL_RANGES((size_t)N * C, (size_t)N * C * HW > KN_PAR_MIN, affine_planes,
+                       (y, x, scale, shift, C, HW, lo, hi));
+}
 
 void kn_batchnorm_forward(float *y, const float *x, const float *mean, const float *invstd,
                           const float *gamma, const float *beta, int N, int C, int HW) {
-#pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
-    if ((size_t)N * C * HW > KN_PAR_MIN)
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) {
-            const float scale = invstd[c] * gamma[c], shift = beta[c] - mean[c] * scale;
-            const float *xp = x + ((size_t)n * C + c) * HW;
-            float *yp = y + ((size_t)n * C + c) * HW;
-            for (int i = 0; i < HW; i++) yp[i] = xp[i] * scale + shift;
-        }
+    float *scale = malloc(sizeof(float) * 2 * (size_t)C), *shift = scale + C;
+    if (!scale) abort();
+    for (int c = 0; c < C; c++) {
+        scale[c] = invstd[c] * gamma[c];
+        shift[c] = beta[c] - mean[c] * scale[c];
+    }
+    affine(y, x, scale, shift, N, C, HW);
+    free(scale);
 }
 
 void kn_batchnorm_update_running(float *running_mean, float *running_var, const float *mean,
@@ -91,26 +101,22 @@ void kn_batchnorm_update_running(float *running_mean, float *running_var, const 
 void kn_batchnorm_inference(float *y, const float *x, const float *running_mean,
                             const float *running_var, const float *gamma, const float *beta,
                             int N, int C, int HW, float eps) {
-#pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
-    if ((size_t)N * C * HW > KN_PAR_MIN)
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) {
-            const float scale = gamma[c] / sqrtf(running_var[c] + eps);
-            const float shift = beta[c] - running_mean[c] * scale;
-            const float *xp = x + ((size_t)n * C + c) * HW;
-            float *yp = y + ((size_t)n * C + c) * HW;
-            for (int i = 0; i < HW; i++) yp[i] = xp[i] * scale + shift;
-        }
+    float *scale = malloc(sizeof(float) * 2 * (size_t)C), *shift = scale + C;
+    if (!scale) abort();
+    for (int c = 0; c < C; c++) {
+        scale[c] = gamma[c] / sqrtf(running_var[c] + eps);
+        shift[c] = beta[c] - running_mean[c] * scale[c];
+    }
+    affine(y, x, scale, shift, N, C, HW);
+    free(scale);
 }
 
-void kn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
-                           const float *x, const float *mean, const float *invstd,
-                           const float *gamma, int N, int C, int HW) {
+// channels [lo, hi): a channel's sums and its dx planes belong to one thread
+KN_BODY void backward_channels(float *dx, float *dgamma, float *dbeta, const float *dy,
+                               const float *x, const float *mean, const float *invstd,
+                               const float *gamma, int N, int C, int HW, size_t lo, size_t hi) {
     const double count = (double)N * HW;
-    // split over channels: a channel's sums and its dx planes belong to one thread
-#pragma omp parallel for schedule(static) num_threads(kn_team()) \
-    if ((size_t)N * C * HW > KN_PAR_MIN)
-    for (int c = 0; c < C; c++) {
+    for (size_t c = lo; c < hi; c++) {
         const float mu = mean[c], is = invstd[c];
         lanes a = {{0}}, b = {{0}}; // sum dy, sum dy * xhat
         for (int n = 0; n < N; n++) {
@@ -129,4 +135,16 @@ void kn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
             }
         }
     }
+}
+KN_BY_ISA(backward_channels,
+          (float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+           const float *mean, const float *invstd, const float *gamma, int N, int C, int HW,
+           size_t lo, size_t hi),
+          (dx, dgamma, dbeta, dy, x, mean, invstd, gamma, N, C, HW, lo, hi))
+
+void kn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                           const float *x, const float *mean, const float *invstd,
+                           const float *gamma, int N, int C, int HW) {
+    KN_PARALLEL_RANGES((size_t)C, (size_t)N * C * HW > KN_PAR_MIN, backward_channels,
+                       (dx, dgamma, dbeta, dy, x, mean, invstd, gamma, N, C, HW, lo, hi));
 }

@@ -89,43 +89,57 @@ kn_status kn_conv2d_plan(kn_conv2d *cv) {
     return KN_OK;
 }
 
-// col (CRS, nb*PQ) of images [n0, n0+nb). Row (c, r, s), column (image, p, q).
-static void im2col(const kn_conv2d *cv, float *col, const float *x, int n0, int nb) {
+// The output columns [lo, hi) whose input column q * stride + dw lies inside the image (the
+// rest read padding), so the copy loops need no bounds check per element.
+KN_BODY void valid_columns(const kn_conv2d *cv, int dw, int *lo, int *hi) {
+    const int sw = cv->stride_w;
+    int l = dw >= 0 ? 0 : (-dw + sw - 1) / sw;
+    int h = cv->W - dw <= 0 ? 0 : (cv->W - dw + sw - 1) / sw;
+    if (h > cv->Q) h = cv->Q;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+// (row, image) items [lo, hi) of col (CRS, nb*PQ) for images [n0, n0+nb). Row (c, r, s),
+// column (image, p, q).
+KN_BODY void im2col_items(const kn_conv2d *cv, float *col, const float *x, int n0, int nb,
+                          size_t lo, size_t hi) {
     const int C = cv->C, H = cv->H, W = cv->W, R = cv->R, S = cv->S, P = cv->P, Q = cv->Q;
+    const int sw = cv->stride_w;
     const size_t PQ = (size_t)P * Q, ld = (size_t)nb * PQ;
-    const int rows = C * R * S;
-    // split over col rows (and images): each thread writes whole rows
-#pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
-    if ((size_t)rows * ld > KN_PAR_MIN)
-    for (int row = 0; row < rows; row++)
-        for (int nn = 0; nn < nb; nn++) {
-            const int c = row / (R * S), r = row / S % R, s = row % S;
-            const float *xc = x + ((size_t)(n0 + nn) * C + c) * H * W;
-            float *dst = col + (size_t)row * ld + (size_t)nn * PQ;
-            const int dw = s * cv->dil_w - cv->pad_w, dh = r * cv->dil_h - cv->pad_h;
-            for (int p = 0; p < P; p++) {
-                const int ih = p * cv->stride_h + dh;
-                float *d = dst + (size_t)p * Q;
-                if (ih < 0 || ih >= H) {
-                    memset(d, 0, sizeof(float) * Q);
-                    continue;
-                }
-                const float *xr = xc + (size_t)ih * W;
-                if (cv->stride_w == 1 && Q >= 16) { // long rows: memcpy; short: the loop below
-                    // valid q: 0 <= q + dw < W
-                    int lo = dw < 0 ? -dw : 0, hi = W - dw < Q ? W - dw : Q;
-                    if (hi < lo) hi = lo;
-                    memset(d, 0, sizeof(float) * lo);
-                    memcpy(d + lo, xr + lo + dw, sizeof(float) * (hi - lo));
-                    memset(d + hi, 0, sizeof(float) * (Q - hi));
-                } else {
-                    for (int q = 0; q < Q; q++) {
-                        const int iw = q * cv->stride_w + dw;
-                        d[q] = (iw >= 0 && iw < W) ? xr[iw] : 0.0f;
-                    }
-                }
+    for (size_t item = lo; item < hi; item++) {
+        const int row = (int)(item / nb), nn = (int)(item % nb);
+        const int c = row / (R * S), r = row / S % R, s = row % S;
+        const float *xc = x + ((size_t)(n0 + nn) * C + c) * H * W;
+        float *dst = col + (size_t)row * ld + (size_t)nn * PQ;
+        const int dw = s * cv->dil_w - cv->pad_w, dh = r * cv->dil_h - cv->pad_h;
+        int q0, q1;
+        valid_columns(cv, dw, &q0, &q1);
+        for (int p = 0; p < P; p++) {
+            const int ih = p * cv->stride_h + dh;
+            float *d = dst + (size_t)p * Q;
+            if (ih < 0 || ih >= H) {
+                for (int q = 0; q < Q; q++) d[q] = 0.0f;
+                continue;
             }
+            const float *xr = xc + (size_t)ih * W;
+            for (int q = 0; q < q0; q++) d[q] = 0.0f;
+            for (int q = q0; q < q1; q++) d[q] = xr[q * sw + dw];
+            for (int q = q1; q < Q; q++) d[q] = 0.0f;
         }
+    }
+}
+KN_BY_ISA(im2col_items,
+          (const kn_conv2d *cv, float *col, const float *x, int n0, int nb, size_t lo, size_t hi),
+          (cv, col, x, n0, nb, lo, hi))
+
+// col (CRS, nb*PQ) of images [n0, n0+nb), split over (row, image) items: each thread writes
+// whole runs of col
+static void im2col(const kn_conv2d *cv, float *col, const float *x, int n0, int nb) {
+    const size_t items = (size_t)cv->C * cv->R * cv->S * nb;
+    KN_PARALLEL_RANGES(items, items * cv->P * cv->Q > KN_PAR_MIN, im2col_items,
+                       (cv, col, x, n0, nb, lo, hi));
 }
 
 // C (M x N) = op(A) (M x K) . B (K x N), all dense row-major with B's rows read in place by the
@@ -140,33 +154,41 @@ static void gemm_rows_in_place(int trans_a, int M, int N, int K, const float *A,
     kn_gemm_views(M, N, K, 1.0f, &a, &b, 0.0f, &c);
 }
 
-// dx += col2im(dcol) for images [n0, n0+nb).
-static void col2im_add(const kn_conv2d *cv, float *dx, const float *dcol, int n0, int nb) {
+// dx += col2im(dcol) over (image, channel) planes [lo, hi) of images [n0, n0+nb): a thread
+// owns whole planes and adds into each in the same (r, s, p, q) order whatever the team size
+KN_BODY void col2im_planes(const kn_conv2d *cv, float *dx, const float *dcol, int n0, int nb,
+                           size_t lo, size_t hi) {
     const int C = cv->C, H = cv->H, W = cv->W, R = cv->R, S = cv->S, P = cv->P, Q = cv->Q;
+    const int sw = cv->stride_w;
     const size_t PQ = (size_t)P * Q, ld = (size_t)nb * PQ;
-    // split over (image, channel) planes of dx: each thread owns whole planes, and adds into
-    // a plane in the same (r, s, p, q) order whatever the team size
-#pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
-    if ((size_t)C * R * S * ld > KN_PAR_MIN)
-    for (int nn = 0; nn < nb; nn++)
-        for (int c = 0; c < C; c++) {
-            float *dxc = dx + ((size_t)(n0 + nn) * C + c) * H * W;
-            for (int r = 0; r < R; r++)
-                for (int s = 0; s < S; s++) {
-                    const float *src = dcol + ((size_t)(c * R + r) * S + s) * ld + nn * PQ;
-                    const int dh = r * cv->dil_h - cv->pad_h, dw = s * cv->dil_w - cv->pad_w;
-                    for (int p = 0; p < P; p++) {
-                        const int ih = p * cv->stride_h + dh;
-                        if (ih < 0 || ih >= H) continue;
-                        float *row = dxc + (size_t)ih * W;
-                        const float *sr = src + (size_t)p * Q;
-                        for (int q = 0; q < Q; q++) {
-                            const int iw = q * cv->stride_w + dw;
-                            if (iw >= 0 && iw < W) row[iw] += sr[q];
-                        }
-                    }
+    for (size_t plane = lo; plane < hi; plane++) {
+        const int nn = (int)(plane / C), c = (int)(plane % C);
+        float *dxc = dx + ((size_t)(n0 + nn) * C + c) * H * W;
+        for (int r = 0; r < R; r++)
+            for (int s = 0; s < S; s++) {
+                const float *src = dcol + ((size_t)(c * R + r) * S + s) * ld + nn * PQ;
+                const int dh = r * cv->dil_h - cv->pad_h, dw = s * cv->dil_w - cv->pad_w;
+                int q0, q1;
+                valid_columns(cv, dw, &q0, &q1);
+                for (int p = 0; p < P; p++) {
+                    const int ih = p * cv->stride_h + dh;
+                    if (ih < 0 || ih >= H) continue;
+                    float *row = dxc + (size_t)ih * W;
+                    const float *sr = src + (size_t)p * Q;
+                    for (int q = q0; q < q1; q++) row[q * sw + dw] += sr[q];
                 }
-        }
+            }
+    }
+}
+KN_BY_ISA(col2im_planes,
+          (const kn_conv2d *cv, float *dx, const float *dcol, int n0, int nb, size_t lo,
+           size_t hi),
+          (cv, dx, dcol, n0, nb, lo, hi))
+
+static void col2im_add(const kn_conv2d *cv, float *dx, const float *dcol, int n0, int nb) {
+    const size_t planes = (size_t)nb * cv->C;
+    KN_PARALLEL_RANGES(planes, planes * cv->R * cv->S * cv->P * cv->Q > KN_PAR_MIN,
+                       col2im_planes, (cv, dx, dcol, n0, nb, lo, hi));
 }
 
 // t (K, nb*PQ) <-> y (nb images of (K, PQ)): the layout change between a chunk GEMM and NCHW.

@@ -1,52 +1,84 @@
-// Elementwise kernels: residual add, gradient accumulation, ReLU, bias. Memory-bound, so plain
-// C that the compiler vectorises for the baseline ISA; no reductions except bias_backward.
+// Elementwise kernels: residual add, gradient accumulation, ReLU, bias. Memory-bound plain C,
+// compiled once per ISA (KN_BY_ISA); no reductions except bias_backward.
 #include "internal.h"
 
-void kn_add(float *y, const float *a, const float *b, size_t n) {
-#pragma omp parallel for schedule(static) num_threads(kn_team()) if (n > KN_PAR_MIN)
-    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+KN_BODY void add_range(float *y, const float *a, const float *b, size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; i++) y[i] = a[i] + b[i];
 }
+KN_BY_ISA(add_range, (float *y, const float *a, const float *b, size_t lo, size_t hi),
+          (y, a, b, lo, hi))
+
+void kn_add(float *y, const float *a, const float *b, size_t n) {
+    KN_PARALLEL_RANGES(n, n > KN_PAR_MIN, add_range,
+                       (y, a, b, lo, hi));
+}
+
+KN_BODY void accumulate_range(float *y, const float *x, size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; i++) y[i] += x[i];
+}
+KN_BY_ISA(accumulate_range, (float *y, const float *x, size_t lo, size_t hi), (y, x, lo, hi))
 
 void kn_accumulate(float *y, const float *x, size_t n) {
-#pragma omp parallel for schedule(static) num_threads(kn_team()) if (n > KN_PAR_MIN)
-    for (size_t i = 0; i < n; i++) y[i] += x[i];
+    KN_PARALLEL_RANGES(n, n > KN_PAR_MIN, accumulate_range,
+                       (y, x, lo, hi));
 }
+
+KN_BODY void relu_forward_range(float *y, const float *x, size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+KN_BY_ISA(relu_forward_range, (float *y, const float *x, size_t lo, size_t hi), (y, x, lo, hi))
 
 void kn_relu_forward(float *y, const float *x, size_t n) {
-#pragma omp parallel for schedule(static) num_threads(kn_team()) if (n > KN_PAR_MIN)
-    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    KN_PARALLEL_RANGES(n, n > KN_PAR_MIN, relu_forward_range,
+                       (y, x, lo, hi));
 }
 
-void kn_relu_backward(float *dx, const float *dy, const float *y, size_t n) {
-#pragma omp parallel for schedule(static) num_threads(kn_team()) if (n > KN_PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
+KN_BODY void relu_backward_range(float *dx, const float *dy, const float *y, size_t lo,
+                                 size_t hi) {
+    for (size_t i = lo; i < hi; i++) {
         const float d = dy[i]; // loaded unconditionally, so the select vectorises (no branch)
         dx[i] += y[i] > 0.0f ? d : 0.0f;
     }
 }
+KN_BY_ISA(relu_backward_range,
+          (float *dx, const float *dy, const float *y, size_t lo, size_t hi), (dx, dy, y, lo, hi))
 
-void kn_bias_forward(float *y, const float *bias, int N, int C, int HW) {
-    // split over (image, channel) planes
-#pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
-    if ((size_t)N * C * HW > KN_PAR_MIN)
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) {
-            float *p = y + ((size_t)n * C + c) * HW;
-            const float b = bias[c];
-            for (int i = 0; i < HW; i++) p[i] += b;
-        }
+void kn_relu_backward(float *dx, const float *dy, const float *y, size_t n) {
+    KN_PARALLEL_RANGES(n, n > KN_PAR_MIN, relu_backward_range,
+                       (dx, dy, y, lo, hi));
 }
 
-void kn_bias_backward(float *dbias, const float *dy, int N, int C, int HW) {
-    // split over channels: each thread sums whole channels in (n, i) order
-#pragma omp parallel for schedule(static) num_threads(kn_team()) \
-    if ((size_t)N * C * HW > KN_PAR_MIN)
-    for (int c = 0; c < C; c++) {
-        double acc = 0.0;
-        for (int n = 0; n < N; n++) {
-            const float *p = dy + ((size_t)n * C + c) * HW;
-            for (int i = 0; i < HW; i++) acc += p[i];
-        }
-        dbias[c] += (float)acc;
+// planes [lo, hi) of (image, channel)
+KN_BODY void bias_forward_planes(float *y, const float *bias, int C, int HW, size_t lo,
+                                 size_t hi) {
+    for (size_t plane = lo; plane < hi; plane++) {
+        float *p = y + plane * HW;
+        const float b = bias[plane % C];
+        for (int i = 0; i < HW; i++) p[i] += b;
     }
+}
+KN_BY_ISA(bias_forward_planes, (float *y, const float *bias, int C, int HW, size_t lo, size_t hi),
+          (y, bias, C, HW, lo, hi))
+
+void kn_bias_forward(float *y, const float *bias, int N, int C, int HW) {
+    KN_PARALLEL_RANGES((size_t)N * C, (size_t)N * C * HW > KN_PAR_MIN, bias_forward_planes,
+                       (y, bias, C, HW, lo, hi));
+}
+
+// channels [lo, hi), each summed whole by one thread in an order fixed by the shape
+KN_BODY void bias_backward_channels(float *dbias, const float *dy, int N, int C, int HW,
+                                    size_t lo, size_t hi) {
+    for (size_t c = lo; c < hi; c++) {
+        lanes acc = {{0}}; // one accumulator serialised on the add latency
+        for (int n = 0; n < N; n++) sum_into(&acc, dy + ((size_t)n * C + c) * HW, HW);
+        dbias[c] += (float)lanes_total(&acc);
+    }
+}
+KN_BY_ISA(bias_backward_channels,
+          (float *dbias, const float *dy, int N, int C, int HW, size_t lo, size_t hi),
+          (dbias, dy, N, C, HW, lo, hi))
+
+void kn_bias_backward(float *dbias, const float *dy, int N, int C, int HW) {
+    KN_PARALLEL_RANGES((size_t)C, (size_t)N * C * HW > KN_PAR_MIN, bias_backward_channels,
+                       (dbias, dy, N, C, HW, lo, hi));
 }

@@ -3,12 +3,86 @@
 #define REMAT_KERNELS_INTERNAL_H
 
 #include "RematKernels.h"
+#include <omp.h>
 #include <stddef.h>
 
 // Team size for the calling OS thread (thread-local; see runtime.c).
 int kn_team(void);
 // True when `work` elements are worth a parallel region (below this the fork costs more).
 #define KN_PAR_MIN 32768
+
+// MARK: - Elementwise kernels per instruction set
+// The non-GEMM kernels are plain C that the compiler vectorises. Built for the baseline ISA
+// (SSE2 on x86-64) their selects became branches and their vectors 4 wide, so a kernel's
+// per-thread work is a KN_BODY function over a range, always inlined into one copy per ISA:
+// KN_BY_ISA(body, (parameters), (arguments)) defines them and body_by_isa(), the calling
+// thread's copy. The parallel region splits the range by hand (kn_split): OpenMP's outlined
+// regions do not inherit a target attribute, and Debian's libomp formats debug strings on
+// every `omp for` (0.2 us a loop). Package.swift sets -ffp-contract=off, so every ISA's copy
+// gives the same bits.
+#define KN_BODY static inline __attribute__((always_inline))
+#if defined(__x86_64__)
+#define KN_BY_ISA(body, params, args)                                                      \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) static void              \
+        body##_avx512 params { body args; }                                                \
+    __attribute__((target("avx2,fma"))) static void body##_avx2 params { body args; }       \
+    static void body##_portable params { body args; }                                      \
+    static __typeof__(&body##_portable) body##_by_isa(void) {                              \
+        const kn_isa isa = kn_isa_active();                                                \
+        return isa == KN_ISA_AVX512 ? body##_avx512                                        \
+               : isa == KN_ISA_AVX2 ? body##_avx2                                          \
+                                    : body##_portable;                                     \
+    }
+#else
+#define KN_BY_ISA(body, params, args)                                                      \
+    static void body##_portable params { body args; }                                      \
+    static __typeof__(&body##_portable) body##_by_isa(void) { return body##_portable; }
+#endif
+
+// This thread's share [*lo, *hi) of [0, n) inside a parallel region: contiguous, in thread
+// order (the work of each index never depends on who runs it).
+static inline void kn_split(size_t n, size_t *lo, size_t *hi) {
+    const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
+    const size_t q = n / T, r = n % T;
+    *lo = t * q + (t < r ? t : r);
+    *hi = *lo + q + (t < r);
+}
+
+// Runs the calling thread's ISA copy of `body` on its team (alone unless `parallel`) as
+// body(args), each thread with its share [lo, hi) of [0, n) in scope for `args`. The copy is
+// chosen before the region: the team's threads follow the caller's ISA, not their own.
+#define KN_PARALLEL_RANGES(n, parallel, body, args)                                        \
+    do {                                                                                   \
+        const size_t kn_n_ = (n);                                                          \
+        const int kn_parallel_ = (parallel);                                               \
+        __typeof__(&body##_portable) const kn_body_ = body##_by_isa();                     \
+        _Pragma("omp parallel num_threads(kn_team()) if (kn_parallel_)") {                 \
+            size_t lo, hi;                                                                 \
+            kn_split(kn_n_, &lo, &hi);                                                     \
+            kn_body_ args;                                                                 \
+        }                                                                                  \
+    } while (0)
+
+// MARK: - Fixed-order sums (BatchNorm statistics, bias gradients)
+// Sums of a plane in LANES interleaved double accumulators (element i goes to lane i % LANES),
+// combined in lane order at the end: independent chains the compiler vectorises, in an order
+// fixed by the shape alone. One accumulator would serialise on the add latency.
+#define LANES 8
+typedef struct { double v[LANES]; } lanes;
+
+KN_BODY double lanes_total(const lanes *l) {
+    double t = 0.0;
+    for (int k = 0; k < LANES; k++) t += l->v[k];
+    return t;
+}
+
+// acc += sum of p[0..n)
+KN_BODY void sum_into(lanes *acc, const float *p, int n) {
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int k = 0; k < LANES; k++) acc->v[k] += p[i + k];
+    for (; i < n; i++) acc->v[i % LANES] += p[i];
+}
 
 // MARK: - GEMM micro-kernels
 // Contract (BLIS): a is a packed MR x k panel (column p at a + p*MR), b a packed k x NR panel

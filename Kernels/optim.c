@@ -3,10 +3,9 @@
 
 #include <math.h>
 
-void kn_sgd_step(float *w, float *velocity, const float *grad, size_t n, float lr,
-                 float momentum, float weight_decay, int nesterov) {
-#pragma omp parallel for schedule(static) num_threads(kn_team()) if (n > KN_PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
+KN_BODY void sgd_range(float *w, float *velocity, const float *grad, float lr, float momentum,
+                       float weight_decay, int nesterov, size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; i++) {
         float d = grad[i] + weight_decay * w[i];
         if (momentum != 0.0f) {
             // PyTorch starts the buffer at the first gradient; from zero this is the same
@@ -15,6 +14,16 @@ void kn_sgd_step(float *w, float *velocity, const float *grad, size_t n, float l
         }
         w[i] -= lr * d;
     }
+}
+KN_BY_ISA(sgd_range,
+          (float *w, float *velocity, const float *grad, float lr, float momentum,
+           float weight_decay, int nesterov, size_t lo, size_t hi),
+          (w, velocity, grad, lr, momentum, weight_decay, nesterov, lo, hi))
+
+void kn_sgd_step(float *w, float *velocity, const float *grad, size_t n, float lr,
+                 float momentum, float weight_decay, int nesterov) {
+    KN_PARALLEL_RANGES(n, n > KN_PAR_MIN, sgd_range,
+                       (w, velocity, grad, lr, momentum, weight_decay, nesterov, lo, hi));
 }
 
 void kn_adamw_step(float *w, float *m, float *v, const float *grad, size_t n, float lr,

@@ -106,3 +106,54 @@ final class Mutex<Value>: @unchecked Sendable {
     init(_ value: Value) { self.value = value }
     func withLock<T>(_ body: (inout Value) -> T) -> T { lock.lock(); defer { lock.unlock() }; return body(&value) }
 }
+
+/// The outputs of the kernels compiled once per instruction set (KN_BY_ISA in internal.h),
+/// on ragged sizes: odd lengths leave vector tails, 11 x 11 planes leave a pooling edge.
+func elementwiseFingerprint(seed: UInt64) -> [Float] {
+    var rng = SplitMix(seed)
+    let (n, ch, hw) = (3, 5, 121)
+    let count = n * ch * hw
+    let x = rng.array(count), other = rng.array(count), dy = rng.array(count)
+    let gm = rng.array(ch), bt = rng.array(ch), bias = rng.array(ch)
+    var out: [Float] = []
+    var y = [Float](repeating: 0, count: count)
+    kn_add(&y, x, other, count); out += y
+    kn_accumulate(&y, dy, count); out += y
+    kn_relu_forward(&y, x, count); out += y
+    var dx = dy
+    kn_relu_backward(&dx, other, y, count); out += dx
+    y = x
+    kn_bias_forward(&y, bias, Int32(n), Int32(ch), Int32(hw)); out += y
+    var dbias = bias
+    kn_bias_backward(&dbias, dy, Int32(n), Int32(ch), Int32(hw)); out += dbias
+    var mean = [Float](repeating: 0, count: ch), invstd = mean, dg = gm, db = bt
+    kn_batchnorm_stats(&mean, &invstd, x, Int32(n), Int32(ch), Int32(hw), 1e-5)
+    kn_batchnorm_forward(&y, x, mean, invstd, gm, bt, Int32(n), Int32(ch), Int32(hw)); out += y
+    kn_batchnorm_inference(&y, x, mean, invstd.map { $0 * $0 }, gm, bt, Int32(n), Int32(ch), Int32(hw), 1e-5)
+    out += y
+    dx = other
+    kn_batchnorm_backward(&dx, &dg, &db, dy, x, mean, invstd, gm, Int32(n), Int32(ch), Int32(hw))
+    out += mean + invstd + dx + dg + db
+    var pooled = [Float](repeating: 0, count: n * ch * 25)
+    _ = kn_maxpool2d_forward(&pooled, x, Int32(n), Int32(ch), 11, 11, 2, 2, 2, 2, 0, 0)
+    dx = other
+    _ = kn_maxpool2d_backward(&dx, Array(dy[0..<pooled.count]), x, Int32(n), Int32(ch), 11, 11, 2, 2, 2, 2, 0, 0)
+    out += pooled + dx
+    var w = x, velocity = other
+    kn_sgd_step(&w, &velocity, dy, count, 0.1, 0.9, 1e-4, 1)
+    return out + w + velocity
+}
+
+extension DeterminismTests {
+    /// Every instruction set's copy of the elementwise kernels gives the same bits (they are
+    /// compiled from one source without FMA contraction), so REMAT_ISA changes only the GEMM.
+    @Test func elementwiseKernelsGiveTheSameBitsOnEveryISA() {
+        let main = kn_isa_active()
+        defer { _ = kn_isa_select(main) }
+        let reference = elementwiseFingerprint(seed: 3)
+        for isa in [KN_ISA_PORTABLE, KN_ISA_AVX2, KN_ISA_AVX512, KN_ISA_NEON] where kn_isa_supported(isa) != 0 {
+            #expect(kn_isa_select(isa) == KN_OK)
+            expectBitwise(reference, elementwiseFingerprint(seed: 3), String(cString: kn_isa_name(isa)))
+        }
+    }
+}
