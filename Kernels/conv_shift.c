@@ -33,7 +33,7 @@ static grid backward_grid(const kn_conv2d *cv) {
     return (grid){cv->K, cv->P + 2 * ph, cv->Q + 2 * pw, cv->H, ph, pw};
 }
 static size_t slack(const kn_conv2d *cv) { return (size_t)cv->dil_w * (cv->S - 1) + 16; }
-static size_t plane(grid g) { return (size_t)g.hp * g.wp; }
+KN_BODY size_t plane(grid g) { return (size_t)g.hp * g.wp; }
 
 int kn_conv2d_shift_pays(const kn_conv2d *cv, int out_channels) {
     // The padded grid computes Wp - Q junk columns per output row; im2col instead writes and
@@ -66,45 +66,64 @@ size_t kn_conv2d_plan_shift(kn_conv2d *cv, size_t limit) {
     return nb * per_image + slack(cv) + extra;
 }
 
-// dst (nb, ch, g.hp, g.wp) = images [n0, n0+nb) of src (N, ch, h, w) placed at (top, left) in
-// zero frames; `extra` floats after the chunk are zeroed too (the last shifted run overhangs).
+// Planes [lo, hi) of dst (nb, ch, g.hp, g.wp) = images [n0, n0+nb) of src (N, ch, h, w)
+// placed at (top, left) in zero frames. Loops, not memset/memcpy: rows are 8 to 34 floats.
+KN_BODY void pad_planes(float *dst, const float *src, int n0, grid g, int h, int w, size_t lo,
+                        size_t hi) {
+    const size_t pl = plane(g);
+    for (size_t i = lo; i < hi; i++) {
+        const size_t n = i / g.ch, c = i % g.ch;
+        float *d = dst + i * pl;
+        const float *s = src + ((n0 + n) * g.ch + c) * h * w;
+        for (size_t j = 0; j < (size_t)g.top * g.wp; j++) d[j] = 0.0f;
+        for (int r = 0; r < h; r++) {
+            float *row = d + (size_t)(g.top + r) * g.wp;
+            const float *in = s + (size_t)r * w;
+            for (int j = 0; j < g.left; j++) row[j] = 0.0f;
+            for (int j = 0; j < w; j++) row[g.left + j] = in[j];
+            for (int j = g.left + w; j < g.wp; j++) row[j] = 0.0f;
+        }
+        for (size_t j = (size_t)(g.top + h) * g.wp; j < pl; j++) d[j] = 0.0f;
+    }
+}
+KN_BY_ISA(pad_planes,
+          (float *dst, const float *src, int n0, grid g, int h, int w, size_t lo, size_t hi),
+          (dst, src, n0, g, h, w, lo, hi))
+
+// dst (nb, ch, g.hp, g.wp) = images [n0, n0+nb) of src padded (pad_planes); `extra` floats
+// after the chunk are zeroed too (the last shifted run overhangs).
 static void pad_chunk(float *dst, const float *src, int n0, int nb, grid g, int h, int w,
                       size_t extra) {
-    const size_t pl = plane(g);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
-    if ((size_t)nb * g.ch * pl > KN_PAR_MIN)
-    for (int n = 0; n < nb; n++)
-        for (int c = 0; c < g.ch; c++) {
-            float *d = dst + ((size_t)n * g.ch + c) * pl;
-            const float *s = src + ((size_t)(n0 + n) * g.ch + c) * h * w;
-            memset(d, 0, sizeof(float) * g.top * g.wp);
-            for (int i = 0; i < h; i++) {
-                float *row = d + (size_t)(g.top + i) * g.wp;
-                memset(row, 0, sizeof(float) * g.left);
-                memcpy(row + g.left, s + (size_t)i * w, sizeof(float) * w);
-                memset(row + g.left + w, 0, sizeof(float) * (g.wp - g.left - w));
-            }
-            memset(d + (size_t)(g.top + h) * g.wp, 0, sizeof(float) * (g.hp - g.top - h) * g.wp);
-        }
-    memset(dst + nb * g.ch * pl, 0, sizeof(float) * extra);
+    const size_t planes = (size_t)nb * g.ch;
+    KN_PARALLEL_RANGES(planes, planes * plane(g) > KN_PAR_MIN, pad_planes,
+                       (dst, src, n0, g, h, w, lo, hi));
+    memset(dst + planes * plane(g), 0, sizeof(float) * extra);
 }
 
-// dst (N, ch, rows, cols) images [n0, n0+nb) = (or +=) the first `cols` of every `ld`-long
-// row of src (nb, ch, rows, ld), plus bias (ch) when given.
+// Planes [lo, hi) of dst (N, ch, rows, cols) images [n0, ...) = (or +=) the first `cols` of
+// every `ld`-long row of src (nb, ch, rows, ld), plus bias (ch) when given.
+KN_BODY void crop_planes(float *dst, const float *src, int n0, int ch, int rows, int cols, int ld,
+                         const float *bias, int accumulate, size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; i++) {
+        float *d = dst + ((size_t)n0 * ch + i) * rows * cols;
+        const float *s = src + i * rows * ld;
+        const float b = bias ? bias[i % ch] : 0.0f;
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < cols; j++)
+                d[(size_t)r * cols + j] = (accumulate ? d[(size_t)r * cols + j] : 0.0f) +
+                                           s[(size_t)r * ld + j] + b;
+    }
+}
+KN_BY_ISA(crop_planes,
+          (float *dst, const float *src, int n0, int ch, int rows, int cols, int ld,
+           const float *bias, int accumulate, size_t lo, size_t hi),
+          (dst, src, n0, ch, rows, cols, ld, bias, accumulate, lo, hi))
+
 static void crop_chunk(float *dst, const float *src, int n0, int nb, int ch, int rows, int cols,
                        int ld, const float *bias, int accumulate) {
-#pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
-    if ((size_t)nb * ch * rows * cols > KN_PAR_MIN)
-    for (int n = 0; n < nb; n++)
-        for (int c = 0; c < ch; c++) {
-            float *d = dst + ((size_t)(n0 + n) * ch + c) * rows * cols;
-            const float *s = src + ((size_t)n * ch + c) * rows * ld;
-            const float b = bias ? bias[c] : 0.0f;
-            for (int i = 0; i < rows; i++)
-                for (int j = 0; j < cols; j++)
-                    d[(size_t)i * cols + j] = (accumulate ? d[(size_t)i * cols + j] : 0.0f) +
-                                               s[(size_t)i * ld + j] + b;
-        }
+    const size_t planes = (size_t)nb * ch;
+    KN_PARALLEL_RANGES(planes, planes * rows * cols > KN_PAR_MIN, crop_planes,
+                       (dst, src, n0, ch, rows, cols, ld, bias, accumulate, lo, hi));
 }
 
 static kn_view shift_view(kn_view_kind kind, const float *xp, const kn_conv2d *cv, grid g) {

@@ -21,12 +21,17 @@ int kn_team(void);
 // every `omp for` (0.2 us a loop). Package.swift sets -ffp-contract=off, so every ISA's copy
 // gives the same bits.
 #define KN_BODY static inline __attribute__((always_inline))
+// Loops stay loops: turned into memset / memcpy calls, the short rows of padding and im2col
+// paid a library call per 1 to 32 floats.
+#define KN_NO_LIBC no_builtin("memset", "memcpy")
 #if defined(__x86_64__)
 #define KN_BY_ISA(body, params, args)                                                      \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) static void              \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"), KN_NO_LIBC)) static void  \
         body##_avx512 params { body args; }                                                \
-    __attribute__((target("avx2,fma"))) static void body##_avx2 params { body args; }       \
-    static void body##_portable params { body args; }                                      \
+    __attribute__((target("avx2,fma"), KN_NO_LIBC)) static void body##_avx2 params {        \
+        body args;                                                                         \
+    }                                                                                      \
+    __attribute__((KN_NO_LIBC)) static void body##_portable params { body args; }          \
     static __typeof__(&body##_portable) body##_by_isa(void) {                              \
         const kn_isa isa = kn_isa_active();                                                \
         return isa == KN_ISA_AVX512 ? body##_avx512                                        \
@@ -35,7 +40,7 @@ int kn_team(void);
     }
 #else
 #define KN_BY_ISA(body, params, args)                                                      \
-    static void body##_portable params { body args; }                                      \
+    __attribute__((KN_NO_LIBC)) static void body##_portable params { body args; }          \
     static __typeof__(&body##_portable) body##_by_isa(void) { return body##_portable; }
 #endif
 
