@@ -17,6 +17,7 @@
 #include "internal.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define KN_COL_BUDGET (1u << 22) // floats of col per chunk (16 MiB)
@@ -101,6 +102,27 @@ KN_BODY void valid_columns(const kn_conv2d *cv, int dw, int *lo, int *hi) {
     *hi = h;
 }
 
+// For small planes (Q < 16, the 8x8 to 2x2 layers, where a loop per output row ran 2 to 8
+// iterations): the input offset in the plane of each kernel tap (r, s) and output position
+// (p, q), -1 where it reads padding; the caller frees it. NULL for wider planes (or no memory:
+// the row loops are the fallback).
+static int *im2col_taps(const kn_conv2d *cv) {
+    const size_t PQ = (size_t)cv->P * cv->Q;
+    int *at = cv->Q < 16 ? malloc(sizeof(int) * cv->R * cv->S * PQ) : NULL;
+    if (!at) return NULL;
+    for (int r = 0; r < cv->R; r++)
+        for (int s = 0; s < cv->S; s++)
+            for (int p = 0; p < cv->P; p++)
+                for (int q = 0; q < cv->Q; q++) {
+                    const int ih = p * cv->stride_h + r * cv->dil_h - cv->pad_h;
+                    const int iw = q * cv->stride_w + s * cv->dil_w - cv->pad_w;
+                    const int inside = ih >= 0 && ih < cv->H && iw >= 0 && iw < cv->W;
+                    at[((size_t)r * cv->S + s) * PQ + (size_t)p * cv->Q + q] =
+                        inside ? ih * cv->W + iw : -1;
+                }
+    return at;
+}
+
 // (row, image) items [lo, hi) of col (CRS, nb*PQ) for images [n0, n0+nb). Row (c, r, s),
 // column (image, p, q).
 KN_BODY void im2col_items(const kn_conv2d *cv, float *col, const float *x, int n0, int nb,
@@ -134,12 +156,35 @@ KN_BY_ISA(im2col_items,
           (const kn_conv2d *cv, float *col, const float *x, int n0, int nb, size_t lo, size_t hi),
           (cv, col, x, n0, nb, lo, hi))
 
+// The same items for small planes: each is one gather over PQ through the taps `at`.
+KN_BODY void im2col_items_small(const kn_conv2d *cv, const int *at, float *col, const float *x,
+                                int n0, int nb, size_t lo, size_t hi) {
+    const int C = cv->C, RS = cv->R * cv->S;
+    const size_t PQ = (size_t)cv->P * cv->Q, HW = (size_t)cv->H * cv->W, ld = (size_t)nb * PQ;
+    for (size_t item = lo; item < hi; item++) {
+        const int row = (int)(item / nb), nn = (int)(item % nb);
+        const float *xc = x + ((size_t)(n0 + nn) * C + row / RS) * HW;
+        const int *tap = at + (size_t)(row % RS) * PQ;
+        float *d = col + (size_t)row * ld + (size_t)nn * PQ;
+        for (size_t i = 0; i < PQ; i++) d[i] = tap[i] >= 0 ? xc[tap[i]] : 0.0f;
+    }
+}
+KN_BY_ISA(im2col_items_small,
+          (const kn_conv2d *cv, const int *at, float *col, const float *x, int n0, int nb,
+           size_t lo, size_t hi),
+          (cv, at, col, x, n0, nb, lo, hi))
+
 // col (CRS, nb*PQ) of images [n0, n0+nb), split over (row, image) items: each thread writes
 // whole runs of col
 static void im2col(const kn_conv2d *cv, float *col, const float *x, int n0, int nb) {
     const size_t items = (size_t)cv->C * cv->R * cv->S * nb;
-    KN_PARALLEL_RANGES(items, items * cv->P * cv->Q > KN_PAR_MIN, im2col_items,
-                       (cv, col, x, n0, nb, lo, hi));
+    const int parallel = items * cv->P * cv->Q > KN_PAR_MIN;
+    int *at = im2col_taps(cv);
+    if (at)
+        KN_PARALLEL_RANGES(items, parallel, im2col_items_small, (cv, at, col, x, n0, nb, lo, hi));
+    else
+        KN_PARALLEL_RANGES(items, parallel, im2col_items, (cv, col, x, n0, nb, lo, hi));
+    free(at);
 }
 
 // C (M x N) = op(A) (M x K) . B (K x N), all dense row-major with B's rows read in place by the
@@ -155,9 +200,10 @@ static void gemm_rows_in_place(int trans_a, int M, int N, int K, const float *A,
 }
 
 // dx += col2im(dcol) over (image, channel) planes [lo, hi) of images [n0, n0+nb): a thread
-// owns whole planes and adds into each in the same (r, s, p, q) order whatever the team size
-KN_BODY void col2im_planes(const kn_conv2d *cv, float *dx, const float *dcol, int n0, int nb,
-                           size_t lo, size_t hi) {
+// owns whole planes and adds into each in the same (r, s, p, q) order whatever the team size.
+// With `at` (small planes; see im2col_taps) each tap is one scatter over PQ.
+KN_BODY void col2im_planes(const kn_conv2d *cv, const int *at, float *dx, const float *dcol,
+                           int n0, int nb, size_t lo, size_t hi) {
     const int C = cv->C, H = cv->H, W = cv->W, R = cv->R, S = cv->S, P = cv->P, Q = cv->Q;
     const int sw = cv->stride_w;
     const size_t PQ = (size_t)P * Q, ld = (size_t)nb * PQ;
@@ -167,6 +213,12 @@ KN_BODY void col2im_planes(const kn_conv2d *cv, float *dx, const float *dcol, in
         for (int r = 0; r < R; r++)
             for (int s = 0; s < S; s++) {
                 const float *src = dcol + ((size_t)(c * R + r) * S + s) * ld + nn * PQ;
+                if (at) {
+                    const int *tap = at + ((size_t)r * S + s) * PQ;
+                    for (size_t i = 0; i < PQ; i++)
+                        if (tap[i] >= 0) dxc[tap[i]] += src[i];
+                    continue;
+                }
                 const int dh = r * cv->dil_h - cv->pad_h, dw = s * cv->dil_w - cv->pad_w;
                 int q0, q1;
                 valid_columns(cv, dw, &q0, &q1);
@@ -181,14 +233,16 @@ KN_BODY void col2im_planes(const kn_conv2d *cv, float *dx, const float *dcol, in
     }
 }
 KN_BY_ISA(col2im_planes,
-          (const kn_conv2d *cv, float *dx, const float *dcol, int n0, int nb, size_t lo,
-           size_t hi),
-          (cv, dx, dcol, n0, nb, lo, hi))
+          (const kn_conv2d *cv, const int *at, float *dx, const float *dcol, int n0, int nb,
+           size_t lo, size_t hi),
+          (cv, at, dx, dcol, n0, nb, lo, hi))
 
 static void col2im_add(const kn_conv2d *cv, float *dx, const float *dcol, int n0, int nb) {
     const size_t planes = (size_t)nb * cv->C;
+    int *at = im2col_taps(cv);
     KN_PARALLEL_RANGES(planes, planes * cv->R * cv->S * cv->P * cv->Q > KN_PAR_MIN,
-                       col2im_planes, (cv, dx, dcol, n0, nb, lo, hi));
+                       col2im_planes, (cv, at, dx, dcol, n0, nb, lo, hi));
+    free(at);
 }
 
 // t (K, nb*PQ) <-> y (nb images of (K, PQ)): the layout change between a chunk GEMM and NCHW.
