@@ -13,7 +13,12 @@
 // MARK: - Packing A: rows [i0, i0+rows) x depth [p0, p0+kc) into one MR-row panel
 // (column p at dst + p*MR); rows past `rows` are zero, so the micro-kernel needs no edge logic.
 
-static void pack_a(float *dst, const kn_view *A, int i0, int rows, int p0, int kc, int mr) {
+static void pack_a(float *dst, const kn_view *A, int i0, int rows, int p0, int kc, int mr,
+                   kn_pack_a fast) {
+    if (A->kind == KN_VIEW_DENSE && fast) {
+        fast(dst, A->data + (size_t)i0 * A->ld + p0, (size_t)A->ld, rows, kc, mr);
+        return;
+    }
     if (A->kind == KN_VIEW_DENSE) {
         // row by row: each source row is read sequentially; the panel (mr x kc) stays in L1
         for (int r = 0; r < mr; r++) {
@@ -224,7 +229,8 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
 #pragma omp for schedule(static)
                         for (int ir = 0; ir < n_ir; ir++) {
                             const int rows = mc - ir * MR < MR ? mc - ir * MR : MR;
-                            pack_a(apack + (size_t)ir * MR * kc, A, ic + ir * MR, rows, pc, kc, MR);
+                            pack_a(apack + (size_t)ir * MR * kc, A, ic + ir * MR, rows, pc, kc, MR,
+                                   impl->pack_a);
                         }
                     }
                     // tiles in jr-major order: a thread's B sliver stays in cache across its ir's

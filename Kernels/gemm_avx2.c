@@ -55,4 +55,51 @@ void kn_sgemm_ukr_avx2_6x16_arows(int k, const float *const *arows, const float 
                                   ptrdiff_t ldc, float alpha, float beta) {
     tile_6x16(k, NULL, arows, b, NULL, 0, c, ldc, alpha, beta);
 }
+
+// Packing A (contract: kn_pack_a in internal.h) by 8 x 8 transposes in registers: eight
+// source rows give eight 8-float columns, each one contiguous run of the panel. The scalar
+// loop stored one float at a time, mr apart (a tenth of a 256 x 256 x 256 product).
+__attribute__((target("avx2"))) static inline void
+transpose_8x8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int h = 0; h < 2; h++) { // rows 0-3 and 4-7
+        u[4 * h + 0] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+        u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0xEE);
+        u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+        u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+        r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+    }
+}
+
+__attribute__((target("avx2")))
+void kn_pack_a_avx2(float *dst, const float *a, size_t lda, int rows, int kc, int mr) {
+    for (int r0 = 0; r0 < mr; r0 += 8) {
+        const int lanes = mr - r0 < 8 ? mr - r0 : 8;
+        const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes),
+                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        int p = 0;
+        for (; p + 8 <= kc; p += 8) {
+            __m256 r[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = r0 + i < rows && i < lanes ? _mm256_loadu_ps(a + (size_t)(r0 + i) * lda + p)
+                                                  : _mm256_setzero_ps();
+            transpose_8x8(r);
+            for (int j = 0; j < 8; j++) {
+                float *d = dst + (size_t)(p + j) * mr + r0;
+                if (lanes == 8) _mm256_storeu_ps(d, r[j]);
+                else _mm256_maskstore_ps(d, keep, r[j]);
+            }
+        }
+        for (; p < kc; p++)
+            for (int i = 0; i < lanes; i++)
+                dst[(size_t)p * mr + r0 + i] = r0 + i < rows ? a[(size_t)(r0 + i) * lda + p] : 0.0f;
+    }
+}
 #endif

@@ -126,12 +126,20 @@ KN_UKR(kn_sgemm_ukr_neon_8x12)
 #endif
 #undef KN_UKR
 
+// Packs rows [0, rows) x depth [0, kc) of a dense A (row stride lda) into one MR-row panel
+// (column p at dst + p*mr), zero rows past `rows`: what pack_a in gemm.c does by the element.
+typedef void (*kn_pack_a)(float *dst, const float *a, size_t lda, int rows, int kc, int mr);
+#if defined(__x86_64__)
+void kn_pack_a_avx2(float *dst, const float *a, size_t lda, int rows, int kc, int mr);
+#endif
+
 typedef struct {
     kn_sgemm_ukr ukr;
     kn_sgemm_ukr_rows ukr_rows;
     kn_sgemm_ukr_arows ukr_arows;
     const char *ukr_name;
     kn_gemm_blocking blocking;
+    kn_pack_a pack_a; // NULL: the scalar packing in gemm.c
 } kn_gemm_impl;
 
 // The micro-kernel (with its blocking) of the active ISA that pads an M x N product least.
