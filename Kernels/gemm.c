@@ -206,19 +206,19 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
                 const int kc = K - pc < bk.kc ? K - pc : bk.kc;
                 const float beta_pc = pc == 0 ? beta : 1.0f;
                 if (in_place_b) {
-#pragma omp for schedule(static)
-                    for (int p = 0; p < kc; p++) brows[p] = shift_row(B, pc + p);
+                    KN_FOR_SHARE(kc, p) brows[p] = shift_row(B, pc + p);
+#pragma omp barrier
                 } else {
                     // split over (panel, 128-row slab): a few wide panels still share out
                     const int slabs = (kc + 127) / 128;
-#pragma omp for schedule(static)
-                    for (int item = 0; item < n_jr * slabs; item++) {
+                    KN_FOR_SHARE(n_jr * slabs, item) {
                         const int jr = item / slabs, p_lo = item % slabs * 128;
                         const int len = kc - p_lo < 128 ? kc - p_lo : 128;
                         const int cols = nc - jr * NR < NR ? nc - jr * NR : NR;
                         pack_b(bpack + (size_t)jr * NR * kc + (size_t)p_lo * NR, B, pc + p_lo, len,
                                jc + jr * NR, cols, NR);
                     }
+#pragma omp barrier
                 }
                 float *own_panel = bpack + 2 * (size_t)kc + (size_t)omp_get_thread_num() * kc * NR;
                 int own_jr = -1; // the straddling panel this thread packed last
@@ -226,16 +226,15 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
                     const int mc = M - ic < bk.mc ? M - ic : bk.mc;
                     const int n_ir = (mc + MR - 1) / MR;
                     if (!in_place_a) {
-#pragma omp for schedule(static)
-                        for (int ir = 0; ir < n_ir; ir++) {
+                        KN_FOR_SHARE(n_ir, ir) {
                             const int rows = mc - ir * MR < MR ? mc - ir * MR : MR;
                             pack_a(apack + (size_t)ir * MR * kc, A, ic + ir * MR, rows, pc, kc, MR,
                                    impl->pack_a);
                         }
+#pragma omp barrier
                     }
                     // tiles in jr-major order: a thread's B sliver stays in cache across its ir's
-#pragma omp for schedule(static)
-                    for (int t = 0; t < n_jr * n_ir; t++) {
+                    KN_FOR_SHARE(n_jr * n_ir, t) {
                         const int jr = t / n_ir, ir = t % n_ir;
                         const int i0 = ic + ir * MR, j0 = jc + jr * NR;
                         const int rows = mc - ir * MR < MR ? mc - ir * MR : MR;
@@ -277,6 +276,7 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
                         }
                         if (out != c) write_back(C, edge, NR, i0, j0, rows, cols, beta_pc);
                     }
+#pragma omp barrier // the next block repacks A (and B) under the other threads' tiles
                 }
             }
         }

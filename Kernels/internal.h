@@ -53,6 +53,20 @@ static inline void kn_split(size_t n, size_t *lo, size_t *hi) {
     *hi = *lo + q + (t < r);
 }
 
+// Inside a parallel region: for (i = this thread's share of [0, n)) -- the `omp for` with a
+// static schedule, without its libomp call (see above) and without its barrier.
+static inline int kn_share_lo(int n) {
+    size_t lo, hi;
+    kn_split((size_t)n, &lo, &hi);
+    return (int)lo;
+}
+static inline int kn_share_hi(int n) {
+    size_t lo, hi;
+    kn_split((size_t)n, &lo, &hi);
+    return (int)hi;
+}
+#define KN_FOR_SHARE(n, i) for (int i##_hi_ = kn_share_hi(n), i = kn_share_lo(n); i < i##_hi_; i++)
+
 // Runs the calling thread's ISA copy of `body` on its team (alone unless `parallel`) as
 // body(args), each thread with its share [lo, hi) of [0, n) in scope for `args`. The copy is
 // chosen before the region: the team's threads follow the caller's ISA, not their own.
