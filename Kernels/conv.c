@@ -30,6 +30,14 @@
 #define KN_SHIFT_CHUNK (1u << 19)
 #endif
 
+// Row stride of a chunk's col and y/dy matrices (nb*PQ columns): whole cache lines, and off
+// multiples of 1 KiB, where the micro-kernel's reads of one column block down the rows fell
+// into a few L1 sets (a 2 KiB stride: 2 of 64 per line read) and missed.
+static size_t chunk_ld(long columns) {
+    size_t ld = ((size_t)columns + 15) / 16 * 16;
+    return ld % 256 == 0 ? ld + 16 : ld;
+}
+
 static int is_unit_1x1(const kn_conv2d *cv) {
     return cv->R == 1 && cv->S == 1 && cv->stride_h == 1 && cv->stride_w == 1 &&
            cv->pad_h == 0 && cv->pad_w == 0;
@@ -82,7 +90,7 @@ kn_status kn_conv2d_plan(kn_conv2d *cv) {
                          cv->algo_backward_data == KN_CONV_IM2COL ||
                          cv->algo_backward_weights == KN_CONV_IM2COL;
     const size_t col_scratch = !uses_col ? 0
-                               : nb > 1  ? (size_t)((CRS + cv->K) * nb * PQ) // col + y/dy chunk
+                               : nb > 1  ? (CRS + cv->K) * chunk_ld(nb * PQ) // col + y/dy chunk
                                : is_unit_1x1(cv) ? 0 : (size_t)(CRS * PQ);
     const size_t shift_scratch = kn_conv2d_plan_shift(
         cv, cv->scratch_limit && cv->scratch_limit < KN_SHIFT_CHUNK ? cv->scratch_limit : KN_SHIFT_CHUNK);
@@ -125,11 +133,11 @@ static int *im2col_taps(const kn_conv2d *cv) {
 
 // (row, image) items [lo, hi) of col (CRS, nb*PQ) for images [n0, n0+nb). Row (c, r, s),
 // column (image, p, q).
-KN_BODY void im2col_items(const kn_conv2d *cv, float *col, const float *x, int n0, int nb,
-                          size_t lo, size_t hi) {
+KN_BODY void im2col_items(const kn_conv2d *cv, float *col, size_t ld, const float *x, int n0,
+                          int nb, size_t lo, size_t hi) {
     const int C = cv->C, H = cv->H, W = cv->W, R = cv->R, S = cv->S, P = cv->P, Q = cv->Q;
     const int sw = cv->stride_w;
-    const size_t PQ = (size_t)P * Q, ld = (size_t)nb * PQ;
+    const size_t PQ = (size_t)P * Q;
     for (size_t item = lo; item < hi; item++) {
         const int row = (int)(item / nb), nn = (int)(item % nb);
         const int c = row / (R * S), r = row / S % R, s = row % S;
@@ -153,14 +161,15 @@ KN_BODY void im2col_items(const kn_conv2d *cv, float *col, const float *x, int n
     }
 }
 KN_BY_ISA(im2col_items,
-          (const kn_conv2d *cv, float *col, const float *x, int n0, int nb, size_t lo, size_t hi),
-          (cv, col, x, n0, nb, lo, hi))
+          (const kn_conv2d *cv, float *col, size_t ld, const float *x, int n0, int nb, size_t lo,
+           size_t hi),
+          (cv, col, ld, x, n0, nb, lo, hi))
 
 // The same items for small planes: each is one gather over PQ through the taps `at`.
-KN_BODY void im2col_items_small(const kn_conv2d *cv, const int *at, float *col, const float *x,
-                                int n0, int nb, size_t lo, size_t hi) {
+KN_BODY void im2col_items_small(const kn_conv2d *cv, const int *at, float *col, size_t ld,
+                                const float *x, int n0, int nb, size_t lo, size_t hi) {
     const int C = cv->C, RS = cv->R * cv->S;
-    const size_t PQ = (size_t)cv->P * cv->Q, HW = (size_t)cv->H * cv->W, ld = (size_t)nb * PQ;
+    const size_t PQ = (size_t)cv->P * cv->Q, HW = (size_t)cv->H * cv->W;
     for (size_t item = lo; item < hi; item++) {
         const int row = (int)(item / nb), nn = (int)(item % nb);
         const float *xc = x + ((size_t)(n0 + nn) * C + row / RS) * HW;
@@ -170,32 +179,32 @@ KN_BODY void im2col_items_small(const kn_conv2d *cv, const int *at, float *col, 
     }
 }
 KN_BY_ISA(im2col_items_small,
-          (const kn_conv2d *cv, const int *at, float *col, const float *x, int n0, int nb,
-           size_t lo, size_t hi),
-          (cv, at, col, x, n0, nb, lo, hi))
+          (const kn_conv2d *cv, const int *at, float *col, size_t ld, const float *x, int n0,
+           int nb, size_t lo, size_t hi),
+          (cv, at, col, ld, x, n0, nb, lo, hi))
 
-// col (CRS, nb*PQ) of images [n0, n0+nb), split over (row, image) items: each thread writes
-// whole runs of col
-static void im2col(const kn_conv2d *cv, float *col, const float *x, int n0, int nb) {
+// col (CRS, nb*PQ; row stride ld) of images [n0, n0+nb), split over (row, image) items: each
+// thread writes whole runs of col
+static void im2col(const kn_conv2d *cv, float *col, size_t ld, const float *x, int n0, int nb) {
     const size_t items = (size_t)cv->C * cv->R * cv->S * nb;
     const int parallel = items * cv->P * cv->Q > KN_PAR_MIN;
     int *at = im2col_taps(cv);
     if (at)
-        KN_PARALLEL_RANGES(items, parallel, im2col_items_small, (cv, at, col, x, n0, nb, lo, hi));
+        KN_PARALLEL_RANGES(items, parallel, im2col_items_small, (cv, at, col, ld, x, n0, nb, lo, hi));
     else
-        KN_PARALLEL_RANGES(items, parallel, im2col_items, (cv, col, x, n0, nb, lo, hi));
+        KN_PARALLEL_RANGES(items, parallel, im2col_items, (cv, col, ld, x, n0, nb, lo, hi));
     free(at);
 }
 
-// C (M x N) = op(A) (M x K) . B (K x N), all dense row-major with B's rows read in place by the
+// C (M x N) = op(A) (M x K) . B (K x N), B and C with row stride ld, B's rows read in place by the
 // micro-kernels: the chunk's col (or dy) was just written, packing it again would be a
 // second copy. (A shift view with one plane and no kernel offsets is a dense matrix.)
 static void gemm_rows_in_place(int trans_a, int M, int N, int K, const float *A, int lda,
-                               const float *B, float *C) {
+                               const float *B, float *C, size_t ld) {
     const kn_view a = {.kind = trans_a ? KN_VIEW_DENSE_T : KN_VIEW_DENSE, .data = (float *)A, .ld = lda};
     const kn_view b = {.kind = KN_VIEW_SHIFT, .data = (float *)B, .R = 1, .S = 1, .T = N,
-                       .cstride = N, .image = (long)K * N};
-    const kn_view c = {.kind = KN_VIEW_DENSE, .data = C, .ld = N};
+                       .cstride = (long)ld, .image = (long)K * (long)ld};
+    const kn_view c = {.kind = KN_VIEW_DENSE, .data = C, .ld = (int)ld};
     kn_gemm_views(M, N, K, 1.0f, &a, &b, 0.0f, &c);
 }
 
@@ -203,10 +212,10 @@ static void gemm_rows_in_place(int trans_a, int M, int N, int K, const float *A,
 // owns whole planes and adds into each in the same (r, s, p, q) order whatever the team size.
 // With `at` (small planes; see im2col_taps) each tap is one scatter over PQ.
 KN_BODY void col2im_planes(const kn_conv2d *cv, const int *at, float *dx, const float *dcol,
-                           int n0, int nb, size_t lo, size_t hi) {
+                           size_t ld, int n0, int nb, size_t lo, size_t hi) {
     const int C = cv->C, H = cv->H, W = cv->W, R = cv->R, S = cv->S, P = cv->P, Q = cv->Q;
     const int sw = cv->stride_w;
-    const size_t PQ = (size_t)P * Q, ld = (size_t)nb * PQ;
+    const size_t PQ = (size_t)P * Q;
     for (size_t plane = lo; plane < hi; plane++) {
         const int nn = (int)(plane / C), c = (int)(plane % C);
         float *dxc = dx + ((size_t)(n0 + nn) * C + c) * H * W;
@@ -233,21 +242,23 @@ KN_BODY void col2im_planes(const kn_conv2d *cv, const int *at, float *dx, const 
     }
 }
 KN_BY_ISA(col2im_planes,
-          (const kn_conv2d *cv, const int *at, float *dx, const float *dcol, int n0, int nb,
-           size_t lo, size_t hi),
-          (cv, at, dx, dcol, n0, nb, lo, hi))
+          (const kn_conv2d *cv, const int *at, float *dx, const float *dcol, size_t ld, int n0,
+           int nb, size_t lo, size_t hi),
+          (cv, at, dx, dcol, ld, n0, nb, lo, hi))
 
-static void col2im_add(const kn_conv2d *cv, float *dx, const float *dcol, int n0, int nb) {
+static void col2im_add(const kn_conv2d *cv, float *dx, const float *dcol, size_t ld, int n0,
+                       int nb) {
     const size_t planes = (size_t)nb * cv->C;
     int *at = im2col_taps(cv);
     KN_PARALLEL_RANGES(planes, planes * cv->R * cv->S * cv->P * cv->Q > KN_PAR_MIN,
-                       col2im_planes, (cv, at, dx, dcol, n0, nb, lo, hi));
+                       col2im_planes, (cv, at, dx, dcol, ld, n0, nb, lo, hi));
     free(at);
 }
 
-// t (K, nb*PQ) <-> y (nb images of (K, PQ)): the layout change between a chunk GEMM and NCHW.
-static void chunk_to_nchw(const kn_conv2d *cv, float *y, const float *t, const float *bias,
-                          int n0, int nb) {
+// t (K, nb*PQ; row stride ld) <-> y (nb images of (K, PQ)): the layout change between a
+// chunk GEMM and NCHW.
+static void chunk_to_nchw(const kn_conv2d *cv, float *y, const float *t, size_t ld,
+                          const float *bias, int n0, int nb) {
     const int K = cv->K;
     const size_t PQ = (size_t)cv->P * cv->Q;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
@@ -255,20 +266,21 @@ static void chunk_to_nchw(const kn_conv2d *cv, float *y, const float *t, const f
     for (int nn = 0; nn < nb; nn++)
         for (int k = 0; k < K; k++) {
             float *dst = y + ((size_t)(n0 + nn) * K + k) * PQ;
-            const float *src = t + (size_t)k * nb * PQ + nn * PQ;
+            const float *src = t + (size_t)k * ld + nn * PQ;
             const float b = bias ? bias[k] : 0.0f;
             for (size_t i = 0; i < PQ; i++) dst[i] = src[i] + b;
         }
 }
 
-static void nchw_to_chunk(const kn_conv2d *cv, float *t, const float *dy, int n0, int nb) {
+static void nchw_to_chunk(const kn_conv2d *cv, float *t, size_t ld, const float *dy, int n0,
+                          int nb) {
     const int K = cv->K;
     const size_t PQ = (size_t)cv->P * cv->Q;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
     if ((size_t)K * nb * PQ > KN_PAR_MIN)
     for (int k = 0; k < K; k++)
         for (int nn = 0; nn < nb; nn++)
-            memcpy(t + (size_t)k * nb * PQ + nn * PQ, dy + ((size_t)(n0 + nn) * K + k) * PQ,
+            memcpy(t + (size_t)k * ld + nn * PQ, dy + ((size_t)(n0 + nn) * K + k) * PQ,
                    sizeof(float) * PQ);
 }
 
@@ -282,16 +294,17 @@ static void forward_im2col(const kn_conv2d *cv, float *y, const float *x, const 
             float *yn = y + (size_t)n0 * K * PQ;
             const float *col = x + (size_t)n0 * cv->C * cv->H * cv->W;
             if (!is_unit_1x1(cv)) {
-                im2col(cv, scratch, x, n0, 1);
+                im2col(cv, scratch, PQ, x, n0, 1);
                 col = scratch;
             }
             kn_sgemm(0, 0, K, PQ, CRS, 1.0f, w, CRS, col, PQ, 0.0f, yn, PQ);
             if (bias) kn_bias_forward(yn, bias, 1, K, PQ);
         } else {
-            float *col = scratch, *t = scratch + (size_t)CRS * chunk * PQ;
-            im2col(cv, col, x, n0, nb);
-            gemm_rows_in_place(0, K, nb * PQ, CRS, w, CRS, col, t);
-            chunk_to_nchw(cv, y, t, bias, n0, nb);
+            const size_t ld = chunk_ld(nb * PQ);
+            float *col = scratch, *t = scratch + (size_t)CRS * ld;
+            im2col(cv, col, ld, x, n0, nb);
+            gemm_rows_in_place(0, K, nb * PQ, CRS, w, CRS, col, t, ld);
+            chunk_to_nchw(cv, y, t, ld, bias, n0, nb);
         }
     }
 }
@@ -309,13 +322,14 @@ static void backward_data_im2col(const kn_conv2d *cv, float *dx, const float *dy
                 kn_sgemm(1, 0, C, PQ, K, 1.0f, w, CRS, dyn, PQ, 1.0f, dx + n0 * HW * C, PQ);
             } else {
                 kn_sgemm(1, 0, CRS, PQ, K, 1.0f, w, CRS, dyn, PQ, 0.0f, scratch, PQ);
-                col2im_add(cv, dx, scratch, n0, 1);
+                col2im_add(cv, dx, scratch, PQ, n0, 1);
             }
         } else {
-            float *dcol = scratch, *t = scratch + (size_t)CRS * chunk * PQ;
-            nchw_to_chunk(cv, t, dy, n0, nb);
-            gemm_rows_in_place(1, CRS, nb * PQ, K, w, CRS, t, dcol);
-            col2im_add(cv, dx, dcol, n0, nb);
+            const size_t ld = chunk_ld(nb * PQ);
+            float *dcol = scratch, *t = scratch + (size_t)CRS * ld;
+            nchw_to_chunk(cv, t, ld, dy, n0, nb);
+            gemm_rows_in_place(1, CRS, nb * PQ, K, w, CRS, t, dcol, ld);
+            col2im_add(cv, dx, dcol, ld, n0, nb);
         }
     }
 }
@@ -327,22 +341,24 @@ static void backward_weights_im2col(const kn_conv2d *cv, float *dw, float *dbias
     // images are reduced chunk by chunk in order: the chunk size is fixed by the shape
     for (int n0 = 0; n0 < cv->N; n0 += chunk) {
         const int nb = cv->N - n0 < chunk ? cv->N - n0 : chunk;
+        // reduction length of this chunk, and the row stride: col is B^T here, packed by the
+        // GEMM, where chunk_ld's padding measured 5-10 % slower
+        const int L = nb * PQ;
         const float *a, *col;
         if (chunk == 1) {
             a = dy + (size_t)n0 * K * PQ;
             col = x + (size_t)n0 * cv->C * cv->H * cv->W;
             if (!is_unit_1x1(cv)) {
-                im2col(cv, scratch, x, n0, 1);
+                im2col(cv, scratch, PQ, x, n0, 1);
                 col = scratch;
             }
         } else {
-            float *t = scratch + (size_t)CRS * chunk * PQ;
-            nchw_to_chunk(cv, t, dy, n0, nb);
-            im2col(cv, scratch, x, n0, nb);
+            float *t = scratch + (size_t)CRS * L;
+            nchw_to_chunk(cv, t, L, dy, n0, nb);
+            im2col(cv, scratch, L, x, n0, nb);
             a = t;
             col = scratch;
         }
-        const int L = nb * PQ; // reduction length of this chunk
         kn_sgemm(0, 1, K, CRS, L, 1.0f, a, L, col, L, 1.0f, dw, CRS);
         if (dbias) kn_bias_backward(dbias, a, 1, K, L);
     }
