@@ -284,10 +284,32 @@ static void nchw_to_chunk(const kn_conv2d *cv, float *t, size_t ld, const float 
                    sizeof(float) * PQ);
 }
 
+// The forward pass of small planes (4x4 to 15x15) as one GEMM over the batch: B is the im2col
+// view, packed by the GEMM straight from x (no column matrix written and read back, the
+// weights packed once per column block instead of once per chunk), C the NCHW output itself.
+// Measured on vgg11's layers: +3 % on one thread, +20 % on two; on 2x2 planes every output
+// tile straddles images and goes through the edge tile, 3-5 % slower, so those keep chunks.
+static int forward_im2col_view(const kn_conv2d *cv, float *y, const float *x, const float *w,
+                               const float *bias) {
+    int *taps = im2col_taps(cv);
+    if (!taps) return 0;
+    const int K = cv->K, CRS = cv->C * cv->R * cv->S, PQ = cv->P * cv->Q;
+    const kn_view A = {.kind = KN_VIEW_DENSE, .data = (float *)w, .ld = CRS};
+    const kn_view B = {.kind = KN_VIEW_IM2COL, .data = (float *)x, .R = cv->R, .S = cv->S,
+                       .plane = PQ, .cstride = (long)cv->H * cv->W,
+                       .image = (long)cv->C * cv->H * cv->W, .taps = taps};
+    const kn_view C = {.kind = KN_VIEW_NCHW, .data = y, .ch = K, .plane = PQ};
+    kn_gemm_views(K, cv->N * PQ, CRS, 1.0f, &A, &B, 0.0f, &C);
+    if (bias) kn_bias_forward(y, bias, cv->N, K, PQ);
+    free(taps);
+    return 1;
+}
+
 static void forward_im2col(const kn_conv2d *cv, float *y, const float *x, const float *w,
                            const float *bias, float *scratch) {
     const int K = cv->K, CRS = cv->C * cv->R * cv->S, PQ = cv->P * cv->Q;
     const int chunk = cv->col_images;
+    if (chunk > 1 && PQ >= 16 && forward_im2col_view(cv, y, x, w, bias)) return;
     for (int n0 = 0; n0 < cv->N; n0 += chunk) {
         const int nb = cv->N - n0 < chunk ? cv->N - n0 : chunk;
         if (chunk == 1) {

@@ -74,6 +74,27 @@ static void pack_b_nchw_t(float *dst, const kn_view *B, int p0, int kc, int j0, 
     }
 }
 
+// Im2col view, rows (c, r, s) of depth [p0, p0+kc), columns [j0, j0+cols): each row gathers
+// one tap's input offsets from the image planes, image by image.
+static void pack_b_im2col(float *dst, const kn_view *B, int p0, int kc, int j0, int cols,
+                          int nr) {
+    const int RS = B->R * B->S;
+    for (int p = 0; p < kc; p++) {
+        const int row = p0 + p;
+        const int *taps = B->taps + (size_t)(row % RS) * B->plane;
+        const float *plane = B->data + (long)(row / RS) * B->cstride;
+        float *d = dst + (size_t)p * nr;
+        for (int c = 0; c < cols;) {
+            const int j = j0 + c, n = j / B->plane, t = j % B->plane;
+            const int run = B->plane - t < cols - c ? B->plane - t : cols - c;
+            const float *img = plane + n * B->image;
+            for (int i = 0; i < run; i++) d[c + i] = taps[t + i] >= 0 ? img[taps[t + i]] : 0.0f;
+            c += run;
+        }
+        for (int c = cols; c < nr; c++) d[c] = 0.0f;
+    }
+}
+
 static void pack_b(float *dst, const kn_view *B, int p0, int kc, int j0, int cols, int nr) {
     switch (B->kind) {
     case KN_VIEW_DENSE:
@@ -100,6 +121,7 @@ static void pack_b(float *dst, const kn_view *B, int p0, int kc, int j0, int col
         return;
     case KN_VIEW_SHIFT: pack_b_shift(dst, B, p0, kc, j0, cols, nr); return;
     case KN_VIEW_NCHW_T: pack_b_nchw_t(dst, B, p0, kc, j0, cols, nr); return;
+    case KN_VIEW_IM2COL: pack_b_im2col(dst, B, p0, kc, j0, cols, nr); return;
     default: abort(); // not a B operand anywhere in the library
     }
 }

@@ -171,6 +171,9 @@ typedef enum {
     KN_VIEW_SHIFT,   // (C*R*S x N*T) over padded images: row (c, r, s), column (n, t) ->
                      //   data[n*image + c*cstride + r*rstep + s*sstep + t]
                      // so every row is a contiguous run of an image, shifted by (r, s)
+    KN_VIEW_IM2COL,  // (C*R*S x N*plane), the column matrix of unpadded images, never written:
+                     //   row (c, r, s), column (n, i) -> at = taps[(r*S + s)*plane + i],
+                     //   data[n*image + c*cstride + at], or 0 where at < 0 (padding)
 } kn_view_kind;
 
 typedef struct {
@@ -178,8 +181,9 @@ typedef struct {
     float *data;          // read-only when the view is an operand
     int ld;               // dense
     int ch, plane;        // NCHW
-    int R, S, rstep, sstep, T; // shift
-    long cstride, image;  // shift
+    int R, S, rstep, sstep, T; // shift (R, S: im2col too)
+    long cstride, image;  // shift, im2col
+    const int *taps;      // im2col: input offset of each tap and output position, -1 padding
 } kn_view;
 
 // C = alpha * A.B + beta * C over views; A is M x K, B is K x N, C (dense or NCHW) is M x N.
