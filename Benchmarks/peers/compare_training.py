@@ -7,7 +7,11 @@
 Rows: lenet5 at batch 64 and 256, vgg11, resnet56 and plain-deep-32 at batch 64 (the
 issue's table). Both sides: forward, mean softmax cross-entropy, backward, SGD momentum 0.9
 lr 0.01, synthetic data, median step time after warm-up. PyTorch runs in its own process
-(its thread count and allocator its own); peak RSS is each process's ru_maxrss. Each row
+(its thread count and allocator its own); peak RSS is each process's ru_maxrss. Remat's
+activation peak is its allocator's; PyTorch's CPU allocator keeps none, so its column is the
+memory autograd saves for the backward pass (torch_models.saved_for_backward_mib). The
+fraction of the FMA peak (measured by kernel-bench, when the Benchmarks package is built)
+counts a step as 3 x the WORKLOADS.md forward FLOPs. Each row
 runs the two sides alternately --rounds times (ours, theirs, ours, theirs, ...) and reports
 the median of each side and the median of the per-round ratios, so that the machine's
 drift over minutes falls on both.
@@ -18,12 +22,29 @@ import argparse, json, os, subprocess, sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 REMAT = os.path.join(HERE, "..", "..", ".build", "release", "remat")
 ROWS = [("lenet5", 64), ("lenet5", 256), ("vgg11", 64), ("resnet56", 64), ("plain-deep-32", 64)]
+# WORKLOADS.md: forward GFLOP per image (a training step counts as 3x forward)
+FORWARD_GFLOP = {"lenet5": 0.00083, "vgg11": 0.306, "resnet56": 0.251, "plain-deep-32": 2.34}
+KERNEL_BENCH = os.path.join(HERE, "..", ".build", "release", "kernel-bench")
+
+
+def fma_peak(threads):
+    """This machine's FMA peak in GFLOP/s at `threads`, measured by kernel-bench (the Benchmarks
+    package); None where it is not built."""
+    if not os.path.exists(KERNEL_BENCH):
+        return None
+    out = subprocess.run([KERNEL_BENCH, "--only", "peak", "--threads", str(threads), "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[0])["gflops"]
 
 
 def peer(name, batch, threads, steps, warmup):
     sys.path.insert(0, HERE)
     from torch_models import time_steps
     print(json.dumps(time_steps(name, batch, threads, steps, warmup)))
+
+
+def percent_of_peak(images_per_second, name, peak):
+    return "-" if peak is None else f"{100 * images_per_second * 3 * FORWARD_GFLOP[name] / peak:.0f} %"
 
 
 def main():
@@ -40,8 +61,10 @@ def main():
     args = ap.parse_args()
     if not os.path.exists(REMAT):
         sys.exit(f"missing {REMAT}: run  swift build -c release --product remat")
-    print("| model | batch | threads | Remat img/s | PyTorch img/s | ratio, median of rounds (range) | Remat peak act. MiB | Remat RSS MiB | PyTorch RSS MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | batch | threads | Remat img/s | PyTorch img/s | ratio, median of rounds (range) | Remat % of FMA peak "
+          "| Remat peak act. MiB | PyTorch saved for backward MiB | Remat RSS MiB | PyTorch RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    peaks = {t: fma_peak(t) for t in args.threads}
     for t in args.threads:
         for name, batch in ROWS:
             if args.models and name not in args.models:
@@ -60,7 +83,9 @@ def main():
                 ratios.append(mine[-1] / peers[-1])
             print(f"| {name} | {batch} | {t} | {statistics.median(mine):.0f} | {statistics.median(peers):.0f} | "
                   f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | "
-                  f"{ours['peak_activation_mib']:.0f} | {ours['peak_rss_mib']:.0f} | {theirs['peak_rss_mib']:.0f} |", flush=True)
+                  f"{percent_of_peak(statistics.median(mine), name, peaks[t])} | "
+                  f"{ours['peak_activation_mib']:.0f} | {theirs['saved_mib']:.0f} | "
+                  f"{ours['peak_rss_mib']:.0f} | {theirs['peak_rss_mib']:.0f} |", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -71,7 +71,30 @@ def time_steps(name, batch, threads, steps, warmup, segments=1):
     times, modules = _step_times(name, batch, threads, steps, warmup, [segments])
     return {"step_seconds_median": statistics.median(times[segments]),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "saved_mib": saved_for_backward_mib(name, batch),
             "modules": modules, "torch": torch.__version__}
+
+
+def saved_for_backward_mib(name, batch):
+    """MiB of the tensors autograd keeps from the forward pass for the backward (distinct
+    storages, parameters left out): PyTorch's CPU allocator reports no peak, so this is its
+    side of the activation-memory column (the kept activations, without the transient
+    gradient and scratch buffers that Remat's allocator peak also counts)."""
+    torch.manual_seed(0)
+    net, shape = model(name)
+    params = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    storages = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in params:
+            storages[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = net(torch.randn(batch, *shape))
+    del out
+    return sum(storages.values()) / 2**20
 
 
 def time_interleaved(name, batch, threads, steps, warmup, segment_counts):
