@@ -110,13 +110,13 @@ KN_BODY void valid_columns(const kn_conv2d *cv, int dw, int *lo, int *hi) {
     *hi = h;
 }
 
-// For small planes (Q < 16, the 8x8 to 2x2 layers, where a loop per output row ran 2 to 8
-// iterations): the input offset in the plane of each kernel tap (r, s) and output position
-// (p, q), -1 where it reads padding; the caller frees it. NULL for wider planes (or no memory:
-// the row loops are the fallback).
+// The input offset in the plane of each kernel tap (r, s) and output position (p, q), -1
+// where it reads padding; the caller frees it (NULL without memory: callers fall back). Used
+// by the im2col view, and by im2col / col2im for planes narrower than 16 (the 8x8 to 2x2
+// layers), where a loop per output row ran 2 to 8 iterations.
 static int *im2col_taps(const kn_conv2d *cv) {
     const size_t PQ = (size_t)cv->P * cv->Q;
-    int *at = cv->Q < 16 ? malloc(sizeof(int) * cv->R * cv->S * PQ) : NULL;
+    int *at = malloc(sizeof(int) * cv->R * cv->S * PQ);
     if (!at) return NULL;
     for (int r = 0; r < cv->R; r++)
         for (int s = 0; s < cv->S; s++)
@@ -188,7 +188,7 @@ KN_BY_ISA(im2col_items_small,
 static void im2col(const kn_conv2d *cv, float *col, size_t ld, const float *x, int n0, int nb) {
     const size_t items = (size_t)cv->C * cv->R * cv->S * nb;
     const int parallel = items * cv->P * cv->Q > KN_PAR_MIN;
-    int *at = im2col_taps(cv);
+    int *at = cv->Q < 16 ? im2col_taps(cv) : NULL;
     if (at)
         KN_PARALLEL_RANGES(items, parallel, im2col_items_small, (cv, at, col, ld, x, n0, nb, lo, hi));
     else
@@ -249,7 +249,7 @@ KN_BY_ISA(col2im_planes,
 static void col2im_add(const kn_conv2d *cv, float *dx, const float *dcol, size_t ld, int n0,
                        int nb) {
     const size_t planes = (size_t)nb * cv->C;
-    int *at = im2col_taps(cv);
+    int *at = cv->Q < 16 ? im2col_taps(cv) : NULL;
     KN_PARALLEL_RANGES(planes, planes * cv->R * cv->S * cv->P * cv->Q > KN_PAR_MIN,
                        col2im_planes, (cv, at, dx, dcol, ld, n0, nb, lo, hi));
     free(at);
@@ -284,11 +284,14 @@ static void nchw_to_chunk(const kn_conv2d *cv, float *t, size_t ld, const float 
                    sizeof(float) * PQ);
 }
 
-// The forward pass of small planes (4x4 to 15x15) as one GEMM over the batch: B is the im2col
-// view, packed by the GEMM straight from x (no column matrix written and read back, the
-// weights packed once per column block instead of once per chunk), C the NCHW output itself.
-// Measured on vgg11's layers: +3 % on one thread, +20 % on two; on 2x2 planes every output
-// tile straddles images and goes through the edge tile, 3-5 % slower, so those keep chunks.
+// The im2col forward pass of planes of 16 outputs and more as one GEMM over the batch: B is
+// the im2col view, packed by the GEMM straight from x (no column matrix written and read
+// back, the weights packed once per column block instead of once per chunk or image), C the
+// NCHW output itself. Measured: vgg11's 8x8 and 4x4 layers +3 % on one thread, +4 to +20 %
+// on two; resnet56's 32x32 stride-2 layer +16 % and +32 %; on 2x2 planes every output tile
+// straddles images and goes through the edge tile, 3-5 % slower, so those keep chunks. (The
+// stride-1 layers the plan gives the implicit GEMM stay there: the view's gathers measured
+// 1.2 to 2.7x slower than its shifted runs.)
 static int forward_im2col_view(const kn_conv2d *cv, float *y, const float *x, const float *w,
                                const float *bias) {
     int *taps = im2col_taps(cv);
@@ -309,7 +312,7 @@ static void forward_im2col(const kn_conv2d *cv, float *y, const float *x, const 
                            const float *bias, float *scratch) {
     const int K = cv->K, CRS = cv->C * cv->R * cv->S, PQ = cv->P * cv->Q;
     const int chunk = cv->col_images;
-    if (chunk > 1 && PQ >= 16 && forward_im2col_view(cv, y, x, w, bias)) return;
+    if (PQ >= 16 && !is_unit_1x1(cv) && forward_im2col_view(cv, y, x, w, bias)) return;
     for (int n0 = 0; n0 < cv->N; n0 += chunk) {
         const int nb = cv->N - n0 < chunk ? cv->N - n0 : chunk;
         if (chunk == 1) {
