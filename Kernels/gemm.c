@@ -60,11 +60,16 @@ static void pack_b_shift(float *dst, const kn_view *B, int p0, int kc, int j0, i
 // Transposed NCHW view: depth rows are positions (n, t) of the planes, panel columns are
 // channels; filled row by row from `cols` channel streams, so stores stay contiguous.
 static void pack_b_nchw_t(float *dst, const kn_view *B, int p0, int kc, int j0, int cols,
-                          int nr) {
+                          int nr, kn_pack_bt fast) {
     for (int p = 0; p < kc;) {
         const int j = p0 + p, n = j / B->plane, t = j % B->plane;
         const int run = B->plane - t < kc - p ? B->plane - t : kc - p;
         const float *img = B->data + ((size_t)n * B->ch + j0) * B->plane + t;
+        if (fast) {
+            fast(dst + (size_t)p * nr, img, (size_t)B->plane, run, cols, nr);
+            p += run;
+            continue;
+        }
         for (int i = 0; i < run; i++) {
             float *d = dst + (size_t)(p + i) * nr;
             for (int c = 0; c < cols; c++) d[c] = img[(size_t)c * B->plane + i];
@@ -95,7 +100,8 @@ static void pack_b_im2col(float *dst, const kn_view *B, int p0, int kc, int j0, 
     }
 }
 
-static void pack_b(float *dst, const kn_view *B, int p0, int kc, int j0, int cols, int nr) {
+static void pack_b(float *dst, const kn_view *B, int p0, int kc, int j0, int cols, int nr,
+                   kn_pack_bt fast) {
     switch (B->kind) {
     case KN_VIEW_DENSE:
         for (int p = 0; p < kc; p++) {
@@ -105,6 +111,10 @@ static void pack_b(float *dst, const kn_view *B, int p0, int kc, int j0, int col
         }
         return;
     case KN_VIEW_DENSE_T:
+        if (fast) {
+            fast(dst, B->data + (size_t)j0 * B->ld + p0, (size_t)B->ld, kc, cols, nr);
+            return;
+        }
         // a transpose, 16 depth rows at a time: the 16 x nr block of the panel it writes stays
         // in L1 while each source row gives 16 contiguous floats (column by column over the
         // whole depth, every store missed L1: a sixth of a LeNet-5 step)
@@ -120,7 +130,7 @@ static void pack_b(float *dst, const kn_view *B, int p0, int kc, int j0, int col
         }
         return;
     case KN_VIEW_SHIFT: pack_b_shift(dst, B, p0, kc, j0, cols, nr); return;
-    case KN_VIEW_NCHW_T: pack_b_nchw_t(dst, B, p0, kc, j0, cols, nr); return;
+    case KN_VIEW_NCHW_T: pack_b_nchw_t(dst, B, p0, kc, j0, cols, nr, fast); return;
     case KN_VIEW_IM2COL: pack_b_im2col(dst, B, p0, kc, j0, cols, nr); return;
     default: abort(); // not a B operand anywhere in the library
     }
@@ -238,7 +248,7 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
                         const int len = kc - p_lo < 128 ? kc - p_lo : 128;
                         const int cols = nc - jr * NR < NR ? nc - jr * NR : NR;
                         pack_b(bpack + (size_t)jr * NR * kc + (size_t)p_lo * NR, B, pc + p_lo, len,
-                               jc + jr * NR, cols, NR);
+                               jc + jr * NR, cols, NR, impl->pack_bt);
                     }
 #pragma omp barrier
                 }
@@ -269,7 +279,7 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
                             if (tb + NR <= B->T) {
                                 off = (ptrdiff_t)(j0 / B->T) * B->image + tb;
                             } else {
-                                if (own_jr != jr) pack_b(own_panel, B, pc, kc, j0, cols, NR);
+                                if (own_jr != jr) pack_b(own_panel, B, pc, kc, j0, cols, NR, NULL);
                                 own_jr = jr;
                                 bp = own_panel;
                             }

@@ -102,4 +102,31 @@ void kn_pack_a_avx2(float *dst, const float *a, size_t lda, int rows, int kc, in
                 dst[(size_t)p * mr + r0 + i] = r0 + i < rows ? a[(size_t)(r0 + i) * lda + p] : 0.0f;
     }
 }
+
+// Packing a transposed B panel (contract: kn_pack_bt in internal.h): eight source rows (panel
+// columns) of eight depth positions each, transposed in registers, give eight 8-float runs
+// of the panel. The scalar loop read one float per row per position (a strided gather down
+// the channel planes of dy in the implicit backward-weights).
+__attribute__((target("avx2")))
+void kn_pack_bt_avx2(float *dst, const float *src, size_t ld, int kc, int cols, int nr) {
+    for (int c0 = 0; c0 < nr; c0 += 8) {
+        const int lanes = nr - c0 < 8 ? nr - c0 : 8;
+        int p = 0;
+        for (; p + 8 <= kc; p += 8) {
+            __m256 r[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = c0 + i < cols ? _mm256_loadu_ps(src + (size_t)(c0 + i) * ld + p)
+                                     : _mm256_setzero_ps();
+            transpose_8x8(r);
+            for (int j = 0; j < 8; j++) {
+                float *d = dst + (size_t)(p + j) * nr + c0;
+                if (lanes == 8) _mm256_storeu_ps(d, r[j]);
+                else for (int i = 0; i < lanes; i++) d[i] = r[j][i];
+            }
+        }
+        for (; p < kc; p++)
+            for (int i = 0; i < lanes; i++)
+                dst[(size_t)p * nr + c0 + i] = c0 + i < cols ? src[(size_t)(c0 + i) * ld + p] : 0.0f;
+    }
+}
 #endif
