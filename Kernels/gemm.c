@@ -13,10 +13,15 @@
 // MARK: - Packing A: rows [i0, i0+rows) x depth [p0, p0+kc) into one MR-row panel
 // (column p at dst + p*MR); rows past `rows` are zero, so the micro-kernel needs no edge logic.
 
+// `impl` lends its ISA's packing helpers (their absence: the scalar loops).
 static void pack_a(float *dst, const kn_view *A, int i0, int rows, int p0, int kc, int mr,
-                   kn_pack_a fast) {
-    if (A->kind == KN_VIEW_DENSE && fast) {
-        fast(dst, A->data + (size_t)i0 * A->ld + p0, (size_t)A->ld, rows, kc, mr);
+                   const kn_gemm_impl *impl) {
+    if (A->kind == KN_VIEW_DENSE && impl->pack_a) {
+        impl->pack_a(dst, A->data + (size_t)i0 * A->ld + p0, (size_t)A->ld, rows, kc, mr);
+        return;
+    }
+    if (A->kind == KN_VIEW_DENSE_T && impl->pack_at) {
+        impl->pack_at(dst, A->data + (size_t)p0 * A->ld + i0, (size_t)A->ld, rows, kc, mr);
         return;
     }
     if (A->kind == KN_VIEW_DENSE) {
@@ -261,7 +266,7 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
                         KN_FOR_SHARE(n_ir, ir) {
                             const int rows = mc - ir * MR < MR ? mc - ir * MR : MR;
                             pack_a(apack + (size_t)ir * MR * kc, A, ic + ir * MR, rows, pc, kc, MR,
-                                   impl->pack_a);
+                                   impl);
                         }
 #pragma omp barrier
                     }

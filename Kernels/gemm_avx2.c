@@ -129,4 +129,22 @@ void kn_pack_bt_avx2(float *dst, const float *src, size_t ld, int kc, int cols, 
                 dst[(size_t)p * nr + c0 + i] = c0 + i < cols ? src[(size_t)(c0 + i) * ld + p] : 0.0f;
     }
 }
+
+// Packing A stored transposed (contract: kn_pack_at in internal.h): each depth position is
+// already a contiguous run of the panel's rows, copied 8 lanes at a time under a mask.
+__attribute__((target("avx2")))
+void kn_pack_at_avx2(float *dst, const float *src, size_t ld, int rows, int kc, int mr) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int r0 = 0; r0 < mr; r0 += 8) {
+        const int lanes = mr - r0 < 8 ? mr - r0 : 8, real = rows - r0 < lanes ? rows - r0 : lanes;
+        const __m256i in = _mm256_cmpgt_epi32(_mm256_set1_epi32(real > 0 ? real : 0), lane);
+        const __m256i out = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), lane);
+        for (int p = 0; p < kc; p++) {
+            const __m256 v = _mm256_maskload_ps(src + (size_t)p * ld + r0, in);
+            float *d = dst + (size_t)p * mr + r0;
+            if (lanes == 8) _mm256_storeu_ps(d, v);
+            else _mm256_maskstore_ps(d, out, v);
+        }
+    }
+}
 #endif
