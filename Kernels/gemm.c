@@ -10,26 +10,40 @@
 #include <omp.h>
 #include <string.h>
 
+// MARK: - Transposing packs (contract: kn_pack_rows in internal.h)
+
+// The ISA's packing when `impl` lends one, else a scalar transpose 16 depth positions at a
+// time: the 16 x width block it writes stays in L1 while each source row gives 16 contiguous
+// floats (column by column over the whole depth, every store missed L1: a sixth of a LeNet-5
+// step).
+static void pack_rows(const kn_gemm_impl *impl, float *dst, const float *src, size_t ld,
+                      int rows, int kc, int width) {
+    if (impl->pack_rows) {
+        impl->pack_rows(dst, src, ld, rows, kc, width);
+        return;
+    }
+    for (int pb = 0; pb < kc; pb += 16) {
+        const int len = kc - pb < 16 ? kc - pb : 16;
+        float *d = dst + (size_t)pb * width;
+        for (int r = 0; r < rows; r++)
+            for (int p = 0; p < len; p++) d[(size_t)p * width + r] = src[(size_t)r * ld + pb + p];
+        for (int p = 0; p < len; p++)
+            for (int r = rows; r < width; r++) d[(size_t)p * width + r] = 0.0f;
+    }
+}
+
 // MARK: - Packing A: rows [i0, i0+rows) x depth [p0, p0+kc) into one MR-row panel
 // (column p at dst + p*MR); rows past `rows` are zero, so the micro-kernel needs no edge logic.
-
 // `impl` lends its ISA's packing helpers (their absence: the scalar loops).
+
 static void pack_a(float *dst, const kn_view *A, int i0, int rows, int p0, int kc, int mr,
                    const kn_gemm_impl *impl) {
-    if (A->kind == KN_VIEW_DENSE && impl->pack_a) {
-        impl->pack_a(dst, A->data + (size_t)i0 * A->ld + p0, (size_t)A->ld, rows, kc, mr);
+    if (A->kind == KN_VIEW_DENSE) {
+        pack_rows(impl, dst, A->data + (size_t)i0 * A->ld + p0, (size_t)A->ld, rows, kc, mr);
         return;
     }
     if (A->kind == KN_VIEW_DENSE_T && impl->pack_at) {
         impl->pack_at(dst, A->data + (size_t)p0 * A->ld + i0, (size_t)A->ld, rows, kc, mr);
-        return;
-    }
-    if (A->kind == KN_VIEW_DENSE) {
-        // row by row: each source row is read sequentially; the panel (mr x kc) stays in L1
-        for (int r = 0; r < mr; r++) {
-            const float *src = A->data + (size_t)(i0 + r) * A->ld + p0;
-            for (int p = 0; p < kc; p++) dst[(size_t)p * mr + r] = r < rows ? src[p] : 0.0f;
-        }
         return;
     }
     if (A->kind != KN_VIEW_DENSE_T) abort(); // shift views as A are read in place, never packed
@@ -65,21 +79,12 @@ static void pack_b_shift(float *dst, const kn_view *B, int p0, int kc, int j0, i
 // Transposed NCHW view: depth rows are positions (n, t) of the planes, panel columns are
 // channels; filled row by row from `cols` channel streams, so stores stay contiguous.
 static void pack_b_nchw_t(float *dst, const kn_view *B, int p0, int kc, int j0, int cols,
-                          int nr, kn_pack_bt fast) {
+                          int nr, const kn_gemm_impl *impl) {
     for (int p = 0; p < kc;) {
         const int j = p0 + p, n = j / B->plane, t = j % B->plane;
         const int run = B->plane - t < kc - p ? B->plane - t : kc - p;
         const float *img = B->data + ((size_t)n * B->ch + j0) * B->plane + t;
-        if (fast) {
-            fast(dst + (size_t)p * nr, img, (size_t)B->plane, run, cols, nr);
-            p += run;
-            continue;
-        }
-        for (int i = 0; i < run; i++) {
-            float *d = dst + (size_t)(p + i) * nr;
-            for (int c = 0; c < cols; c++) d[c] = img[(size_t)c * B->plane + i];
-            for (int c = cols; c < nr; c++) d[c] = 0.0f;
-        }
+        pack_rows(impl, dst + (size_t)p * nr, img, (size_t)B->plane, cols, run, nr);
         p += run;
     }
 }
@@ -106,7 +111,7 @@ static void pack_b_im2col(float *dst, const kn_view *B, int p0, int kc, int j0, 
 }
 
 static void pack_b(float *dst, const kn_view *B, int p0, int kc, int j0, int cols, int nr,
-                   kn_pack_bt fast) {
+                   const kn_gemm_impl *impl) {
     switch (B->kind) {
     case KN_VIEW_DENSE:
         for (int p = 0; p < kc; p++) {
@@ -116,26 +121,10 @@ static void pack_b(float *dst, const kn_view *B, int p0, int kc, int j0, int col
         }
         return;
     case KN_VIEW_DENSE_T:
-        if (fast) {
-            fast(dst, B->data + (size_t)j0 * B->ld + p0, (size_t)B->ld, kc, cols, nr);
-            return;
-        }
-        // a transpose, 16 depth rows at a time: the 16 x nr block of the panel it writes stays
-        // in L1 while each source row gives 16 contiguous floats (column by column over the
-        // whole depth, every store missed L1: a sixth of a LeNet-5 step)
-        for (int pb = 0; pb < kc; pb += 16) {
-            const int len = kc - pb < 16 ? kc - pb : 16;
-            float *d = dst + (size_t)pb * nr;
-            for (int c = 0; c < cols; c++) {
-                const float *src = B->data + (size_t)(j0 + c) * B->ld + p0 + pb;
-                for (int p = 0; p < len; p++) d[(size_t)p * nr + c] = src[p];
-            }
-            for (int p = 0; p < len; p++)
-                for (int c = cols; c < nr; c++) d[(size_t)p * nr + c] = 0.0f;
-        }
+        pack_rows(impl, dst, B->data + (size_t)j0 * B->ld + p0, (size_t)B->ld, cols, kc, nr);
         return;
     case KN_VIEW_SHIFT: pack_b_shift(dst, B, p0, kc, j0, cols, nr); return;
-    case KN_VIEW_NCHW_T: pack_b_nchw_t(dst, B, p0, kc, j0, cols, nr, fast); return;
+    case KN_VIEW_NCHW_T: pack_b_nchw_t(dst, B, p0, kc, j0, cols, nr, impl); return;
     case KN_VIEW_IM2COL: pack_b_im2col(dst, B, p0, kc, j0, cols, nr); return;
     default: abort(); // not a B operand anywhere in the library
     }
@@ -253,7 +242,7 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
                         const int len = kc - p_lo < 128 ? kc - p_lo : 128;
                         const int cols = nc - jr * NR < NR ? nc - jr * NR : NR;
                         pack_b(bpack + (size_t)jr * NR * kc + (size_t)p_lo * NR, B, pc + p_lo, len,
-                               jc + jr * NR, cols, NR, impl->pack_bt);
+                               jc + jr * NR, cols, NR, impl);
                     }
 #pragma omp barrier
                 }
@@ -284,7 +273,7 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
                             if (tb + NR <= B->T) {
                                 off = (ptrdiff_t)(j0 / B->T) * B->image + tb;
                             } else {
-                                if (own_jr != jr) pack_b(own_panel, B, pc, kc, j0, cols, NR, NULL);
+                                if (own_jr != jr) pack_b(own_panel, B, pc, kc, j0, cols, NR, impl);
                                 own_jr = jr;
                                 bp = own_panel;
                             }

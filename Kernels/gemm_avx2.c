@@ -56,9 +56,10 @@ void kn_sgemm_ukr_avx2_6x16_arows(int k, const float *const *arows, const float 
     tile_6x16(k, NULL, arows, b, NULL, 0, c, ldc, alpha, beta);
 }
 
-// Packing A (contract: kn_pack_a in internal.h) by 8 x 8 transposes in registers: eight
+// Packing by 8 x 8 transposes in registers (contract: kn_pack_rows in internal.h): eight
 // source rows give eight 8-float columns, each one contiguous run of the panel. The scalar
-// loop stored one float at a time, mr apart (a tenth of a 256 x 256 x 256 product).
+// loop stored one float at a time, width apart (a tenth of a 256 x 256 x 256 product, and a
+// strided gather down the channel planes of dy in the implicit backward-weights).
 __attribute__((target("avx2"))) static inline void
 transpose_8x8(__m256 r[8]) {
     __m256 t[8], u[8];
@@ -79,54 +80,27 @@ transpose_8x8(__m256 r[8]) {
 }
 
 __attribute__((target("avx2")))
-void kn_pack_a_avx2(float *dst, const float *a, size_t lda, int rows, int kc, int mr) {
-    for (int r0 = 0; r0 < mr; r0 += 8) {
-        const int lanes = mr - r0 < 8 ? mr - r0 : 8;
+void kn_pack_rows_avx2(float *dst, const float *src, size_t ld, int rows, int kc, int width) {
+    for (int r0 = 0; r0 < width; r0 += 8) {
+        const int lanes = width - r0 < 8 ? width - r0 : 8;
         const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes),
                                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         int p = 0;
         for (; p + 8 <= kc; p += 8) {
             __m256 r[8];
             for (int i = 0; i < 8; i++)
-                r[i] = r0 + i < rows && i < lanes ? _mm256_loadu_ps(a + (size_t)(r0 + i) * lda + p)
-                                                  : _mm256_setzero_ps();
+                r[i] = r0 + i < rows ? _mm256_loadu_ps(src + (size_t)(r0 + i) * ld + p)
+                                     : _mm256_setzero_ps();
             transpose_8x8(r);
             for (int j = 0; j < 8; j++) {
-                float *d = dst + (size_t)(p + j) * mr + r0;
+                float *d = dst + (size_t)(p + j) * width + r0;
                 if (lanes == 8) _mm256_storeu_ps(d, r[j]);
                 else _mm256_maskstore_ps(d, keep, r[j]);
             }
         }
         for (; p < kc; p++)
             for (int i = 0; i < lanes; i++)
-                dst[(size_t)p * mr + r0 + i] = r0 + i < rows ? a[(size_t)(r0 + i) * lda + p] : 0.0f;
-    }
-}
-
-// Packing a transposed B panel (contract: kn_pack_bt in internal.h): eight source rows (panel
-// columns) of eight depth positions each, transposed in registers, give eight 8-float runs
-// of the panel. The scalar loop read one float per row per position (a strided gather down
-// the channel planes of dy in the implicit backward-weights).
-__attribute__((target("avx2")))
-void kn_pack_bt_avx2(float *dst, const float *src, size_t ld, int kc, int cols, int nr) {
-    for (int c0 = 0; c0 < nr; c0 += 8) {
-        const int lanes = nr - c0 < 8 ? nr - c0 : 8;
-        int p = 0;
-        for (; p + 8 <= kc; p += 8) {
-            __m256 r[8];
-            for (int i = 0; i < 8; i++)
-                r[i] = c0 + i < cols ? _mm256_loadu_ps(src + (size_t)(c0 + i) * ld + p)
-                                     : _mm256_setzero_ps();
-            transpose_8x8(r);
-            for (int j = 0; j < 8; j++) {
-                float *d = dst + (size_t)(p + j) * nr + c0;
-                if (lanes == 8) _mm256_storeu_ps(d, r[j]);
-                else for (int i = 0; i < lanes; i++) d[i] = r[j][i];
-            }
-        }
-        for (; p < kc; p++)
-            for (int i = 0; i < lanes; i++)
-                dst[(size_t)p * nr + c0 + i] = c0 + i < cols ? src[(size_t)(c0 + i) * ld + p] : 0.0f;
+                dst[(size_t)p * width + r0 + i] = r0 + i < rows ? src[(size_t)(r0 + i) * ld + p] : 0.0f;
     }
 }
 

@@ -140,17 +140,16 @@ KN_UKR(kn_sgemm_ukr_neon_8x12)
 #endif
 #undef KN_UKR
 
-// Packs rows [0, rows) x depth [0, kc) of a dense A (row stride lda) into one MR-row panel
-// (column p at dst + p*mr), zero rows past `rows`: what pack_a in gemm.c does by the element.
-typedef void (*kn_pack_a)(float *dst, const float *a, size_t lda, int rows, int kc, int mr);
-// The same panel from an A stored transposed (row i of A at a + i, depth p at a + p*lda).
+// Transposes `rows` source rows of kc floats (row r at src + r*ld) into a panel `width` wide
+// (dst[p*width + r]), zero in columns [rows, width): a dense A into its MR-row panel, and a B
+// stored transposed (dense-transposed or NCHW-transposed) into its NR-column panel.
+typedef void (*kn_pack_rows)(float *dst, const float *src, size_t ld, int rows, int kc,
+                             int width);
+// Packs an A stored transposed (row i of A at a + i, depth p at a + p*lda) into its MR-row
+// panel: each depth position is already a contiguous run of the panel.
 typedef void (*kn_pack_at)(float *dst, const float *a, size_t lda, int rows, int kc, int mr);
-// Packs depth [0, kc) x panel columns [0, cols) of a B stored transposed (panel column c is
-// the row src + c*ld) into one nr-column panel (row p at dst + p*nr), zero columns past cols.
-typedef void (*kn_pack_bt)(float *dst, const float *src, size_t ld, int kc, int cols, int nr);
 #if defined(__x86_64__)
-void kn_pack_a_avx2(float *dst, const float *a, size_t lda, int rows, int kc, int mr);
-void kn_pack_bt_avx2(float *dst, const float *src, size_t ld, int kc, int cols, int nr);
+void kn_pack_rows_avx2(float *dst, const float *src, size_t ld, int rows, int kc, int width);
 void kn_pack_at_avx2(float *dst, const float *a, size_t lda, int rows, int kc, int mr);
 #endif
 
@@ -160,9 +159,8 @@ typedef struct {
     kn_sgemm_ukr_arows ukr_arows;
     const char *ukr_name;
     kn_gemm_blocking blocking;
-    kn_pack_a pack_a;   // NULL: the scalar packing in gemm.c
-    kn_pack_bt pack_bt; // NULL: likewise
-    kn_pack_at pack_at; // NULL: likewise
+    kn_pack_rows pack_rows; // NULL: the scalar packing in gemm.c
+    kn_pack_at pack_at;     // NULL: likewise
 } kn_gemm_impl;
 
 // The micro-kernel (with its blocking) of the active ISA that pads an M x N product least.

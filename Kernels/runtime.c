@@ -32,11 +32,11 @@ static kn_gemm_impl gemm_table[KN_ISA_COUNT][KERNELS_PER_ISA] = {
                           {.mr = 4, .nr = 8, .mc = 128, .kc = 256, .nc = 4096}}},
 #if defined(__x86_64__)
     [KN_ISA_AVX2] = {{kn_sgemm_ukr_avx2_6x16, kn_sgemm_ukr_avx2_6x16_rows, kn_sgemm_ukr_avx2_6x16_arows, "kn_sgemm_ukr_avx2_6x16",
-                      {.mr = 6, .nr = 16, .mc = 144, .kc = 512, .nc = 4096}, kn_pack_a_avx2, kn_pack_bt_avx2, kn_pack_at_avx2}},
+                      {.mr = 6, .nr = 16, .mc = 144, .kc = 512, .nc = 4096}, kn_pack_rows_avx2, kn_pack_at_avx2}},
     [KN_ISA_AVX512] = {{kn_sgemm_ukr_avx512_8x48, kn_sgemm_ukr_avx512_8x48_rows, kn_sgemm_ukr_avx512_8x48_arows, "kn_sgemm_ukr_avx512_8x48",
-                        {.mr = 8, .nr = 48, .mc = 96, .kc = 1024, .nc = 4032}, kn_pack_a_avx2, kn_pack_bt_avx2, kn_pack_at_avx2},
+                        {.mr = 8, .nr = 48, .mc = 96, .kc = 1024, .nc = 4032}, kn_pack_rows_avx2, kn_pack_at_avx2},
                        {kn_sgemm_ukr_avx512_12x32, kn_sgemm_ukr_avx512_12x32_rows, kn_sgemm_ukr_avx512_12x32_arows, "kn_sgemm_ukr_avx512_12x32",
-                        {.mr = 12, .nr = 32, .mc = 96, .kc = 1024, .nc = 4096}, kn_pack_a_avx2, kn_pack_bt_avx2, kn_pack_at_avx2}},
+                        {.mr = 12, .nr = 32, .mc = 96, .kc = 1024, .nc = 4096}, kn_pack_rows_avx2, kn_pack_at_avx2}},
 #endif
 #if defined(__aarch64__)
     [KN_ISA_NEON] = {{kn_sgemm_ukr_neon_8x12, kn_sgemm_ukr_neon_8x12_rows, kn_sgemm_ukr_neon_8x12_arows, "kn_sgemm_ukr_neon_8x12",
