@@ -131,6 +131,9 @@ static int *im2col_taps(const kn_conv2d *cv) {
     return at;
 }
 
+// The taps for im2col and col2im where planes are narrower than 16, else NULL (row loops).
+static int *small_plane_taps(const kn_conv2d *cv) { return cv->Q < 16 ? im2col_taps(cv) : NULL; }
+
 // (row, image) items [lo, hi) of col (CRS, nb*PQ) for images [n0, n0+nb). Row (c, r, s),
 // column (image, p, q).
 KN_BODY void im2col_items(const kn_conv2d *cv, float *col, size_t ld, const float *x, int n0,
@@ -188,7 +191,7 @@ KN_BY_ISA(im2col_items_small,
 static void im2col(const kn_conv2d *cv, float *col, size_t ld, const float *x, int n0, int nb) {
     const size_t items = (size_t)cv->C * cv->R * cv->S * nb;
     const int parallel = items * cv->P * cv->Q > KN_PAR_MIN;
-    int *at = cv->Q < 16 ? im2col_taps(cv) : NULL;
+    int *at = small_plane_taps(cv);
     if (at)
         KN_PARALLEL_RANGES(items, parallel, im2col_items_small, (cv, at, col, ld, x, n0, nb, lo, hi));
     else
@@ -249,7 +252,7 @@ KN_BY_ISA(col2im_planes,
 static void col2im_add(const kn_conv2d *cv, float *dx, const float *dcol, size_t ld, int n0,
                        int nb) {
     const size_t planes = (size_t)nb * cv->C;
-    int *at = cv->Q < 16 ? im2col_taps(cv) : NULL;
+    int *at = small_plane_taps(cv);
     KN_PARALLEL_RANGES(planes, planes * cv->R * cv->S * cv->P * cv->Q > KN_PAR_MIN,
                        col2im_planes, (cv, at, dx, dcol, ld, n0, nb, lo, hi));
     free(at);
