@@ -85,7 +85,7 @@ kn_status kn_conv2d_plan(kn_conv2d *cv) {
     if (nb > cv->N) nb = cv->N;
     if (nb < 1) nb = 1;
     cv->col_images = (int)nb;
-    cv->shift_images = 1;
+    cv->shift_images = cv->shift_groups = cv->shift_slots = 1;
     const int uses_col = cv->algo_forward == KN_CONV_IM2COL ||
                          cv->algo_backward_data == KN_CONV_IM2COL ||
                          cv->algo_backward_weights == KN_CONV_IM2COL;
@@ -93,7 +93,7 @@ kn_status kn_conv2d_plan(kn_conv2d *cv) {
                                : nb > 1  ? (CRS + cv->K) * chunk_ld(nb * PQ) // col + y/dy chunk
                                : is_unit_1x1(cv) ? 0 : (size_t)(CRS * PQ);
     const size_t shift_scratch = kn_conv2d_plan_shift(
-        cv, cv->scratch_limit && cv->scratch_limit < KN_SHIFT_CHUNK ? cv->scratch_limit : KN_SHIFT_CHUNK);
+        cv, cv->scratch_limit && cv->scratch_limit < KN_SHIFT_CHUNK ? cv->scratch_limit : KN_SHIFT_CHUNK, limit);
     cv->scratch_floats = col_scratch > shift_scratch ? col_scratch : shift_scratch;
     return KN_OK;
 }

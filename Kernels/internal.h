@@ -11,6 +11,12 @@ int kn_team(void);
 // True when `work` elements are worth a parallel region (below this the fork costs more).
 #define KN_PAR_MIN 32768
 
+// Inside a parallel region whose threads each run a whole piece of work (the implicit
+// convolution's chunks): the calling thread's kernels then run alone (team 1, no lease) in
+// the caller's ISA `isa`, until kn_solo_end restores its own settings.
+typedef struct { int team, isa; kn_lease *lease; } kn_solo;
+kn_solo kn_solo_begin(kn_isa isa);
+void kn_solo_end(kn_solo saved);
 // MARK: - Elementwise kernels per instruction set
 // The non-GEMM kernels are plain C that the compiler vectorises. Built for the baseline ISA
 // (SSE2 on x86-64) their selects became branches and their vectors 4 wide, so a kernel's
@@ -44,13 +50,15 @@ int kn_team(void);
     static __typeof__(&body##_portable) body##_by_isa(void) { return body##_portable; }
 #endif
 
-// This thread's share [*lo, *hi) of [0, n) inside a parallel region: contiguous, in thread
-// order (the work of each index never depends on who runs it).
-static inline void kn_split(size_t n, size_t *lo, size_t *hi) {
-    const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
+// Part t of T of [0, n): contiguous, in order. kn_split: this thread's part inside a parallel
+// region (the work of each index never depends on who runs it).
+static inline void kn_part(size_t n, size_t T, size_t t, size_t *lo, size_t *hi) {
     const size_t q = n / T, r = n % T;
     *lo = t * q + (t < r ? t : r);
     *hi = *lo + q + (t < r);
+}
+static inline void kn_split(size_t n, size_t *lo, size_t *hi) {
+    kn_part(n, (size_t)omp_get_num_threads(), (size_t)omp_get_thread_num(), lo, hi);
 }
 
 // Inside a parallel region: for (i = this thread's share of [0, n)) -- the `omp for` with a
@@ -199,8 +207,9 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
                    float beta, const kn_view *C);
 
 // MARK: - Convolution by implicit GEMM over the padded input (conv_shift.c), stride 1
-// Sets shift_images for the passes whose algo_* is IMPLICIT and returns the scratch they need.
-size_t kn_conv2d_plan_shift(kn_conv2d *cv, size_t limit);
+// Sets shift_images, shift_groups and shift_slots for the passes whose algo_* is IMPLICIT and
+// returns the scratch they need: chunks of at most `chunk_limit` floats, `total_limit` in all.
+size_t kn_conv2d_plan_shift(kn_conv2d *cv, size_t chunk_limit, size_t total_limit);
 // Whether the implicit GEMM beats im2col for a pass with `out_channels` GEMM rows (see conv.c).
 int kn_conv2d_shift_pays(const kn_conv2d *cv, int out_channels);
 void kn_conv2d_forward_shift(const kn_conv2d *cv, float *y, const float *x, const float *w,

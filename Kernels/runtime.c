@@ -247,6 +247,20 @@ int kn_team(void) {
     return borrowed ? own + atomic_load_explicit(&borrowed->offered, memory_order_relaxed) : own;
 }
 
+kn_solo kn_solo_begin(kn_isa isa) {
+    const kn_solo saved = {team_size, thread_isa, borrowed};
+    team_size = 1;
+    borrowed = NULL;
+    thread_isa = isa == active_isa ? -1 : (int)isa;
+    return saved;
+}
+
+void kn_solo_end(kn_solo saved) {
+    team_size = saved.team;
+    thread_isa = saved.isa;
+    borrowed = saved.lease;
+}
+
 // MARK: - Large buffers
 
 // Buffers of 2 MiB and more are 2 MiB-aligned and asked to be backed by transparent huge

@@ -139,6 +139,8 @@ typedef struct {
     kn_conv_algo algo_forward, algo_backward_data, algo_backward_weights; // per pass
     int col_images;             // images per im2col chunk   } fixed by the shape, never by the
     int shift_images;           // images per implicit chunk } team size: dw sums them in order
+    int shift_groups;           // implicit dw: runs of chunks summed apart, then in order
+    int shift_slots;            // implicit chunks in flight at once (one per thread)
     size_t scratch_floats;      // scratch every pass of this convolution needs
 } kn_conv2d;
 

@@ -157,6 +157,46 @@ struct ConvTests {
         }
     }
 
+    /// The implicit passes with a team no larger than the chunks: each thread runs its own run
+    /// of chunks alone. Ragged last chunks, and backward-weights groups of one and of two
+    /// chunks; against the reference, and bitwise against one thread.
+    @Test func implicitChunksAcrossTheTeam() {
+        let shapes = [Conv(N: 7, C: 6, H: 10, W: 10, K: 8, R: 3, S: 3, pad: (1, 1))!,  // chunks 2,2,2,1
+                      Conv(N: 50, C: 2, H: 64, W: 64, K: 8, R: 3, S: 3, pad: (1, 1))!] // 8 chunks, groups of 2
+        for (i, var conv) in shapes.enumerated() {
+            conv.cv.algo = KN_CONV_IMPLICIT
+            #expect(kn_conv2d_plan(&conv.cv) == KN_OK)
+            let cv = conv.cv
+            #expect(cv.algo_forward == KN_CONV_IMPLICIT && cv.algo_backward_data == KN_CONV_IMPLICIT &&
+                    cv.algo_backward_weights == KN_CONV_IMPLICIT, "\(conv)")
+            let chunks = (Int(cv.N) + Int(cv.shift_images) - 1) / Int(cv.shift_images)
+            #expect(chunks % 4 == 0 && cv.shift_groups == 4 && chunks >= 4 * (i + 1), "\(conv)")
+            #expect(Int(cv.shift_slots) == min(chunks, Int(kn_num_cores())), "\(conv)")
+            var rng = SplitMix(UInt64(700 + i))
+            let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(cv.K))
+            let dy = rng.array(conv.yCount), dx0 = rng.array(conv.xCount)
+            let w0 = [Float](repeating: 0, count: conv.wCount), b0 = [Float](repeating: 0, count: Int(cv.K))
+            let passes = { () -> ([Float], [Float], [Float], [Float]) in
+                let (dw, db) = conv.backwardWeights(dy, x, into: w0, biasInto: b0)
+                return (conv.forward(x, w, b), conv.backwardData(dy, w, into: dx0), dw, db)
+            }
+            let (one, team) = kernelStateLock.withLock { (withThreads(1, passes), withThreads(2, passes)) }
+            expectBitwise(one.0 + one.1 + one.2 + one.3, team.0 + team.1 + team.2 + team.3, "team of 2 vs 1, \(conv)")
+            let yRef = conv.forward(x, w, b, reference: true)
+            let yMag = conv.forward(x.map(abs), w.map(abs), b.map(abs), reference: true)
+            expectClose(team.0, yRef, bound: yMag.map { 2.1 * gamma(conv.crs + 1) * Double($0) }, "forward \(conv)")
+            let dxRef = conv.backwardData(dy, w, into: dx0, reference: true)
+            let dxMag = conv.backwardData(dy.map(abs), w.map(abs), into: dx0.map(abs), reference: true)
+            let Ld = Int(cv.K * cv.R * cv.S) + 1
+            expectClose(team.1, dxRef, bound: dxMag.map { 2.1 * gamma(Ld) * Double($0) }, "backward-data \(conv)")
+            let (dwRef, dbRef) = conv.backwardWeights(dy, x, into: w0, biasInto: b0, reference: true)
+            let (dwMag, dbMag) = conv.backwardWeights(dy.map(abs), x.map(abs), into: w0, biasInto: b0, reference: true)
+            let Lw = Int(cv.N * cv.P * cv.Q) + 1
+            expectClose(team.2, dwRef, bound: dwMag.map { 2.1 * gamma(Lw) * Double($0) }, "backward-weights \(conv)")
+            expectClose(team.3, dbRef, bound: dbMag.map { 2.1 * gamma(Lw) * Double($0) }, "backward-bias \(conv)")
+        }
+    }
+
     /// Shapes that cannot make an output, or make no sense, are refused by the plan.
     @Test func impossibleShapesAreRefused() {
         var cv = kn_conv2d()
