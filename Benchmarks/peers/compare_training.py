@@ -14,7 +14,9 @@ fraction of the FMA peak (measured by kernel-bench, when the Benchmarks package 
 counts a step as 3 x the WORKLOADS.md forward FLOPs. Each row
 runs the two sides alternately --rounds times (ours, theirs, ours, theirs, ...) and reports
 the median of each side and the median of the per-round ratios, so that the machine's
-drift over minutes falls on both.
+drift over minutes falls on both. The last column is the range of the cache-line round trip
+between two cores that `remat bench` measured before and after its steps (about 100 ns when
+the two share a last-level cache, several times more when the host placed them apart).
 """
 import statistics
 import argparse, json, os, subprocess, sys
@@ -62,14 +64,14 @@ def main():
     if not os.path.exists(REMAT):
         sys.exit(f"missing {REMAT}: run  swift build -c release --product remat")
     print("| model | batch | threads | Remat img/s | PyTorch img/s | ratio, median of rounds (range) | Remat % of FMA peak "
-          "| Remat peak act. MiB | PyTorch saved for backward MiB | Remat RSS MiB | PyTorch RSS MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| Remat peak act. MiB | PyTorch saved for backward MiB | Remat RSS MiB | PyTorch RSS MiB | core round trip ns |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     peaks = {t: fma_peak(t) for t in args.threads}
     for t in args.threads:
         for name, batch in ROWS:
             if args.models and name not in args.models:
                 continue
-            mine, peers, ratios = [], [], []
+            mine, peers, ratios, trips = [], [], [], []
             for _ in range(args.rounds):
                 ours = json.loads(subprocess.run([REMAT, "bench", "--model", name, "--batch", str(batch), "--threads", str(t),
                                                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--json",
@@ -81,11 +83,13 @@ def main():
                 mine.append(ours["images_per_second"])
                 peers.append(batch / theirs["step_seconds_median"])
                 ratios.append(mine[-1] / peers[-1])
+                trips += [ours["core_round_trip_ns_before"], ours["core_round_trip_ns_after"]]
             print(f"| {name} | {batch} | {t} | {statistics.median(mine):.0f} | {statistics.median(peers):.0f} | "
                   f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | "
                   f"{percent_of_peak(statistics.median(mine), name, peaks[t])} | "
                   f"{ours['peak_activation_mib']:.0f} | {theirs['saved_mib']:.0f} | "
-                  f"{ours['peak_rss_mib']:.0f} | {theirs['peak_rss_mib']:.0f} |", flush=True)
+                  f"{ours['peak_rss_mib']:.0f} | {theirs['peak_rss_mib']:.0f} | "
+                  f"{'-' if t < 2 else f'{min(trips):.0f}-{max(trips):.0f}'} |", flush=True)
 
 if __name__ == "__main__":
     main()

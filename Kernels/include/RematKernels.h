@@ -81,6 +81,10 @@ int kn_num_cores(void);
 /// Measured FMA throughput (GFLOP/s, a multiply-add counts 2) of the active ISA on this
 /// thread's team: the denominator of "fraction of peak". Takes about 0.1 s.
 double kn_peak_gflops(void);
+/// The round trip of a cache line between two threads of the calling thread's team, in ns
+/// (0 with a team of one): about 100 on cores that share a last-level cache, several times
+/// more across dies. Benchmarks print it beside 2-thread figures. Takes about 0.02 s.
+double kn_core_round_trip_ns(void);
 
 // MARK: - GEMM
 

@@ -82,10 +82,12 @@ struct Bench: ParsableCommand {
             }
             configs += overlaps.map { Checkpointing(policy: policy, overlap: $0 ? settings.overlap : nil) }
         }
+        let before = KernelRuntime.coreRoundTripNanoseconds
         let rows = try measure(configs, progress: progress)
+        let roundTrip = (before, KernelRuntime.coreRoundTripNanoseconds)
         progress.clear()
         if let path = trace { try writeTrace(path, overlap: settings.overlap) }
-        report(rows, settings: settings)
+        report(rows, settings: settings, roundTrip: roundTrip)
     }
 
     /// Times the configurations in turn, one step each per round, so that the drift of a
@@ -185,7 +187,7 @@ struct Bench: ParsableCommand {
         return (sequential - row.median) / (sequential - base)
     }
 
-    func report(_ rows: [Row], settings: ThreadOptions.Resolved) {
+    func report(_ rows: [Row], settings: ThreadOptions.Resolved, roundTrip: (Double, Double)) {
         guard (communicator?.rank ?? 0) == 0 else { return }
         let base = rows.first { $0.policy == .none }?.median
         let split = "\(settings.overlap.backwardThreads)+\(settings.overlap.recomputeThreads)"
@@ -200,7 +202,8 @@ struct Bench: ParsableCommand {
              ("peak_activation_mib", Double(r.activationBytes) / 1_048_576),
              ("predicted_activation_mib", Double(r.predictedBytes) / 1_048_576), ("peak_rss_mib", r.rssMiB),
              ("overhead_vs_none", base.map { r.median / $0 - 1 } ?? NSNull()),
-             ("overlap_hidden", hidden(r, in: rows, base: base) ?? NSNull())]
+             ("overlap_hidden", hidden(r, in: rows, base: base) ?? NSNull()),
+             ("core_round_trip_ns_before", roundTrip.0), ("core_round_trip_ns_after", roundTrip.1)]
         }
         if json {
             for r in rows { printJSON(Dictionary(uniqueKeysWithValues: fields(r))) }
@@ -222,6 +225,10 @@ struct Bench: ParsableCommand {
         }
         print("\(options.model), batch \(options.batch), \(settings.threads) thread(s), \(KernelRuntime.isa); "
               + "overlap split \(split), lookahead \(settings.overlap.lookahead); \(steps) timed steps after \(warmup) warm-up each")
+        if settings.threads > 1 {
+            print(String(format: "cache-line round trip between two cores: %.0f ns before the steps, %.0f after "
+                         + "(about 100: they share a last-level cache; several times more: they do not)", roundTrip.0, roundTrip.1))
+        }
         print("policy          overlap  segs  step ms (median +- half range)  images/s  act. MiB (predicted)  peak RSS MiB  vs none  hidden")
         for r in rows {
             let versus = base.map { String(format: "%+.0f%%", 100 * (r.median / $0 - 1)) } ?? "-"

@@ -96,6 +96,14 @@ extension DeterminismTests {
         #expect(seen.withLock { $0 } == [KN_ISA_PORTABLE])
         #expect(kn_isa_active() == main)
     }
+
+    /// The placement probe benchmarks print: nothing to measure with one thread; with two, a
+    /// hand-off takes at least a few ns and, even on one shared core (it yields), finishes.
+    @Test func coreRoundTripIsMeasuredOnTwoThreads() {
+        #expect(withThreads(1) { kn_core_round_trip_ns() } == 0)
+        let ns = withThreads(2) { kn_core_round_trip_ns() }
+        #expect(ns > 1 && ns < 1e6, "\(ns) ns")
+    }
 }
 
 /// A tiny lock-protected box (Synchronization's Mutex needs macOS 15 / Swift 6 runtime APIs;

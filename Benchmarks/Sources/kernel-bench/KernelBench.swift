@@ -38,11 +38,12 @@ struct KernelBench: ParsableCommand {
         kn_set_num_threads(Int32(team))
         let isa = String(cString: kn_isa_name(kn_isa_active()))
         warmUp()
-        let peak = kn_peak_gflops()
+        let peak = kn_peak_gflops(), roundTrip = kn_core_round_trip_ns()
         if json {
-            emit(["kind": "peak", "threads": team, "gflops": peak, "isa": isa])
+            emit(["kind": "peak", "threads": team, "gflops": peak, "isa": isa, "core_round_trip_ns": roundTrip])
         } else {
-            print("Remat kernels: \(isa), \(team) thread(s), measured FMA peak \(Int(peak)) GFLOP/s")
+            print("Remat kernels: \(isa), \(team) thread(s), measured FMA peak \(Int(peak)) GFLOP/s"
+                  + (team > 1 ? ", cache-line round trip between two cores \(Int(roundTrip)) ns" : ""))
             print(String(cString: kn_dispatch_report()).split(separator: "\n").prefix(2).joined(separator: "\n"))
         }
         if only == nil || only == .gemm { gemm(team: team, peak: peak, isa: isa) }

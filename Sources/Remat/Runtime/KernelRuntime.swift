@@ -12,6 +12,12 @@ public enum KernelRuntime {
         set { kn_set_num_threads(Int32(clamping: max(1, newValue))) }
     }
 
+    /// The round trip of a cache line between two threads of this thread's team, in ns (0 with
+    /// one thread); takes about 0.02 s. About 100 ns where the cores share a last-level cache,
+    /// several times more where they do not: 2-thread figures are only comparable between runs
+    /// with similar values (benchmarks print it).
+    public static var coreRoundTripNanoseconds: Double { kn_core_round_trip_ns() }
+
     /// Cores this process may run on.
     public static var cores: Int { Int(kn_num_cores()) }
 
