@@ -82,13 +82,13 @@ double kn_peak_gflops(void) {
 }
 
 // The round trip of one cache line between two threads of the team, in ns (median of 7
-// trials of 20,000 hand-offs; 0 with a team of one). On this 2-vCPU VM it reads about 100 ns
+// trials of 5,000 hand-offs; 0 with a team of one). On this 2-vCPU VM it reads about 100 ns
 // when the host runs both vCPUs on cores that share an L3 and about 400 ns when they do not,
 // a placement that changes over minutes and that every kernel splitting work between the two
 // pays for at each hand-off; benchmarks print it next to their figures.
 double kn_core_round_trip_ns(void) {
     if (kn_team() < 2) return 0;
-    enum { TRIALS = 7, TRIPS = 20000 };
+    enum { TRIALS = 7, TRIPS = 5000 };
     static _Alignas(64) _Atomic long line;
     double trial[TRIALS];
     for (int t = 0; t < TRIALS; t++) {

@@ -83,7 +83,7 @@ int kn_num_cores(void);
 double kn_peak_gflops(void);
 /// The round trip of a cache line between two threads of the calling thread's team, in ns
 /// (0 with a team of one): about 100 on cores that share a last-level cache, several times
-/// more across dies. Benchmarks print it beside 2-thread figures. Takes about 0.02 s.
+/// more across dies. Benchmarks print it beside 2-thread figures. Takes about 0.01 s.
 double kn_core_round_trip_ns(void);
 
 // MARK: - GEMM

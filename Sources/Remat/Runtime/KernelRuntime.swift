@@ -13,7 +13,7 @@ public enum KernelRuntime {
     }
 
     /// The round trip of a cache line between two threads of this thread's team, in ns (0 with
-    /// one thread); takes about 0.02 s. About 100 ns where the cores share a last-level cache,
+    /// one thread); takes about 0.01 s. About 100 ns where the cores share a last-level cache,
     /// several times more where they do not: 2-thread figures are only comparable between runs
     /// with similar values (benchmarks print it).
     public static var coreRoundTripNanoseconds: Double { kn_core_round_trip_ns() }
