@@ -48,30 +48,32 @@ tile_8x48(int k, const float *a, const float *const *arows, const float *b,
     }
 }
 
-// MR = 12, NR = 32: 24 zmm accumulators, 2 for B, 1 broadcast of A. The dispatcher takes it
-// over 8x48 where it pads less: N a multiple of 32 (square powers of two, batched 4x4 and
-// 2x2 conv layers) with M large.
+// MR = 12, NR = 16 * NV (NV = 1 or 2, a constant once inlined): 12 * NV zmm accumulators, NV
+// for B, 1 broadcast of A. The dispatcher takes NR = 32 over 8x48 where it pads less: N a
+// multiple of 32 (square powers of two, batched 4x4 and 2x2 conv layers) with M large; and
+// NR = 16 where N is 16 or so: the backward-weights of 16-channel conv layers (N = output
+// channels), which NR = 32 computed half in zero padding.
 __attribute__((target("avx512f"), always_inline)) static inline void
-tile_12x32(int k, const float *a, const float *const *arows, const float *b,
-          const float *const *rows, ptrdiff_t off,
-           float *c, ptrdiff_t ldc, float alpha, float beta) {
+tile_12(const int nv, int k, const float *a, const float *const *arows, const float *b,
+        const float *const *rows, ptrdiff_t off, float *c, ptrdiff_t ldc, float alpha, float beta) {
+    const int nr = 16 * nv;
     __m512 acc[12][2];
 #pragma clang loop unroll(full)
     for (int i = 0; i < 12; i++) {
         acc[i][0] = acc[i][1] = _mm512_setzero_ps();
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+        if (nv == 2) _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
     }
 #pragma clang loop unroll_count(4)
     for (int p = 0; p < k; p++) {
-        const float *bp = rows ? rows[p] + off : b + (ptrdiff_t)p * 32;
-        if (!rows) _mm_prefetch((const char *)(bp + 8 * 32), _MM_HINT_T0);
-        const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
+        const float *bp = rows ? rows[p] + off : b + (ptrdiff_t)p * nr;
+        if (!rows) _mm_prefetch((const char *)(bp + 8 * nr), _MM_HINT_T0);
+        const __m512 b0 = _mm512_loadu_ps(bp), b1 = nv == 2 ? _mm512_loadu_ps(bp + 16) : b0;
 #pragma clang loop unroll(full)
         for (int i = 0; i < 12; i++) {
             const __m512 ai = _mm512_set1_ps(arows ? arows[i][p] : a[(ptrdiff_t)p * 12 + i]);
             acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+            if (nv == 2) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
         }
     }
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
@@ -79,7 +81,7 @@ tile_12x32(int k, const float *a, const float *const *arows, const float *b,
     for (int i = 0; i < 12; i++) {
         float *ci = c + i * ldc;
 #pragma clang loop unroll(full)
-        for (int j = 0; j < 2; j++) {
+        for (int j = 0; j < nv; j++) {
             __m512 r = _mm512_mul_ps(va, acc[i][j]);
             if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + 16 * j), r);
             _mm512_storeu_ps(ci + 16 * j, r);
@@ -102,13 +104,13 @@ void kn_sgemm_ukr_avx512_8x48_rows(int k, const float *a, const float *const *ro
 __attribute__((target("avx512f")))
 void kn_sgemm_ukr_avx512_12x32(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
                                float alpha, float beta) {
-    tile_12x32(k, a, NULL, b, NULL, 0, c, ldc, alpha, beta);
+    tile_12(2, k, a, NULL, b, NULL, 0, c, ldc, alpha, beta);
 }
 __attribute__((target("avx512f")))
 void kn_sgemm_ukr_avx512_12x32_rows(int k, const float *a, const float *const *rows,
                                     ptrdiff_t off, float *c, ptrdiff_t ldc, float alpha,
                                     float beta) {
-    tile_12x32(k, a, NULL, NULL, rows, off, c, ldc, alpha, beta);
+    tile_12(2, k, a, NULL, NULL, rows, off, c, ldc, alpha, beta);
 }
 __attribute__((target("avx512f")))
 void kn_sgemm_ukr_avx512_8x48_arows(int k, const float *const *arows, const float *b, float *c,
@@ -118,6 +120,22 @@ void kn_sgemm_ukr_avx512_8x48_arows(int k, const float *const *arows, const floa
 __attribute__((target("avx512f")))
 void kn_sgemm_ukr_avx512_12x32_arows(int k, const float *const *arows, const float *b, float *c,
                                      ptrdiff_t ldc, float alpha, float beta) {
-    tile_12x32(k, NULL, arows, b, NULL, 0, c, ldc, alpha, beta);
+    tile_12(2, k, NULL, arows, b, NULL, 0, c, ldc, alpha, beta);
+}
+__attribute__((target("avx512f")))
+void kn_sgemm_ukr_avx512_12x16(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
+                               float alpha, float beta) {
+    tile_12(1, k, a, NULL, b, NULL, 0, c, ldc, alpha, beta);
+}
+__attribute__((target("avx512f")))
+void kn_sgemm_ukr_avx512_12x16_rows(int k, const float *a, const float *const *rows,
+                                    ptrdiff_t off, float *c, ptrdiff_t ldc, float alpha,
+                                    float beta) {
+    tile_12(1, k, a, NULL, NULL, rows, off, c, ldc, alpha, beta);
+}
+__attribute__((target("avx512f")))
+void kn_sgemm_ukr_avx512_12x16_arows(int k, const float *const *arows, const float *b, float *c,
+                                     ptrdiff_t ldc, float alpha, float beta) {
+    tile_12(1, k, NULL, arows, b, NULL, 0, c, ldc, alpha, beta);
 }
 #endif

@@ -142,6 +142,7 @@ KN_UKR(kn_sgemm_ukr_portable_4x8)
 KN_UKR(kn_sgemm_ukr_avx2_6x16)
 KN_UKR(kn_sgemm_ukr_avx512_8x48)
 KN_UKR(kn_sgemm_ukr_avx512_12x32)
+KN_UKR(kn_sgemm_ukr_avx512_12x16)
 #endif
 #if defined(__aarch64__)
 KN_UKR(kn_sgemm_ukr_neon_8x12)

@@ -26,7 +26,7 @@ const char *kn_status_string(kn_status s) {
 // Cache blocks: KC*NR*4 bytes of B (a sliver) stay in L1 while a KC*MR sliver of A streams;
 // MC*KC*4 bytes of A stay in L2; KC*NC*4 bytes of B sit in L3.
 
-#define KERNELS_PER_ISA 2
+#define KERNELS_PER_ISA 3
 static kn_gemm_impl gemm_table[KN_ISA_COUNT][KERNELS_PER_ISA] = {
     [KN_ISA_PORTABLE] = {{kn_sgemm_ukr_portable_4x8, kn_sgemm_ukr_portable_4x8_rows, kn_sgemm_ukr_portable_4x8_arows, "kn_sgemm_ukr_portable_4x8",
                           {.mr = 4, .nr = 8, .mc = 128, .kc = 256, .nc = 4096}}},
@@ -36,7 +36,9 @@ static kn_gemm_impl gemm_table[KN_ISA_COUNT][KERNELS_PER_ISA] = {
     [KN_ISA_AVX512] = {{kn_sgemm_ukr_avx512_8x48, kn_sgemm_ukr_avx512_8x48_rows, kn_sgemm_ukr_avx512_8x48_arows, "kn_sgemm_ukr_avx512_8x48",
                         {.mr = 8, .nr = 48, .mc = 96, .kc = 1024, .nc = 4032}, kn_pack_rows_avx2, kn_pack_at_avx2},
                        {kn_sgemm_ukr_avx512_12x32, kn_sgemm_ukr_avx512_12x32_rows, kn_sgemm_ukr_avx512_12x32_arows, "kn_sgemm_ukr_avx512_12x32",
-                        {.mr = 12, .nr = 32, .mc = 96, .kc = 1024, .nc = 4096}, kn_pack_rows_avx2, kn_pack_at_avx2}},
+                        {.mr = 12, .nr = 32, .mc = 96, .kc = 1024, .nc = 4096}, kn_pack_rows_avx2, kn_pack_at_avx2},
+                       {kn_sgemm_ukr_avx512_12x16, kn_sgemm_ukr_avx512_12x16_rows, kn_sgemm_ukr_avx512_12x16_arows, "kn_sgemm_ukr_avx512_12x16",
+                        {.mr = 12, .nr = 16, .mc = 96, .kc = 1024, .nc = 4096}, kn_pack_rows_avx2, kn_pack_at_avx2}},
 #endif
 #if defined(__aarch64__)
     [KN_ISA_NEON] = {{kn_sgemm_ukr_neon_8x12, kn_sgemm_ukr_neon_8x12_rows, kn_sgemm_ukr_neon_8x12_arows, "kn_sgemm_ukr_neon_8x12",
