@@ -131,7 +131,7 @@ KN_BODY void backward_channels(float *dx, float *dgamma, float *dbeta, const flo
             const size_t o = ((size_t)n * C + c) * HW;
             for (int i = 0; i < HW; i++) {
                 const float xhat = (x[o + i] - mu) * is;
-                dx[o + i] += k * (dy[o + i] - mdy - xhat * mdyx);
+                dx[o + i] = k * (dy[o + i] - mdy - xhat * mdyx);
             }
         }
     }

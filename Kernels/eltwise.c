@@ -37,7 +37,7 @@ KN_BODY void relu_backward_range(float *dx, const float *dy, const float *y, siz
                                  size_t hi) {
     for (size_t i = lo; i < hi; i++) {
         const float d = dy[i]; // loaded unconditionally, so the select vectorises (no branch)
-        dx[i] += y[i] > 0.0f ? d : 0.0f;
+        dx[i] = y[i] > 0.0f ? d : 0.0f;
     }
 }
 KN_BY_ISA(relu_backward_range,

@@ -187,7 +187,8 @@ void kn_add(float *y, const float *a, const float *b, size_t n);
 void kn_accumulate(float *y, const float *x, size_t n);
 /// y = max(x, 0). y may alias x.
 void kn_relu_forward(float *y, const float *x, size_t n);
-/// dx += dy where y > 0 (y is the ReLU output, or its input: the sign is the same).
+/// dx = dy where y > 0, else 0 (y is the ReLU output, or its input: the sign is the same).
+/// dx is written, never read (so the caller need not clear it).
 void kn_relu_backward(float *dx, const float *dy, const float *y, size_t n);
 /// y (N,C,HW) += bias (C).
 void kn_bias_forward(float *y, const float *bias, int N, int C, int HW);
@@ -230,7 +231,8 @@ void kn_batchnorm_update_running(float *running_mean, float *running_var, const 
 void kn_batchnorm_inference(float *y, const float *x, const float *running_mean,
                             const float *running_var, const float *gamma, const float *beta,
                             int N, int C, int HW, float eps);
-/// Training-mode backward: dx += ..., dgamma += ..., dbeta += ... (batch statistics).
+/// Training-mode backward (batch statistics): dx = ... (written, never read), dgamma += ...,
+/// dbeta += ....
 void kn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *x, const float *mean, const float *invstd,
                            const float *gamma, int N, int C, int HW);

@@ -113,6 +113,11 @@ struct OpsTests {
         #expect(relu(x) == x.map { max($0, 0) })
         checkGradient("relu", x: x, outputWeights: g, reduction: 1, forward: relu, gradient: { xs in
             var dx = [Float](repeating: 0, count: n); kn_relu_backward(&dx, g, relu(xs), n); return dx })
+        // backward writes dx without reading it: garbage in it changes nothing
+        var garbage = [Float](repeating: .nan, count: n), clean = [Float](repeating: 0, count: n)
+        kn_relu_backward(&garbage, g, relu(x), n)
+        kn_relu_backward(&clean, g, relu(x), n)
+        expectBitwise(garbage, clean, "relu backward over NaN")
         var y = x
         kn_accumulate(&y, g, n)
         #expect(y == zip(x, g).map { $0 + $1 })
@@ -158,6 +163,13 @@ struct OpsTests {
             return (dx, dg, db)
         }
         let grads = backward()
+        do { // dx is written, not read
+            var mean = [Float](repeating: 0, count: C), invstd = mean
+            kn_batchnorm_stats(&mean, &invstd, x, Int32(N), Int32(C), Int32(HW), 1e-5)
+            var dx = [Float](repeating: .nan, count: x.count), dg = [Float](repeating: 0, count: C), db = dg
+            kn_batchnorm_backward(&dx, &dg, &db, g, x, mean, invstd, gamma0, Int32(N), Int32(C), Int32(HW))
+            expectBitwise(dx + dg + db, grads.0 + grads.1 + grads.2, "bn backward over NaN")
+        }
         checkGradient("bn dx", x: x, outputWeights: g, reduction: N * HW, smooth: true,
                       forward: { train($0, gamma0, beta0) }, gradient: { _ in grads.0 })
         checkGradient("bn dgamma", x: gamma0, outputWeights: g, reduction: N * HW, smooth: true,

@@ -74,7 +74,7 @@ public final class BatchNorm2D: Layer {
         }
         let x = saved.tensors[0], mean = saved.tensors[1], invstd = saved.tensors[2]
         let (n, c, h, w) = try x.shape.nchw(name)
-        let dx = Tensor(zeros: x.shape)
+        let dx = Tensor(uninitialized: x.shape) // the kernel writes every element
         let s = slot!
         kn_batchnorm_backward(dx.pointer, s.gradients, s.gradients + c, dy.pointer, x.pointer, mean.pointer,
                               invstd.pointer, s.values, Int32(n), Int32(c), Int32(h * w))

@@ -16,7 +16,7 @@ public final class ReLU: Layer {
 
     /// Passes dy where the output was positive.
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
-        let dx = Tensor(zeros: dy.shape)
+        let dx = Tensor(uninitialized: dy.shape) // the kernel writes every element
         kn_relu_backward(dx.pointer, dy.pointer, saved.tensors[0].pointer, dy.shape.count)
         return dx
     }
