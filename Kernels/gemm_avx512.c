@@ -89,53 +89,38 @@ tile_12(const int nv, int k, const float *a, const float *const *arows, const fl
     }
 }
 
-// Contracts: see kn_sgemm_ukr and kn_sgemm_ukr_rows in internal.h.
-__attribute__((target("avx512f")))
-void kn_sgemm_ukr_avx512_8x48(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
-                              float alpha, float beta) {
-    tile_8x48(k, a, NULL, b, NULL, 0, c, ldc, alpha, beta);
+__attribute__((target("avx512f"), always_inline)) static inline void
+tile_12x32(int k, const float *a, const float *const *arows, const float *b,
+           const float *const *rows, ptrdiff_t off, float *c, ptrdiff_t ldc, float alpha, float beta) {
+    tile_12(2, k, a, arows, b, rows, off, c, ldc, alpha, beta);
 }
-__attribute__((target("avx512f")))
-void kn_sgemm_ukr_avx512_8x48_rows(int k, const float *a, const float *const *rows,
-                                   ptrdiff_t off, float *c, ptrdiff_t ldc, float alpha,
-                                   float beta) {
-    tile_8x48(k, a, NULL, NULL, rows, off, c, ldc, alpha, beta);
+__attribute__((target("avx512f"), always_inline)) static inline void
+tile_12x16(int k, const float *a, const float *const *arows, const float *b,
+           const float *const *rows, ptrdiff_t off, float *c, ptrdiff_t ldc, float alpha, float beta) {
+    tile_12(1, k, a, arows, b, rows, off, c, ldc, alpha, beta);
 }
-__attribute__((target("avx512f")))
-void kn_sgemm_ukr_avx512_12x32(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
-                               float alpha, float beta) {
-    tile_12(2, k, a, NULL, b, NULL, 0, c, ldc, alpha, beta);
-}
-__attribute__((target("avx512f")))
-void kn_sgemm_ukr_avx512_12x32_rows(int k, const float *a, const float *const *rows,
-                                    ptrdiff_t off, float *c, ptrdiff_t ldc, float alpha,
-                                    float beta) {
-    tile_12(2, k, a, NULL, NULL, rows, off, c, ldc, alpha, beta);
-}
-__attribute__((target("avx512f")))
-void kn_sgemm_ukr_avx512_8x48_arows(int k, const float *const *arows, const float *b, float *c,
-                                    ptrdiff_t ldc, float alpha, float beta) {
-    tile_8x48(k, NULL, arows, b, NULL, 0, c, ldc, alpha, beta);
-}
-__attribute__((target("avx512f")))
-void kn_sgemm_ukr_avx512_12x32_arows(int k, const float *const *arows, const float *b, float *c,
-                                     ptrdiff_t ldc, float alpha, float beta) {
-    tile_12(2, k, NULL, arows, b, NULL, 0, c, ldc, alpha, beta);
-}
-__attribute__((target("avx512f")))
-void kn_sgemm_ukr_avx512_12x16(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
-                               float alpha, float beta) {
-    tile_12(1, k, a, NULL, b, NULL, 0, c, ldc, alpha, beta);
-}
-__attribute__((target("avx512f")))
-void kn_sgemm_ukr_avx512_12x16_rows(int k, const float *a, const float *const *rows,
-                                    ptrdiff_t off, float *c, ptrdiff_t ldc, float alpha,
-                                    float beta) {
-    tile_12(1, k, a, NULL, NULL, rows, off, c, ldc, alpha, beta);
-}
-__attribute__((target("avx512f")))
-void kn_sgemm_ukr_avx512_12x16_arows(int k, const float *const *arows, const float *b, float *c,
-                                     ptrdiff_t ldc, float alpha, float beta) {
-    tile_12(1, k, NULL, arows, b, NULL, 0, c, ldc, alpha, beta);
-}
+
+// A tile body's three entry points: packed A and B, B rows in place, A rows in place
+// (contracts: kn_sgemm_ukr, kn_sgemm_ukr_rows and kn_sgemm_ukr_arows in internal.h).
+#define UKR_ENTRIES(name, tile)                                                            \
+    __attribute__((target("avx512f"))) void name(int k, const float *a, const float *b,    \
+                                                 float *c, ptrdiff_t ldc, float alpha,     \
+                                                 float beta) {                             \
+        tile(k, a, NULL, b, NULL, 0, c, ldc, alpha, beta);                                 \
+    }                                                                                      \
+    __attribute__((target("avx512f"))) void name##_rows(                                   \
+        int k, const float *a, const float *const *rows, ptrdiff_t off, float *c,          \
+        ptrdiff_t ldc, float alpha, float beta) {                                          \
+        tile(k, a, NULL, NULL, rows, off, c, ldc, alpha, beta);                            \
+    }                                                                                      \
+    __attribute__((target("avx512f"))) void name##_arows(int k, const float *const *arows, \
+                                                         const float *b, float *c,         \
+                                                         ptrdiff_t ldc, float alpha,       \
+                                                         float beta) {                     \
+        tile(k, NULL, arows, b, NULL, 0, c, ldc, alpha, beta);                             \
+    }
+
+UKR_ENTRIES(kn_sgemm_ukr_avx512_8x48, tile_8x48)
+UKR_ENTRIES(kn_sgemm_ukr_avx512_12x32, tile_12x32)
+UKR_ENTRIES(kn_sgemm_ukr_avx512_12x16, tile_12x16)
 #endif
