@@ -11,7 +11,9 @@ Each side times its configurations in turn, a step at a time, in one process (dr
 all alike). Prints step time, overhead against no checkpointing, the share of the recompute
 the overlap hid, and memory: Remat's exact peak of activation bytes (allocator) and its peak
 RSS over one step of each configuration; for PyTorch (no exact activation count on the CPU)
-the peak RSS of a separate short process per configuration.
+the peak RSS of a separate short process per configuration. With 2 or more threads, a row
+per model gives the cache-line round trip between two cores that `remat bench` measured
+(about 100 ns: the cores share a last-level cache; several times more: they do not).
 """
 import argparse, json, os, subprocess, sys
 
@@ -55,6 +57,10 @@ def main():
             print(f"| {name} | Remat | {policy} | {'on' if r['overlap'] else 'off'} | "
                   f"{1e3 * r['step_seconds_median']:.0f} | {100 * r['overhead_vs_none']:+.0f}% | {hidden} | "
                   f"{r['peak_activation_mib']:.0f} | {r['peak_rss_mib']:.0f} |", flush=True)
+        trips = [t for r in ours for t in (r["core_round_trip_ns_before"], r["core_round_trip_ns_after"])]
+        if args.threads > 1:
+            print(f"| {name} | Remat | (cache-line round trip between the cores: {min(trips):.0f}-{max(trips):.0f} ns) "
+                  "| | | | | | |", flush=True)
         segments = next(r["segments"] for r in ours if r["policy"] == "sqrt(n)")
         peer = [args.torch, os.path.abspath(__file__)]
         times = json.loads(subprocess.run(peer + ["--peer", name, str(args.batch), str(args.threads), str(args.steps),
