@@ -281,8 +281,8 @@ static void nchw_to_chunk(const kn_conv2d *cv, float *t, size_t ld, const float 
     const size_t PQ = (size_t)cv->P * cv->Q;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
     if ((size_t)K * nb * PQ > KN_PAR_MIN)
-    for (int nn = 0; nn < nb; nn++)
-        for (int k = 0; k < K; k++)
+    for (int k = 0; k < K; k++)
+        for (int nn = 0; nn < nb; nn++)
             memcpy(t + (size_t)k * ld + nn * PQ, dy + ((size_t)(n0 + nn) * K + k) * PQ,
                    sizeof(float) * PQ);
 }
