@@ -85,13 +85,22 @@ kn_status kn_conv2d_plan(kn_conv2d *cv) {
     if (nb > cv->N) nb = cv->N;
     if (nb < 1) nb = 1;
     cv->col_images = (int)nb;
-    cv->shift_images = cv->shift_groups = cv->shift_slots = 1;
+    cv->shift_images = cv->shift_groups = cv->shift_slots = cv->col_slots = 1;
     const int uses_col = cv->algo_forward == KN_CONV_IM2COL ||
                          cv->algo_backward_data == KN_CONV_IM2COL ||
                          cv->algo_backward_weights == KN_CONV_IM2COL;
-    const size_t col_scratch = !uses_col ? 0
-                               : nb > 1  ? (CRS + cv->K) * chunk_ld(nb * PQ) // col + y/dy chunk
-                               : is_unit_1x1(cv) ? 0 : (size_t)(CRS * PQ);
+    const size_t col_chunk = !uses_col ? 0
+                             : nb > 1  ? (CRS + cv->K) * chunk_ld(nb * PQ) // col + y/dy chunk
+                             : is_unit_1x1(cv) ? 0 : (size_t)(CRS * PQ);
+    // backward-data's chunks go across the team (see backward_data_im2col): a slot per core,
+    // as many as the chunks and the limit allow
+    cv->col_slots = 1;
+    if (cv->algo_backward_data == KN_CONV_IM2COL && nb > 1) {
+        const long chunks = (cv->N + nb - 1) / nb;
+        cv->col_slots = (int)(chunks < kn_num_cores() ? chunks : kn_num_cores());
+        while (cv->col_slots > 1 && cv->col_slots * col_chunk > limit) cv->col_slots--;
+    }
+    const size_t col_scratch = cv->col_slots * col_chunk;
     const size_t shift_scratch = kn_conv2d_plan_shift(
         cv, cv->scratch_limit && cv->scratch_limit < KN_SHIFT_CHUNK ? cv->scratch_limit : KN_SHIFT_CHUNK, limit);
     cv->scratch_floats = col_scratch > shift_scratch ? col_scratch : shift_scratch;
@@ -337,27 +346,49 @@ static void forward_im2col(const kn_conv2d *cv, float *y, const float *x, const 
     }
 }
 
+typedef struct {
+    const kn_conv2d *cv;
+    float *dx;
+    const float *dy, *w;
+} backward_data_pass;
+
+// One chunk of backward-data: dy into the chunk layout, dcol = w^T . dy, col2im into dx.
+static void backward_data_chunk(const void *p, int chunk, float *slot) {
+    const backward_data_pass *ps = p;
+    const kn_conv2d *cv = ps->cv;
+    const int K = cv->K, CRS = cv->C * cv->R * cv->S, PQ = cv->P * cv->Q;
+    const int n0 = chunk * cv->col_images;
+    const int nb = cv->N - n0 < cv->col_images ? cv->N - n0 : cv->col_images;
+    const size_t ld = chunk_ld(nb * PQ);
+    float *dcol = slot, *t = slot + (size_t)CRS * ld;
+    nchw_to_chunk(cv, t, ld, ps->dy, n0, nb);
+    gemm_rows_in_place(1, CRS, nb * PQ, K, ps->w, CRS, t, dcol, ld);
+    col2im_add(cv, ps->dx, dcol, ld, n0, nb);
+}
+
+// Chunks of several images go across the team, each thread running its own chunks alone
+// (kn_run_items): no barrier inside a chunk, and the same packing of the weights in all (each
+// chunk's, once). Measured in the far placement (docs/ARCHITECTURE.md, Placement) on vgg11's
+// 8x8 and 4x4 layers at 2 threads: 16.0-16.7 -> 12.5-12.7 ms on 256->256.
 static void backward_data_im2col(const kn_conv2d *cv, float *dx, const float *dy, const float *w,
                                  float *scratch) {
     const int K = cv->K, C = cv->C, CRS = C * cv->R * cv->S, PQ = cv->P * cv->Q;
     const size_t HW = (size_t)cv->H * cv->W;
     const int chunk = cv->col_images;
-    for (int n0 = 0; n0 < cv->N; n0 += chunk) {
-        const int nb = cv->N - n0 < chunk ? cv->N - n0 : chunk;
-        if (chunk == 1) {
-            const float *dyn = dy + (size_t)n0 * K * PQ;
-            if (is_unit_1x1(cv)) {
-                kn_sgemm(1, 0, C, PQ, K, 1.0f, w, CRS, dyn, PQ, 1.0f, dx + n0 * HW * C, PQ);
-            } else {
-                kn_sgemm(1, 0, CRS, PQ, K, 1.0f, w, CRS, dyn, PQ, 0.0f, scratch, PQ);
-                col2im_add(cv, dx, scratch, PQ, n0, 1);
-            }
+    if (chunk > 1) {
+        const backward_data_pass pass = {cv, dx, dy, w};
+        const size_t slot = (CRS + (size_t)K) * chunk_ld((long)chunk * PQ);
+        kn_run_items((cv->N + chunk - 1) / chunk, cv->col_slots, scratch, slot,
+                     backward_data_chunk, &pass);
+        return;
+    }
+    for (int n0 = 0; n0 < cv->N; n0++) {
+        const float *dyn = dy + (size_t)n0 * K * PQ;
+        if (is_unit_1x1(cv)) {
+            kn_sgemm(1, 0, C, PQ, K, 1.0f, w, CRS, dyn, PQ, 1.0f, dx + n0 * HW * C, PQ);
         } else {
-            const size_t ld = chunk_ld(nb * PQ);
-            float *dcol = scratch, *t = scratch + (size_t)CRS * ld;
-            nchw_to_chunk(cv, t, ld, dy, n0, nb);
-            gemm_rows_in_place(1, CRS, nb * PQ, K, w, CRS, t, dcol, ld);
-            col2im_add(cv, dx, dcol, ld, n0, nb);
+            kn_sgemm(1, 0, CRS, PQ, K, 1.0f, w, CRS, dyn, PQ, 0.0f, scratch, PQ);
+            col2im_add(cv, dx, scratch, PQ, n0, 1);
         }
     }
 }

@@ -171,26 +171,25 @@ static kn_view shift_view(kn_view_kind kind, const float *xp, const kn_conv2d *c
                      .cstride = (long)plane(g), .image = (long)(g.ch * plane(g))};
 }
 
-typedef void (*item_fn)(const void *pass, int item, float *slot);
-
-// Runs fn(pass, i, slot) for i in [0, items): across the team, a contiguous run of items per
-// thread, each thread alone (kn_solo) in a slot of its own, when 2 <= team <= items and the
-// slots; else one item after another on the whole team, in slot 0.
-static void run_items(const kn_conv2d *cv, int items, float *slots, item_fn fn, const void *pass) {
+void kn_run_items(int items, int slots, float *first_slot, size_t slot_floats, kn_item_fn fn,
+                  const void *pass) {
     const int team = kn_team();
-    if (team < 2 || team > items || team > cv->shift_slots) {
-        for (int i = 0; i < items; i++) fn(pass, i, slots);
+    if (team < 2 || team > items || team > slots) {
+        for (int i = 0; i < items; i++) fn(pass, i, first_slot);
         return;
     }
     const kn_isa isa = kn_isa_active();
-    const size_t per_slot = slot_floats(cv);
 #pragma omp parallel num_threads(team)
     {
         const kn_solo saved = kn_solo_begin(isa);
-        float *slot = slots + (size_t)omp_get_thread_num() * per_slot;
+        float *slot = first_slot + (size_t)omp_get_thread_num() * slot_floats;
         KN_FOR_SHARE(items, i) fn(pass, i, slot);
         kn_solo_end(saved);
     }
+}
+
+static void run_items(const kn_conv2d *cv, int items, float *slots, kn_item_fn fn, const void *pass) {
+    kn_run_items(items, cv->shift_slots, slots, slot_floats(cv), fn, pass);
 }
 
 // Forward and backward-data: out = a . shift(in padded to the grid g), cropped.

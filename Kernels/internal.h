@@ -207,6 +207,14 @@ typedef struct {
 void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_view *B,
                    float beta, const kn_view *C);
 
+// MARK: - Convolution: work in chunks of images
+// Runs fn(pass, i, slot) for i in [0, items): across the team, a contiguous run of items per
+// thread, each thread alone (kn_solo) in a slot of its own (slot t at first_slot +
+// t * slot_floats), when 2 <= team <= items and team <= slots; else one item after another on
+// the whole team, in the first slot. Items must not depend on who runs them.
+typedef void (*kn_item_fn)(const void *pass, int item, float *slot);
+void kn_run_items(int items, int slots, float *first_slot, size_t slot_floats, kn_item_fn fn,
+                  const void *pass);
 // MARK: - Convolution by implicit GEMM over the padded input (conv_shift.c), stride 1
 // Sets shift_images, shift_groups and shift_slots for the passes whose algo_* is IMPLICIT and
 // returns the scratch they need: chunks of at most `chunk_limit` floats, `total_limit` in all.

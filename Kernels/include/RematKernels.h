@@ -145,6 +145,7 @@ typedef struct {
     int shift_images;           // images per implicit chunk } team size: dw sums them in order
     int shift_groups;           // implicit dw: runs of chunks summed apart, then in order
     int shift_slots;            // implicit chunks in flight at once (one per thread)
+    int col_slots;              // im2col backward-data chunks in flight at once
     size_t scratch_floats;      // scratch every pass of this convolution needs
 } kn_conv2d;
 

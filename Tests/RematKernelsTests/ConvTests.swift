@@ -197,6 +197,27 @@ struct ConvTests {
         }
     }
 
+    /// im2col backward-data with chunks of several images across the team: a ragged last
+    /// chunk; against the reference, and bitwise against one thread.
+    @Test func im2colBackwardDataChunksAcrossTheTeam() {
+        // chunks of 32 and 24 images, each long enough that the two threads overlap in time
+        var conv = Conv(N: 56, C: 64, H: 4, W: 4, K: 64, R: 3, S: 3, pad: (1, 1))!
+        conv.cv.algo = KN_CONV_IM2COL
+        #expect(kn_conv2d_plan(&conv.cv) == KN_OK)
+        let cv = conv.cv
+        #expect(cv.col_images == 32 && Int(cv.col_slots) == min(2, Int(kn_num_cores())), "\(conv)")
+        var rng = SplitMix(800)
+        let dy = rng.array(conv.yCount), w = rng.array(conv.wCount), dx0 = rng.array(conv.xCount)
+        let (one, team) = kernelStateLock.withLock {
+            (withThreads(1) { conv.backwardData(dy, w, into: dx0) }, withThreads(2) { conv.backwardData(dy, w, into: dx0) })
+        }
+        expectBitwise(one, team, "team of 2 vs 1, \(conv)")
+        let ref = conv.backwardData(dy, w, into: dx0, reference: true)
+        let mag = conv.backwardData(dy.map(abs), w.map(abs), into: dx0.map(abs), reference: true)
+        let L = Int(cv.K * cv.R * cv.S) + 1
+        expectClose(team, ref, bound: mag.map { 2.1 * gamma(L) * Double($0) }, "backward-data \(conv)")
+    }
+
     /// Shapes that cannot make an output, or make no sense, are refused by the plan.
     @Test func impossibleShapesAreRefused() {
         var cv = kn_conv2d()
