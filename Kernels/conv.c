@@ -38,6 +38,30 @@ static size_t chunk_ld(long columns) {
     return ld % 256 == 0 ? ld + 16 : ld;
 }
 
+// Chunks across the team, for both algorithms (contract in internal.h): each thread runs its
+// own run of chunks alone, in the caller's ISA, so no barrier falls inside a chunk.
+void kn_run_items(int items, int slots, float *first_slot, size_t slot_floats, kn_item_fn fn,
+                  const void *pass) {
+    const int team = kn_team();
+    if (team < 2 || team > items || team > slots) {
+        for (int i = 0; i < items; i++) fn(pass, i, first_slot);
+        return;
+    }
+    const kn_isa isa = kn_isa_active();
+#pragma omp parallel num_threads(team)
+    {
+        const kn_solo saved = kn_solo_begin(isa);
+        float *slot = first_slot + (size_t)omp_get_thread_num() * slot_floats;
+        KN_FOR_SHARE(items, i) fn(pass, i, slot);
+        kn_solo_end(saved);
+    }
+}
+
+// Floats of one chunk of several images: its col matrix and its y/dy matrix (K rows).
+static size_t col_chunk_floats(const kn_conv2d *cv, long nb) {
+    return ((size_t)cv->C * cv->R * cv->S + cv->K) * chunk_ld(nb * cv->P * cv->Q);
+}
+
 static int is_unit_1x1(const kn_conv2d *cv) {
     return cv->R == 1 && cv->S == 1 && cv->stride_h == 1 && cv->stride_w == 1 &&
            cv->pad_h == 0 && cv->pad_w == 0;
@@ -90,11 +114,10 @@ kn_status kn_conv2d_plan(kn_conv2d *cv) {
                          cv->algo_backward_data == KN_CONV_IM2COL ||
                          cv->algo_backward_weights == KN_CONV_IM2COL;
     const size_t col_chunk = !uses_col ? 0
-                             : nb > 1  ? (CRS + cv->K) * chunk_ld(nb * PQ) // col + y/dy chunk
+                             : nb > 1  ? col_chunk_floats(cv, nb)
                              : is_unit_1x1(cv) ? 0 : (size_t)(CRS * PQ);
     // backward-data's chunks go across the team (see backward_data_im2col): a slot per core,
     // as many as the chunks and the limit allow
-    cv->col_slots = 1;
     if (cv->algo_backward_data == KN_CONV_IM2COL && nb > 1) {
         const long chunks = (cv->N + nb - 1) / nb;
         cv->col_slots = (int)(chunks < kn_num_cores() ? chunks : kn_num_cores());
@@ -377,9 +400,8 @@ static void backward_data_im2col(const kn_conv2d *cv, float *dx, const float *dy
     const int chunk = cv->col_images;
     if (chunk > 1) {
         const backward_data_pass pass = {cv, dx, dy, w};
-        const size_t slot = (CRS + (size_t)K) * chunk_ld((long)chunk * PQ);
-        kn_run_items((cv->N + chunk - 1) / chunk, cv->col_slots, scratch, slot,
-                     backward_data_chunk, &pass);
+        kn_run_items((cv->N + chunk - 1) / chunk, cv->col_slots, scratch,
+                     col_chunk_floats(cv, chunk), backward_data_chunk, &pass);
         return;
     }
     for (int n0 = 0; n0 < cv->N; n0++) {

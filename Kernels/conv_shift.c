@@ -101,7 +101,7 @@ size_t kn_conv2d_plan_shift(kn_conv2d *cv, size_t chunk_limit, size_t total_limi
     cv->shift_groups = groups;
     int slots = n_chunks < kn_num_cores() ? n_chunks : kn_num_cores();
     while (slots > 1 && shared_floats(cv) + slots * slot_floats(cv) > total_limit) slots--;
-    cv->shift_slots = slots < 1 ? 1 : slots;
+    cv->shift_slots = slots;
     return shared_floats(cv) + cv->shift_slots * slot_floats(cv);
 }
 
@@ -169,23 +169,6 @@ static kn_view shift_view(kn_view_kind kind, const float *xp, const kn_conv2d *c
     return (kn_view){.kind = kind, .data = (float *)xp, .R = cv->R, .S = cv->S,
                      .rstep = cv->dil_h * g.wp, .sstep = cv->dil_w, .T = g.rows * g.wp,
                      .cstride = (long)plane(g), .image = (long)(g.ch * plane(g))};
-}
-
-void kn_run_items(int items, int slots, float *first_slot, size_t slot_floats, kn_item_fn fn,
-                  const void *pass) {
-    const int team = kn_team();
-    if (team < 2 || team > items || team > slots) {
-        for (int i = 0; i < items; i++) fn(pass, i, first_slot);
-        return;
-    }
-    const kn_isa isa = kn_isa_active();
-#pragma omp parallel num_threads(team)
-    {
-        const kn_solo saved = kn_solo_begin(isa);
-        float *slot = first_slot + (size_t)omp_get_thread_num() * slot_floats;
-        KN_FOR_SHARE(items, i) fn(pass, i, slot);
-        kn_solo_end(saved);
-    }
 }
 
 static void run_items(const kn_conv2d *cv, int items, float *slots, kn_item_fn fn, const void *pass) {
