@@ -89,7 +89,7 @@ double kn_peak_gflops(void) {
 double kn_core_round_trip_ns(void) {
     if (kn_team() < 2) return 0;
     enum { TRIALS = 7, TRIPS = 5000 };
-    static _Alignas(64) _Atomic long line;
+    _Alignas(64) _Atomic long line; // the caller's own: two callers at once cannot mix hand-offs
     double trial[TRIALS];
     for (int t = 0; t < TRIALS; t++) {
         atomic_store(&line, 0);
