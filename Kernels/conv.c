@@ -3,7 +3,7 @@
 //
 // IMPLICIT (stride 1; conv_shift.c): col is never written; the GEMM reads shifted runs of the
 // zero-padded input. kn_conv2d_plan picks, per pass, the implicit GEMM where it pays
-// (kn_conv2d_shift_pays) and im2col elsewhere; a caller may force one for all passes.
+// (kn_conv2d_choose_implicit) and im2col elsewhere; a caller may force one for all passes.
 //
 // IM2COL (any stride; this file): col written per chunk of images into scratch, then a dense GEMM:
 //   forward          y_n (K, PQ)     = w (K, CRS) . col_n
@@ -30,13 +30,6 @@
 #define KN_SHIFT_CHUNK (1u << 19)
 #endif
 
-// Row stride of a chunk's col and y/dy matrices (nb*PQ columns): whole cache lines, and off
-// multiples of 1 KiB, where the micro-kernel's reads of one column block down the rows fell
-// into a few L1 sets (a 2 KiB stride: 2 of 64 per line read) and missed.
-static size_t chunk_ld(long columns) {
-    size_t ld = ((size_t)columns + 15) / 16 * 16;
-    return ld % 256 == 0 ? ld + 16 : ld;
-}
 
 // Chunks across the team, for both algorithms (contract in internal.h): each thread runs its
 // own run of chunks alone, in the caller's ISA, so no barrier falls inside a chunk.
@@ -59,7 +52,7 @@ void kn_run_items(int items, int slots, float *first_slot, size_t slot_floats, k
 
 // Floats of one chunk of several images: its col matrix and its y/dy matrix (K rows).
 static size_t col_chunk_floats(const kn_conv2d *cv, long nb) {
-    return ((size_t)cv->C * cv->R * cv->S + cv->K) * chunk_ld(nb * cv->P * cv->Q);
+    return ((size_t)cv->C * cv->R * cv->S + cv->K) * kn_chunk_ld(nb * cv->P * cv->Q);
 }
 
 static int is_unit_1x1(const kn_conv2d *cv) {
@@ -83,20 +76,23 @@ kn_status kn_conv2d_plan(kn_conv2d *cv) {
     if ((double)cv->N * cv->C * cv->H * cv->W > lim || (double)cv->N * cv->K * P * Q > lim ||
         (double)cv->K * crs > lim || crs * P * Q > lim)
         return KN_EINVAL;
-    if (cv->algo != KN_CONV_AUTO && cv->algo != KN_CONV_IMPLICIT && cv->algo != KN_CONV_IM2COL)
+    if (cv->algo != KN_CONV_AUTO && cv->algo != KN_CONV_IMPLICIT && cv->algo != KN_CONV_IM2COL &&
+        cv->algo != KN_CONV_IMPLICIT_BATCH)
         return KN_EINVAL;
     const int unit_stride = cv->stride_h == 1 && cv->stride_w == 1;
-    if (cv->algo == KN_CONV_IMPLICIT && !unit_stride) return KN_EINVAL; // needs stride 1
+    if ((cv->algo == KN_CONV_IMPLICIT || cv->algo == KN_CONV_IMPLICIT_BATCH) && !unit_stride)
+        return KN_EINVAL; // needs stride 1
     cv->P = (int)P;
     cv->Q = (int)Q;
     // per pass: a requested algorithm wins; AUTO takes the implicit GEMM where it pays
     const int auto_ = cv->algo == KN_CONV_AUTO;
     const kn_conv_algo fixed = auto_ ? KN_CONV_IM2COL : cv->algo;
     cv->algo_forward = cv->algo_backward_weights = cv->algo_backward_data = fixed;
-    if (auto_ && unit_stride && kn_conv2d_shift_pays(cv, cv->K))
-        cv->algo_forward = cv->algo_backward_weights = KN_CONV_IMPLICIT;
-    if (auto_ && unit_stride && kn_conv2d_shift_pays(cv, cv->C))
-        cv->algo_backward_data = KN_CONV_IMPLICIT;
+    if (auto_ && unit_stride) {
+        cv->algo_forward = kn_conv2d_choose_implicit(cv, KN_PASS_FORWARD);
+        cv->algo_backward_data = kn_conv2d_choose_implicit(cv, KN_PASS_BACKWARD_DATA);
+        cv->algo_backward_weights = kn_conv2d_choose_implicit(cv, KN_PASS_BACKWARD_WEIGHTS);
+    }
     // the transposed conv needs its padding d(R-1) - pad >= 0
     if (cv->pad_h > cv->dil_h * (cv->R - 1) || cv->pad_w > cv->dil_w * (cv->S - 1))
         cv->algo_backward_data = KN_CONV_IM2COL;
@@ -360,7 +356,7 @@ static void forward_im2col(const kn_conv2d *cv, float *y, const float *x, const 
             kn_sgemm(0, 0, K, PQ, CRS, 1.0f, w, CRS, col, PQ, 0.0f, yn, PQ);
             if (bias) kn_bias_forward(yn, bias, 1, K, PQ);
         } else {
-            const size_t ld = chunk_ld(nb * PQ);
+            const size_t ld = kn_chunk_ld(nb * PQ);
             float *col = scratch, *t = scratch + (size_t)CRS * ld;
             im2col(cv, col, ld, x, n0, nb);
             gemm_rows_in_place(0, K, nb * PQ, CRS, w, CRS, col, t, ld);
@@ -382,7 +378,7 @@ static void backward_data_chunk(const void *p, int chunk, float *slot) {
     const int K = cv->K, CRS = cv->C * cv->R * cv->S, PQ = cv->P * cv->Q;
     const int n0 = chunk * cv->col_images;
     const int nb = cv->N - n0 < cv->col_images ? cv->N - n0 : cv->col_images;
-    const size_t ld = chunk_ld(nb * PQ);
+    const size_t ld = kn_chunk_ld(nb * PQ);
     float *dcol = slot, *t = slot + (size_t)CRS * ld;
     nchw_to_chunk(cv, t, ld, ps->dy, n0, nb);
     gemm_rows_in_place(1, CRS, nb * PQ, K, ps->w, CRS, t, dcol, ld);
@@ -449,19 +445,19 @@ static void backward_weights_im2col(const kn_conv2d *cv, float *dw, float *dbias
 
 void kn_conv2d_forward(const kn_conv2d *cv, float *y, const float *x, const float *w,
                        const float *bias, float *scratch) {
-    if (cv->algo_forward == KN_CONV_IMPLICIT) kn_conv2d_forward_shift(cv, y, x, w, bias, scratch);
+    if (cv->algo_forward != KN_CONV_IM2COL) kn_conv2d_forward_shift(cv, y, x, w, bias, scratch);
     else forward_im2col(cv, y, x, w, bias, scratch);
 }
 
 void kn_conv2d_backward_data(const kn_conv2d *cv, float *dx, const float *dy, const float *w,
                              float *scratch) {
-    if (cv->algo_backward_data == KN_CONV_IMPLICIT) kn_conv2d_backward_data_shift(cv, dx, dy, w, scratch);
+    if (cv->algo_backward_data != KN_CONV_IM2COL) kn_conv2d_backward_data_shift(cv, dx, dy, w, scratch);
     else backward_data_im2col(cv, dx, dy, w, scratch);
 }
 
 void kn_conv2d_backward_weights(const kn_conv2d *cv, float *dw, float *dbias, const float *dy,
                                 const float *x, float *scratch) {
-    if (cv->algo_backward_weights == KN_CONV_IMPLICIT)
+    if (cv->algo_backward_weights != KN_CONV_IM2COL)
         kn_conv2d_backward_weights_shift(cv, dw, dbias, dy, x, scratch);
     else backward_weights_im2col(cv, dw, dbias, dy, x, scratch);
 }

@@ -215,12 +215,24 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
 typedef void (*kn_item_fn)(const void *pass, int item, float *slot);
 void kn_run_items(int items, int slots, float *first_slot, size_t slot_floats, kn_item_fn fn,
                   const void *pass);
+// Row stride of a chunk's matrices (`columns` wide): whole cache lines, and off multiples of
+// 1 KiB, where the micro-kernel's reads of one column block down the rows fell into a few L1
+// sets (a 2 KiB stride: 2 of 64 per line read) and missed.
+static inline size_t kn_chunk_ld(long columns) {
+    size_t ld = ((size_t)columns + 15) / 16 * 16;
+    return ld % 256 == 0 ? ld + 16 : ld;
+}
+
 // MARK: - Convolution by implicit GEMM over the padded input (conv_shift.c), stride 1
-// Sets shift_images, shift_groups and shift_slots for the passes whose algo_* is IMPLICIT and
-// returns the scratch they need: chunks of at most `chunk_limit` floats, `total_limit` in all.
+// Sets shift_images, shift_groups and shift_slots for the passes whose algo_* is IMPLICIT or
+// IMPLICIT_BATCH (never both in one plan) and returns the scratch they need: chunks of at
+// most `chunk_limit` floats, `total_limit` in all.
 size_t kn_conv2d_plan_shift(kn_conv2d *cv, size_t chunk_limit, size_t total_limit);
-// Whether the implicit GEMM beats im2col for a pass with `out_channels` GEMM rows (see conv.c).
-int kn_conv2d_shift_pays(const kn_conv2d *cv, int out_channels);
+typedef enum { KN_PASS_FORWARD, KN_PASS_BACKWARD_DATA, KN_PASS_BACKWARD_WEIGHTS } kn_conv_pass;
+// The plan's choice for one pass of a stride-1 conv (P, Q set): IMPLICIT, IMPLICIT_BATCH or
+// IM2COL, whichever measured fastest for such shapes (one plan never mixes the two implicit
+// layouts: narrow planes get only IMPLICIT_BATCH, wider ones only IMPLICIT).
+kn_conv_algo kn_conv2d_choose_implicit(const kn_conv2d *cv, kn_conv_pass pass);
 void kn_conv2d_forward_shift(const kn_conv2d *cv, float *y, const float *x, const float *w,
                              const float *bias, float *scratch);
 void kn_conv2d_backward_data_shift(const kn_conv2d *cv, float *dx, const float *dy,

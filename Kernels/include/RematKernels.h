@@ -123,6 +123,9 @@ typedef enum {
     KN_CONV_IMPLICIT = 1, // stride 1 only: implicit GEMM over the zero-padded input, no im2col
                           // matrix; backward-data runs as the transposed (stride-1) conv
     KN_CONV_IM2COL = 2,   // any stride: explicit im2col of a chunk of images + one GEMM
+    KN_CONV_IMPLICIT_BATCH = 3, // stride 1 only: the implicit GEMM with each chunk's images
+                          // innermost (C, H, W, image), so a GEMM column is (row, column,
+                          // image) and none is padding: for narrow planes (8x8, 4x4, 2x2)
 } kn_conv_algo;
 
 /// A 2-D convolution, planned once and run many times (oneDNN style).

@@ -19,7 +19,9 @@ struct Conv: CustomStringConvertible {
     var description: String {
         "N\(cv.N) C\(cv.C) \(cv.H)x\(cv.W) K\(cv.K) \(cv.R)x\(cv.S) s\(cv.stride_h),\(cv.stride_w) p\(cv.pad_h),\(cv.pad_w) d\(cv.dil_h),\(cv.dil_w) algos \(name(cv.algo_forward))/\(name(cv.algo_backward_data))/\(name(cv.algo_backward_weights)) chunks \(cv.col_images)/\(cv.shift_images)"
     }
-    private func name(_ a: kn_conv_algo) -> String { a == KN_CONV_IMPLICIT ? "implicit" : "im2col" }
+    private func name(_ a: kn_conv_algo) -> String {
+        a == KN_CONV_IMPLICIT ? "implicit" : a == KN_CONV_IMPLICIT_BATCH ? "implicit-batch" : "im2col"
+    }
     var xCount: Int { Int(cv.N * cv.C * cv.H * cv.W) }
     var wCount: Int { Int(cv.K * cv.C * cv.R * cv.S) }
     var yCount: Int { Int(cv.N * cv.K * cv.P * cv.Q) }
@@ -62,13 +64,16 @@ extension UnsafeMutableBufferPointer where Element == Float {
     func initialized(_ a: [Float]) -> Self { _ = self.initialize(from: a); return self }
 }
 
-/// Shapes that reach every path of both algorithms and the plan's per-pass mix of them:
-/// implicit GEMM (with and without the transposed backward-data), explicit im2col with
+/// Shapes that reach every path of the algorithms and the plan's per-pass mix of them:
+/// implicit GEMM on the padded grid and batch innermost (with and without the transposed
+/// backward-data), explicit im2col with
 /// chunked and one-image GEMMs, one image per chunk (a tiny scratch limit), the 1x1 path,
 /// stride, padding, dilation, odd sizes, batch 1, a kernel as large as the padded input.
 func convShapes() -> [Conv] {
     baseConvShapes().enumerated().flatMap { (i, c) -> [Conv] in
-        [KN_CONV_AUTO, KN_CONV_IMPLICIT, KN_CONV_IM2COL].filter { $0 != KN_CONV_IMPLICIT || (c.cv.stride_h == 1 && c.cv.stride_w == 1) }.map { algo in
+        [KN_CONV_AUTO, KN_CONV_IMPLICIT, KN_CONV_IMPLICIT_BATCH, KN_CONV_IM2COL].filter {
+            $0 == KN_CONV_AUTO || $0 == KN_CONV_IM2COL || (c.cv.stride_h == 1 && c.cv.stride_w == 1)
+        }.map { algo in
             var v = c
             v.cv.algo = algo
             v.cv.scratch_limit = i % 2 == 0 ? 1 : 0 // every other shape one image per chunk

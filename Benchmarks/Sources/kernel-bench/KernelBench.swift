@@ -19,12 +19,12 @@ struct KernelBench: ParsableCommand {
             """)
 
     enum Part: String, ExpressibleByArgument, CaseIterable { case gemm, conv, peak }
-    enum Algo: String, ExpressibleByArgument, CaseIterable { case auto, implicit, im2col }
+    enum Algo: String, ExpressibleByArgument, CaseIterable { case auto, implicit, batch, im2col }
 
     @Option(help: "Kernel team size (default: all cores).") var threads: Int?
     @Option(help: "Timed calls per kernel; the median is reported.") var repeats = 7
     @Option(help: "Only one part: \(Part.allCases.map(\.rawValue).joined(separator: ", ")).") var only: Part?
-    @Option(help: "Conv algorithm: auto (the plan's choice per pass), implicit (stride-1 layers) or im2col.")
+    @Option(help: "Conv algorithm: auto (the plan's choice per pass), implicit (stride-1 layers, padded grid), batch (stride-1, batch innermost) or im2col.")
     var algo: Algo = .auto
     @Flag(help: "One JSON object per line instead of tables.") var json = false
 
@@ -80,7 +80,8 @@ struct KernelBench: ParsableCommand {
     }
 
     func conv(team: Int, peak: Double) {
-        let request = ["auto": KN_CONV_AUTO, "implicit": KN_CONV_IMPLICIT, "im2col": KN_CONV_IM2COL][algo.rawValue]!
+        let request = ["auto": KN_CONV_AUTO, "implicit": KN_CONV_IMPLICIT, "batch": KN_CONV_IMPLICIT_BATCH,
+                       "im2col": KN_CONV_IM2COL][algo.rawValue]!
         if !json { print("\nConv2d, batch 64              pass      algo       ms    GFLOP/s  % of peak") }
         for l in workloadConvs {
             var cv = l.plan(batch: 64, algo: request)
@@ -108,7 +109,9 @@ struct KernelBench: ParsableCommand {
         }
     }
 
-    func name(_ a: kn_conv_algo) -> String { a == KN_CONV_IMPLICIT ? "implicit" : "im2col" }
+    func name(_ a: kn_conv_algo) -> String {
+        a == KN_CONV_IMPLICIT ? "implicit" : a == KN_CONV_IMPLICIT_BATCH ? "batch" : "im2col"
+    }
     func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
     func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? s : String(repeating: " ", count: n - s.count) + s }
     func emit(_ fields: [String: Any]) {
