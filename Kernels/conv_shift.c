@@ -69,15 +69,12 @@ static int grid_pays(const kn_conv2d *cv, int out_channels) {
 kn_conv_algo kn_conv2d_choose_implicit(const kn_conv2d *cv, kn_conv_pass pass) {
     const int rows = pass == KN_PASS_BACKWARD_DATA ? cv->C : cv->K;
     // Planes narrower than 16 (the 8x8 to 2x2 layers) take the batch-innermost layout, whose
-    // GEMM has no junk, where it measured faster than im2col (kernel-bench --algo batch and
-    // --algo im2col, 1 and 2 threads, vgg11 and resnet56): every forward pass; backward-data
-    // and backward-weights on 8x8 planes; backward-data on 4x4 only when it has as many
-    // output channels as input (256->512 at 4x4 is 19 % faster by im2col on 1 thread); none
-    // of the 2x2 backward passes (on 1 thread, 17-25 % slower than im2col).
+    // GEMM has no junk, where it measured faster than im2col or as fast (kernel-bench --algo
+    // batch and --algo im2col, 1 and 2 threads, vgg11 and resnet56): forward and
+    // backward-data everywhere; backward-weights from 8x8 up (at 4x4 they tie, at 2x2 its
+    // one-chunk GEMM and transposed partial are 16-20 % slower).
     if (cv->Q < 16 && cv->W < 16) {
-        const int pays = pass == KN_PASS_FORWARD ? 1
-                         : pass == KN_PASS_BACKWARD_DATA ? cv->Q >= 8 || (cv->Q >= 4 && cv->C >= cv->K)
-                                                         : cv->Q >= 8;
+        const int pays = pass != KN_PASS_BACKWARD_WEIGHTS || cv->Q >= 8;
         return pays && rows >= 8 ? KN_CONV_IMPLICIT_BATCH : KN_CONV_IM2COL;
     }
     return grid_pays(cv, rows) ? KN_CONV_IMPLICIT : KN_CONV_IM2COL;

@@ -49,11 +49,13 @@ static void pack_a(float *dst, const kn_view *A, int i0, int rows, int p0, int k
     if (A->kind == KN_VIEW_NCHW) {
         // (i, j) at data[(j / plane) * ch * plane + i * plane + j % plane]: the weights of a
         // transposed conv, (K, C, R, S) read as (C, K*R*S) (see conv_shift.c)
-        for (int p = 0; p < kc; p++) {
-            const int j = p0 + p;
-            const float *src = A->data + ((size_t)(j / A->plane) * A->ch + i0) * A->plane + j % A->plane;
-            float *d = dst + (size_t)p * mr;
-            for (int r = 0; r < mr; r++) d[r] = r < rows ? src[(size_t)r * A->plane] : 0.0f;
+        // in runs of one plane: rows i0.. of it sit `plane` apart, their depth contiguous
+        for (int p = 0; p < kc;) {
+            const int j = p0 + p, t = j % A->plane;
+            const int run = A->plane - t < kc - p ? A->plane - t : kc - p;
+            const float *src = A->data + ((size_t)(j / A->plane) * A->ch + i0) * A->plane + t;
+            pack_rows(impl, dst + (size_t)p * mr, src, (size_t)A->plane, rows, run, mr);
+            p += run;
         }
         return;
     }
