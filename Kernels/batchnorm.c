@@ -68,23 +68,55 @@ KN_BY_ISA(affine_planes,
            size_t lo, size_t hi),
           (y, x, scale, shift, C, HW, lo, hi))
 
-// y = x * scale[c] + shift[c]: the forward pass in training and in inference
+// The same, then ReLU's select (kn_relu_forward's): the bits of the two passes, in one
+KN_BODY void affine_relu_planes(float *y, const float *x, const float *scale, const float *shift,
+                                int C, int HW, size_t lo, size_t hi) {
+    for (size_t plane = lo; plane < hi; plane++) {
+        const float a = scale[plane % C], b = shift[plane % C];
+        const float *xp = x + plane * HW;
+        float *yp = y + plane * HW;
+        for (int i = 0; i < HW; i++) {
+            const float v = xp[i] * a + b;
+            yp[i] = v > 0.0f ? v : 0.0f;
+        }
+    }
+}
+KN_BY_ISA(affine_relu_planes,
+          (float *y, const float *x, const float *scale, const float *shift, int C, int HW,
+           size_t lo, size_t hi),
+          (y, x, scale, shift, C, HW, lo, hi))
+
+// y = x * scale[c] + shift[c] (then ReLU): the forward pass in training and in inference
 static void affine(float *y, const float *x, const float *scale, const float *shift, int N,
-                   int C, int HW) {
-    KN_PARALLEL_RANGES((size_t)N * C, (size_t)N * C * HW > KN_PAR_MIN, affine_planes,
-                       (y, x, scale, shift, C, HW, lo, hi));
+                   int C, int HW, int relu) {
+    if (relu)
+        KN_PARALLEL_RANGES((size_t)N * C, (size_t)N * C * HW > KN_PAR_MIN, affine_relu_planes,
+                           (y, x, scale, shift, C, HW, lo, hi));
+    else
+        KN_PARALLEL_RANGES((size_t)N * C, (size_t)N * C * HW > KN_PAR_MIN, affine_planes,
+                           (y, x, scale, shift, C, HW, lo, hi));
 }
 
-void kn_batchnorm_forward(float *y, const float *x, const float *mean, const float *invstd,
-                          const float *gamma, const float *beta, int N, int C, int HW) {
+static void normalize(float *y, const float *x, const float *mean, const float *invstd,
+                      const float *gamma, const float *beta, int N, int C, int HW, int relu) {
     float *scale = malloc(sizeof(float) * 2 * (size_t)C), *shift = scale + C;
     if (!scale) abort();
     for (int c = 0; c < C; c++) {
         scale[c] = invstd[c] * gamma[c];
         shift[c] = beta[c] - mean[c] * scale[c];
     }
-    affine(y, x, scale, shift, N, C, HW);
+    affine(y, x, scale, shift, N, C, HW, relu);
     free(scale);
+}
+
+void kn_batchnorm_forward(float *y, const float *x, const float *mean, const float *invstd,
+                          const float *gamma, const float *beta, int N, int C, int HW) {
+    normalize(y, x, mean, invstd, gamma, beta, N, C, HW, 0);
+}
+
+void kn_batchnorm_forward_relu(float *y, const float *x, const float *mean, const float *invstd,
+                               const float *gamma, const float *beta, int N, int C, int HW) {
+    normalize(y, x, mean, invstd, gamma, beta, N, C, HW, 1);
 }
 
 void kn_batchnorm_update_running(float *running_mean, float *running_var, const float *mean,
@@ -107,7 +139,7 @@ void kn_batchnorm_inference(float *y, const float *x, const float *running_mean,
         scale[c] = gamma[c] / sqrtf(running_var[c] + eps);
         shift[c] = beta[c] - running_mean[c] * scale[c];
     }
-    affine(y, x, scale, shift, N, C, HW);
+    affine(y, x, scale, shift, N, C, HW, 0);
     free(scale);
 }
 

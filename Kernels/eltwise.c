@@ -13,6 +13,21 @@ void kn_add(float *y, const float *a, const float *b, size_t n) {
                        (y, a, b, lo, hi));
 }
 
+// y = max(a + b, 0): a residual add and the ReLU after it, with the bits of kn_add then
+// kn_relu_forward and one pass less
+KN_BODY void add_relu_range(float *y, const float *a, const float *b, size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; i++) {
+        const float v = a[i] + b[i];
+        y[i] = v > 0.0f ? v : 0.0f;
+    }
+}
+KN_BY_ISA(add_relu_range, (float *y, const float *a, const float *b, size_t lo, size_t hi),
+          (y, a, b, lo, hi))
+
+void kn_add_relu(float *y, const float *a, const float *b, size_t n) {
+    KN_PARALLEL_RANGES(n, n > KN_PAR_MIN, add_relu_range, (y, a, b, lo, hi));
+}
+
 KN_BODY void accumulate_range(float *y, const float *x, size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; i++) y[i] += x[i];
 }

@@ -187,6 +187,8 @@ void kn_linear_backward(float *dx, float *dw, float *db, const float *dy, const 
 
 /// y[i] = a[i] + b[i] (residual add). y may alias a or b.
 void kn_add(float *y, const float *a, const float *b, size_t n);
+/// y[i] = max(a[i] + b[i], 0): kn_add then kn_relu_forward in one pass, the same bits.
+void kn_add_relu(float *y, const float *a, const float *b, size_t n);
 /// y[i] += x[i] (gradient accumulation, residual backward).
 void kn_accumulate(float *y, const float *x, size_t n);
 /// y = max(x, 0). y may alias x.
@@ -228,6 +230,10 @@ void kn_batchnorm_stats(float *mean, float *invstd, const float *x, int N, int C
 /// y = (x - mean) * invstd * gamma + beta.
 void kn_batchnorm_forward(float *y, const float *x, const float *mean, const float *invstd,
                           const float *gamma, const float *beta, int N, int C, int HW);
+/// kn_batchnorm_forward then kn_relu_forward in one pass, the same bits (BN followed by ReLU
+/// in training: the normalised tensor is never written).
+void kn_batchnorm_forward_relu(float *y, const float *x, const float *mean, const float *invstd,
+                               const float *gamma, const float *beta, int N, int C, int HW);
 /// running = (1 - momentum) * running + momentum * batch, with the unbiased batch variance.
 void kn_batchnorm_update_running(float *running_mean, float *running_var, const float *mean,
                                  const float *invstd, int C, int count, float eps, float momentum);

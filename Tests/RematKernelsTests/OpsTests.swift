@@ -124,6 +124,12 @@ struct OpsTests {
         var s = [Float](repeating: 0, count: n)
         kn_add(&s, x, g, n)
         #expect(s == y)
+        // the fused residual add + ReLU: the bits of the two passes, NaN and -0 included
+        var a = x, addRelu = [Float](repeating: .nan, count: n)
+        a[0] = .nan; a[1] = -0.0; a[2] = -g[2]
+        kn_add(&s, a, g, n)
+        kn_add_relu(&addRelu, a, g, n)
+        expectBitwise(addRelu, relu(s), "add + relu fused")
         // bias over (N, C, HW) = (4, 5, 50)
         let bias = rng.array(5)
         func addBias(_ b: [Float]) -> [Float] { var out = x; kn_bias_forward(&out, b, 4, 5, 50); return out }
@@ -145,6 +151,15 @@ struct OpsTests {
         }
         // oracle: the textbook formula in double
         let y = train(x, gamma0, beta0)
+        do { // fused with the ReLU after it: the bits of the two passes
+            var mean = [Float](repeating: 0, count: C), invstd = mean
+            var fused = [Float](repeating: .nan, count: x.count), relu = fused
+            kn_batchnorm_stats(&mean, &invstd, x, Int32(N), Int32(C), Int32(HW), 1e-5)
+            kn_batchnorm_forward_relu(&fused, x, mean, invstd, gamma0, beta0, Int32(N), Int32(C), Int32(HW))
+            kn_relu_forward(&relu, y, x.count)
+            expectBitwise(fused, relu, "batchnorm + relu fused")
+            #expect(relu.contains(0) && relu.contains { $0 > 0 }, "both sides of the ReLU exercised")
+        }
         for c in 0..<C {
             let vals = (0..<N).flatMap { n in (0..<HW).map { Double(x[(n * C + c) * HW + $0]) } }
             let mu = vals.reduce(0, +) / Double(vals.count)

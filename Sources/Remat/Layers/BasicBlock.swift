@@ -57,10 +57,9 @@ public final class BasicBlock: Layer {
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
         let (m, ms) = try main.forward(x, context)
         let (sc, ss) = try shortcut?.forward(x, context) ?? (x, Saved())
-        let sum = Tensor(uninitialized: m.shape)
-        kn_add(sum.pointer, m.pointer, sc.pointer, m.shape.count)
-        let (y, rs) = try relu.forward(sum, context)
-        return (y, Saved(children: [ms, ss, rs]))
+        let y = Tensor(uninitialized: m.shape) // the add and the ReLU in one pass
+        kn_add_relu(y.pointer, m.pointer, sc.pointer, m.shape.count)
+        return (y, Saved(children: [ms, ss, Saved(tensors: [y])])) // the ReLU's record: its output
     }
 
     /// Back-propagates through both paths and adds their input gradients.

@@ -50,21 +50,37 @@ public final class BatchNorm2D: Layer {
         let (n, c, h, w) = try x.shape.nchw(name)
         _ = try outputShape(for: x.shape)
         let y = Tensor(uninitialized: x.shape)
-        let s = slot!
         guard context.training else {
+            let s = slot!
             kn_batchnorm_inference(y.pointer, x.pointer, runningMean, runningVariance, s.values, s.values + c,
                                    Int32(n), Int32(c), Int32(h * w), eps)
             return (y, Saved(tensors: [x]))
         }
+        return (y, try train(x, into: y, context, relu: false))
+    }
+
+    /// Training forward then ReLU in one pass: the ReLU's output, and the records of both
+    /// layers (this one's, and the ReLU's: its output), as the two layers one after another.
+    func forwardWithReLU(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved, Saved) {
+        _ = try outputShape(for: x.shape)
+        let y = Tensor(uninitialized: x.shape)
+        return (y, try train(x, into: y, context, relu: true), Saved(tensors: [y]))
+    }
+
+    /// Batch statistics, y = normalised x (then ReLU), the running update unless a recompute;
+    /// returns the record.
+    private func train(_ x: Tensor, into y: Tensor, _ context: ForwardContext, relu: Bool) throws -> Saved {
+        let (n, c, h, w) = try x.shape.nchw(name)
+        let s = slot!
         let mean = Tensor(uninitialized: Shape(c)), invstd = Tensor(uninitialized: Shape(c))
         kn_batchnorm_stats(mean.pointer, invstd.pointer, x.pointer, Int32(n), Int32(c), Int32(h * w), eps)
-        kn_batchnorm_forward(y.pointer, x.pointer, mean.pointer, invstd.pointer, s.values, s.values + c,
-                             Int32(n), Int32(c), Int32(h * w))
+        let normalize = relu ? kn_batchnorm_forward_relu : kn_batchnorm_forward
+        normalize(y.pointer, x.pointer, mean.pointer, invstd.pointer, s.values, s.values + c, Int32(n), Int32(c), Int32(h * w))
         if context.updateRunningStatistics {
             kn_batchnorm_update_running(&runningMean, &runningVariance, mean.pointer, invstd.pointer, Int32(c),
                                         Int32(n * h * w), eps, momentum)
         }
-        return (y, Saved(tensors: [x, mean, invstd]))
+        return Saved(tensors: [x, mean, invstd])
     }
 
     /// Accumulates the scale and shift gradients; returns d(loss)/d(input), the same shape.

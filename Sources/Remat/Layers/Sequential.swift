@@ -38,13 +38,23 @@ public final class Sequential: Layer {
         return total
     }
 
-    /// Runs the layers in order; keeps each one's record.
+    /// Runs the layers in order; keeps each one's record. In training, a BatchNorm followed by
+    /// a ReLU runs as one pass (the same bits and records; the normalised tensor is never
+    /// written).
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
-        var y = x, saved = Saved()
-        for l in layers {
-            let (out, s) = try l.forward(y, context)
+        var y = x, saved = Saved(), i = 0
+        while i < layers.count {
+            if context.training, let bn = layers[i] as? BatchNorm2D, i + 1 < layers.count, layers[i + 1] is ReLU {
+                let (out, bnSaved, reluSaved) = try bn.forwardWithReLU(y, context)
+                saved.children += [bnSaved, reluSaved]
+                y = out
+                i += 2
+                continue
+            }
+            let (out, s) = try layers[i].forward(y, context)
             saved.children.append(s)
             y = out
+            i += 1
         }
         return (y, saved)
     }
