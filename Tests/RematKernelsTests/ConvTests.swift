@@ -202,6 +202,57 @@ struct ConvTests {
         }
     }
 
+    /// The batch-innermost layout with a team no larger than its chunks: chunks of 32 images
+    /// (rows of 8 x 32 columns) and a ragged last one, backward-weights in three groups;
+    /// against the reference, and bitwise against one thread.
+    @Test func batchInnermostChunksAcrossTheTeam() {
+        var conv = Conv(N: 70, C: 8, H: 8, W: 8, K: 16, R: 3, S: 3, pad: (1, 1))!
+        conv.cv.algo = KN_CONV_IMPLICIT_BATCH
+        #expect(kn_conv2d_plan(&conv.cv) == KN_OK)
+        let cv = conv.cv
+        #expect(cv.algo_forward == KN_CONV_IMPLICIT_BATCH && cv.algo_backward_data == KN_CONV_IMPLICIT_BATCH &&
+                cv.algo_backward_weights == KN_CONV_IMPLICIT_BATCH, "\(conv)")
+        #expect(cv.shift_images == 32 && cv.shift_groups == 3, "\(conv)")
+        var rng = SplitMix(750)
+        let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(cv.K))
+        let dy = rng.array(conv.yCount), dx0 = rng.array(conv.xCount)
+        let w0 = rng.array(conv.wCount), b0 = rng.array(Int(cv.K))
+        let passes = { () -> [Float] in
+            let (dw, db) = conv.backwardWeights(dy, x, into: w0, biasInto: b0)
+            return conv.forward(x, w, b) + conv.backwardData(dy, w, into: dx0) + dw + db
+        }
+        let (one, team) = kernelStateLock.withLock { (withThreads(1, passes), withThreads(2, passes)) }
+        expectBitwise(one, team, "team of 2 vs 1, \(conv)")
+        let y = Array(team[0..<conv.yCount])
+        let yMag = conv.forward(x.map(abs), w.map(abs), b.map(abs), reference: true)
+        expectClose(y, conv.forward(x, w, b, reference: true), bound: yMag.map { 2.1 * gamma(conv.crs + 1) * Double($0) },
+                    "forward \(conv)")
+        let dx = Array(team[conv.yCount..<(conv.yCount + conv.xCount)])
+        let dxMag = conv.backwardData(dy.map(abs), w.map(abs), into: dx0.map(abs), reference: true)
+        expectClose(dx, conv.backwardData(dy, w, into: dx0, reference: true),
+                    bound: dxMag.map { 2.1 * gamma(Int(cv.K * cv.R * cv.S) + 1) * Double($0) }, "backward-data \(conv)")
+        let dw = Array(team[(conv.yCount + conv.xCount)..<(conv.yCount + conv.xCount + conv.wCount)])
+        let (dwRef, _) = conv.backwardWeights(dy, x, into: w0, biasInto: b0, reference: true)
+        let (dwMag, _) = conv.backwardWeights(dy.map(abs), x.map(abs), into: w0.map(abs), biasInto: b0.map(abs), reference: true)
+        expectClose(dw, dwRef, bound: dwMag.map { 2.1 * gamma(Int(cv.N * cv.P * cv.Q) + 1) * Double($0) },
+                    "backward-weights \(conv)")
+    }
+
+    /// The plan's choice on narrow planes (kn_conv2d_choose_implicit): batch innermost for
+    /// forward and backward-data, and for backward-weights from 8x8 up; im2col below 8 rows.
+    @Test func narrowPlanesTakeTheBatchInnermostLayout() {
+        let at8 = Conv(N: 64, C: 256, H: 8, W: 8, K: 256, R: 3, S: 3, pad: (1, 1))!.cv
+        #expect(at8.algo_forward == KN_CONV_IMPLICIT_BATCH && at8.algo_backward_data == KN_CONV_IMPLICIT_BATCH &&
+                at8.algo_backward_weights == KN_CONV_IMPLICIT_BATCH)
+        let at2 = Conv(N: 64, C: 512, H: 2, W: 2, K: 512, R: 3, S: 3, pad: (1, 1))!.cv
+        #expect(at2.algo_forward == KN_CONV_IMPLICIT_BATCH && at2.algo_backward_data == KN_CONV_IMPLICIT_BATCH &&
+                at2.algo_backward_weights == KN_CONV_IM2COL)
+        let wide = Conv(N: 64, C: 64, H: 16, W: 16, K: 128, R: 3, S: 3, pad: (1, 1))!.cv
+        #expect(wide.algo_forward == KN_CONV_IMPLICIT && wide.algo_backward_weights == KN_CONV_IMPLICIT)
+        let fewRows = Conv(N: 8, C: 3, H: 8, W: 8, K: 4, R: 3, S: 3, pad: (1, 1))!.cv
+        #expect(fewRows.algo_forward == KN_CONV_IM2COL && fewRows.algo_backward_data == KN_CONV_IM2COL)
+    }
+
     /// im2col backward-data with chunks of several images across the team: a ragged last
     /// chunk; against the reference, and bitwise against one thread.
     @Test func im2colBackwardDataChunksAcrossTheTeam() {
