@@ -53,48 +53,33 @@ void kn_batchnorm_stats(float *mean, float *invstd, const float *x, int N, int C
                        (mean, invstd, x, N, C, HW, eps, lo, hi));
 }
 
-// y = x * scale[c] + shift[c] over (image, channel) planes [lo, hi)
+// y = x * scale[c] + shift[c] over (image, channel) planes [lo, hi), then with `relu`
+// ReLU's select (kn_relu_forward's): the bits of the two passes, in one
 KN_BODY void affine_planes(float *y, const float *x, const float *scale, const float *shift,
-                           int C, int HW, size_t lo, size_t hi) {
+                           int C, int HW, int relu, size_t lo, size_t hi) {
     for (size_t plane = lo; plane < hi; plane++) {
         const float a = scale[plane % C], b = shift[plane % C];
         const float *xp = x + plane * HW;
         float *yp = y + plane * HW;
-        for (int i = 0; i < HW; i++) yp[i] = xp[i] * a + b;
+        if (relu)
+            for (int i = 0; i < HW; i++) {
+                const float v = xp[i] * a + b;
+                yp[i] = v > 0.0f ? v : 0.0f;
+            }
+        else
+            for (int i = 0; i < HW; i++) yp[i] = xp[i] * a + b;
     }
 }
 KN_BY_ISA(affine_planes,
           (float *y, const float *x, const float *scale, const float *shift, int C, int HW,
-           size_t lo, size_t hi),
-          (y, x, scale, shift, C, HW, lo, hi))
-
-// The same, then ReLU's select (kn_relu_forward's): the bits of the two passes, in one
-KN_BODY void affine_relu_planes(float *y, const float *x, const float *scale, const float *shift,
-                                int C, int HW, size_t lo, size_t hi) {
-    for (size_t plane = lo; plane < hi; plane++) {
-        const float a = scale[plane % C], b = shift[plane % C];
-        const float *xp = x + plane * HW;
-        float *yp = y + plane * HW;
-        for (int i = 0; i < HW; i++) {
-            const float v = xp[i] * a + b;
-            yp[i] = v > 0.0f ? v : 0.0f;
-        }
-    }
-}
-KN_BY_ISA(affine_relu_planes,
-          (float *y, const float *x, const float *scale, const float *shift, int C, int HW,
-           size_t lo, size_t hi),
-          (y, x, scale, shift, C, HW, lo, hi))
+           int relu, size_t lo, size_t hi),
+          (y, x, scale, shift, C, HW, relu, lo, hi))
 
 // y = x * scale[c] + shift[c] (then ReLU): the forward pass in training and in inference
 static void affine(float *y, const float *x, const float *scale, const float *shift, int N,
                    int C, int HW, int relu) {
-    if (relu)
-        KN_PARALLEL_RANGES((size_t)N * C, (size_t)N * C * HW > KN_PAR_MIN, affine_relu_planes,
-                           (y, x, scale, shift, C, HW, lo, hi));
-    else
-        KN_PARALLEL_RANGES((size_t)N * C, (size_t)N * C * HW > KN_PAR_MIN, affine_planes,
-                           (y, x, scale, shift, C, HW, lo, hi));
+    KN_PARALLEL_RANGES((size_t)N * C, (size_t)N * C * HW > KN_PAR_MIN, affine_planes,
+                       (y, x, scale, shift, C, HW, relu, lo, hi));
 }
 
 static void normalize(float *y, const float *x, const float *mean, const float *invstd,
