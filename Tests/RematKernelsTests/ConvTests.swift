@@ -294,5 +294,7 @@ struct ConvTests {
         #expect(kn_conv2d_plan(&cv) == KN_EINVAL)           // no such algorithm
         cv.algo = KN_CONV_IMPLICIT; cv.stride_w = 2
         #expect(kn_conv2d_plan(&cv) == KN_EINVAL)           // implicit needs stride 1
+        cv.algo = KN_CONV_IMPLICIT_BATCH
+        #expect(kn_conv2d_plan(&cv) == KN_EINVAL)           // so does its batch-innermost layout
     }
 }
