@@ -89,9 +89,7 @@ static int implicit(kn_conv_algo a) { return a == KN_CONV_IMPLICIT || a == KN_CO
 static int grid_cols(const kn_conv2d *cv, grid g) { return batch_inner(cv) ? g.cols : g.wp; }
 
 #define KN_DW_GROUPS 4
-// A transpose moves blocks of this many rows at a time: each read of the source is a 64-byte
-// run, and the writes go to that many sequential streams (row by row, every read was a miss:
-// 5 ms on vgg11's 512->512 weights, a fifth of the pass).
+// The side of the square tile through which add_partials transposes.
 #define KN_T_BLOCK 16
 // Images per batch-innermost chunk: enough that a row of the output (cols x images) spans
 // several micro-tiles (a tile crossing rows is packed instead of read in place), but at most
@@ -140,7 +138,8 @@ size_t kn_conv2d_plan_shift(kn_conv2d *cv, size_t chunk_limit, size_t total_limi
         nb = (KN_BATCH_COLS + cv->Q - 1) / cv->Q;
         if (nb > KN_BATCH_IMAGES) nb = KN_BATCH_IMAGES;
         const size_t kcrs = (size_t)cv->K * cv->C * cv->R * cv->S;
-        while (nb > 1 && kcrs + nb * per_image + slack(cv) + 32 * (size_t)(cv->K + cv->C) > total_limit) nb /= 2;
+        cv->shift_images = (int)nb; // slot_floats reads it
+        while (nb > 1 && kcrs + slot_floats(cv) > total_limit) cv->shift_images = (int)(nb /= 2);
     }
     if (nb > (size_t)cv->N) nb = cv->N;
     if (nb < 1) nb = 1;
