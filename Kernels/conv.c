@@ -1,8 +1,9 @@
 // Conv2d forward, backward-data and backward-weights as GEMMs over the "column" matrix
-// col (C*R*S, N*P*Q) of the batch. Two algorithms, chosen per shape by kn_conv2d_plan:
+// col (C*R*S, N*P*Q) of the batch. Three algorithms, chosen per pass by kn_conv2d_plan:
 //
-// IMPLICIT (stride 1; conv_shift.c): col is never written; the GEMM reads shifted runs of the
-// zero-padded input. kn_conv2d_plan picks, per pass, the implicit GEMM where it pays
+// IMPLICIT and IMPLICIT_BATCH (stride 1; conv_shift.c): col is never written; the GEMM reads
+// shifted runs of the zero-padded input, laid out as padded images or (narrow planes) with the
+// batch innermost. kn_conv2d_plan picks, per pass, an implicit GEMM where it pays
 // (kn_conv2d_choose_implicit) and im2col elsewhere; a caller may force one for all passes.
 //
 // IM2COL (any stride; this file): col written per chunk of images into scratch, then a dense GEMM:
