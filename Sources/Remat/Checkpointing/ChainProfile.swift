@@ -49,6 +49,10 @@ public struct BlockCost: Sendable, Equatable {
     public var outputRebuildBytes = 0
     /// Seconds of rebuilding only the output.
     public var outputRebuildSeconds = 0.0
+    /// Bytes of the batch statistics its BatchNorms record in a checkpointed segment's
+    /// forward and keep until the segment's recompute takes them back (part of its records
+    /// from then on).
+    public var statisticsBytes = 0
 }
 
 /// Per-block costs of a model's chain at one batch size: measured on this machine by running
@@ -96,6 +100,12 @@ public struct ChainProfile: Sendable {
                     let g = Tensor(zeros: y.shape)
                     let (dx, bPeak, bSeconds) = try peak { try block.backward(g, saved) }
                     (cost.backwardPeak, cost.backwardSeconds, cost.inputGradientBytes) = (bPeak, bSeconds, dx.accountBytes)
+                }
+                do { // the statistics a checkpointed segment's forward records
+                    var recording = context
+                    recording.statistics = ActivationStash()
+                    _ = try block.forward(x, recording)
+                    cost.statisticsBytes = recording.statistics!.tensors.reduce(0) { $0 + $1.accountBytes }
                 }
                 // selective: record the expensive outputs, then rebuild from them
                 let stash = ActivationStash()

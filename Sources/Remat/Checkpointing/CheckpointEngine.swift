@@ -3,10 +3,11 @@ import RematKernels
 
 /// Forward, loss and backward of one step under a checkpoint plan (see `CheckpointPlan`).
 ///
-/// Forward: every segment's input is kept (its checkpoint); only the last segment keeps what
-/// its backward needs. Backward, last segment first: each earlier segment is rebuilt from its
-/// checkpoint (BN reusing nothing but recomputing identical batch statistics, running
-/// statistics untouched, dropout masks regenerated) and then back-propagated and freed.
+/// Forward: every segment's input is kept (its checkpoint), and the batch statistics of its
+/// BatchNorms; only the last segment keeps what its backward needs. Backward, last segment
+/// first: each earlier segment is rebuilt from its checkpoint (BN taking back its statistics
+/// instead of reducing again, running statistics untouched, dropout masks regenerated) and
+/// then back-propagated and freed.
 /// With `Overlap`, the rebuilding runs on a recompute thread with its own kernel team, at most
 /// `lookahead` segments ahead of the backward pass.
 struct CheckpointEngine {
@@ -24,12 +25,18 @@ struct CheckpointEngine {
         if plan.selective { return try runSelective(images: images, labels: labels, context: context) }
         let blocks = model.blocks, segments = plan.segments, last = segments.count - 1
         var checkpoints = [Tensor?](repeating: nil, count: segments.count)
+        var statistics = [ActivationStash?](repeating: nil, count: segments.count)
         var lastSaved: [Saved] = []
         var x = images
         for (s, range) in segments.enumerated() {
             checkpoints[s] = x
+            var recording = context
+            if s != last {
+                statistics[s] = ActivationStash()
+                recording.statistics = statistics[s]
+            }
             for i in range {
-                let (y, saved) = try trace.span("forward", block: i) { try blocks[i].forward(x, context) }
+                let (y, saved) = try trace.span("forward", block: i) { try blocks[i].forward(x, recording) }
                 if s == last { lastSaved.append(saved) } // earlier segments: dropped here, rebuilt later
                 x = y
             }
@@ -41,9 +48,12 @@ struct CheckpointEngine {
 
         let worker = overlap.map { o in
             RecomputeWorker(model: model, segments: Array(segments.prefix(last)), checkpoints: checkpoints,
-                            context: recomputeContext, overlap: o, account: account, trace: trace)
+                            statistics: statistics, context: recomputeContext, overlap: o, account: account, trace: trace)
         }
-        if worker != nil { checkpoints.removeAll() } // the worker holds them now, freeing each when used
+        if worker != nil { // the worker holds them now, freeing each when used
+            checkpoints.removeAll()
+            statistics.removeAll()
+        }
         let team = kn_get_num_threads()
         if let o = overlap, let worker {
             kn_set_num_threads(Int32(o.backwardThreads))
@@ -64,8 +74,8 @@ struct CheckpointEngine {
                     saved = try trace.span("wait", block: segments[s].upperBound - 1) { try worker.take(segment: s) }
                 } else {
                     saved = try CheckpointEngine.recompute(model, segments[s], from: checkpoints[s]!, recomputeContext,
-                                                           trace: trace)
-                    checkpoints[s] = nil
+                                                           statistics: statistics[s], trace: trace)
+                    (checkpoints[s], statistics[s]) = (nil, nil)
                 }
                 for (j, i) in segments[s].enumerated().reversed() {
                     g = try trace.span("backward", block: i) { try blocks[i].backward(g, saved[j]) }
@@ -137,10 +147,13 @@ struct CheckpointEngine {
         return (loss, dlogits, SoftmaxCrossEntropy.correct(logits: logits, labels: labels))
     }
 
-    /// Rebuilds a segment's activations from its checkpoint (on the calling thread).
-    static func recompute(_ model: Model, _ range: Range<Int>, from input: Tensor, _ context: ForwardContext,
-                          trace: TraceRecorder?) throws -> [Saved] {
-        var x = input, saved: [Saved] = []
+    /// Rebuilds a segment's activations from its checkpoint and the batch statistics its
+    /// forward recorded (on the calling thread).
+    static func recompute(_ model: Model, _ range: Range<Int>, from input: Tensor, _ recomputeContext: ForwardContext,
+                          statistics: ActivationStash?, trace: TraceRecorder?) throws -> [Saved] {
+        var x = input, saved: [Saved] = [], context = recomputeContext
+        statistics?.rewind()
+        context.statistics = statistics
         for i in range {
             let (y, s) = try trace.span("recompute", block: i) { try model.blocks[i].forward(x, context) }
             saved.append(s)
@@ -169,17 +182,19 @@ final class RecomputeWorker: @unchecked Sendable {
     private let trace: TraceRecorder?
     private let segments: [Range<Int>]
     private var inputs: [Tensor?]
+    private var statistics: [ActivationStash?]
     private let context: ForwardContext
     private let overlap: Overlap
 
-    init(model: Model, segments: [Range<Int>], checkpoints: [Tensor?], context: ForwardContext, overlap: Overlap,
-         account: MemoryAccount, trace: TraceRecorder?) {
+    init(model: Model, segments: [Range<Int>], checkpoints: [Tensor?], statistics: [ActivationStash?],
+         context: ForwardContext, overlap: Overlap, account: MemoryAccount, trace: TraceRecorder?) {
         slots = overlap.lookahead
         self.model = model
         self.account = account
         self.trace = trace
         self.segments = segments
         inputs = Array(checkpoints.prefix(segments.count))
+        self.statistics = Array(statistics.prefix(segments.count))
         self.context = context
         self.overlap = overlap
         let thread = Thread { [self] in self.main() }
@@ -202,8 +217,9 @@ final class RecomputeWorker: @unchecked Sendable {
                 guard acquireSlot() else { break }
                 kn_lease_offer(toBackward, 0)
                 do {
-                    let saved = try CheckpointEngine.recompute(model, segments[s], from: inputs[s]!, context, trace: trace)
-                    inputs[s] = nil
+                    let saved = try CheckpointEngine.recompute(model, segments[s], from: inputs[s]!, context,
+                                                               statistics: statistics[s], trace: trace)
+                    (inputs[s], statistics[s]) = (nil, nil)
                     publish(s, saved)
                 } catch {
                     fail(error)
@@ -212,6 +228,7 @@ final class RecomputeWorker: @unchecked Sendable {
             }
             kn_lease_offer(toBackward, Int32(overlap.recomputeThreads))
             inputs.removeAll()
+            statistics.removeAll()
         }
         kn_set_team_lease(nil)
         condition.lock()

@@ -126,7 +126,8 @@ extension CheckpointPlan {
     /// in `budget`, or nil if none does.
     ///
     /// A plan's peak is max over segments s of (P_s + local_s): P_s, the bytes of earlier
-    /// segments' checkpoints, plus what segment s holds while it runs (its forward, and its
+    /// segments' checkpoints (their inputs and BatchNorm statistics), plus what segment s
+    /// holds while it runs (its forward, and its
     /// rebuild and backward), which depends on s alone. So a dynamic program over the chain
     /// (Beaumont et al., "Optimal checkpointing for heterogeneous chains", restricted to
     /// one level of checkpoints as this engine runs them) keeps, at each block where a
@@ -172,16 +173,19 @@ extension CheckpointPlan {
                 let sorted = front.sorted { (states[$0].bytes, states[$0].seconds) < (states[$1].bytes, states[$1].seconds) }
                 var kept: [Int] = [], cheapest = Double.infinity
                 for s in sorted where states[s].seconds < cheapest { kept.append(s); cheapest = states[s].seconds }
-                var recompute = 0.0
+                var recompute = 0.0, statistics = 0
                 for j in (i + 1)...n {
                     recompute += b[j - 1].forwardSeconds
+                    statistics += b[j - 1].statisticsBytes
                     let peak = peaks.peak(previous: h, start: i, end: j)
                     for s in kept where states[s].bytes + peak <= budget {
                         let st = states[s]
                         if j == n {
                             if best == nil || st.seconds < best!.seconds { best = (st.seconds, s, i) }
                         } else {
-                            states.append(State(bytes: st.bytes + b[i].inputBytes, seconds: st.seconds + recompute, parent: s, start: i))
+                            // the segment's checkpoint and its BatchNorms' statistics stay for later segments
+                            states.append(State(bytes: st.bytes + b[i].inputBytes + statistics, seconds: st.seconds + recompute,
+                                                parent: s, start: i))
                             fronts[j * (n + 1) + (peaks.overlapped ? i : -1) + 1, default: []].append(states.count - 1)
                         }
                     }

@@ -187,7 +187,7 @@ extension CheckpointPlan {
                 let transient = s > 0 ? segments[s - 1].map { b[$0].forwardPeak }.max() ?? 0 : 0
                 bound = max(bound, prefix + profile.backwardOnlyPeak(r) + ahead + transient)
             }
-            prefix += b[r.lowerBound].inputBytes
+            prefix += b[r.lowerBound].inputBytes + r.reduce(0) { $0 + b[$1].statisticsBytes } // checkpoint, statistics
         }
         let again = segments.dropLast().flatMap { $0 }
         return PlanPrediction(peakBytes: peak, overlappedPeakBound: overlap.map { _ in bound },

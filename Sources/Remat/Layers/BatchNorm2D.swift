@@ -67,13 +67,21 @@ public final class BatchNorm2D: Layer {
         return (y, try train(x, into: y, context, relu: true), Saved(tensors: [y]))
     }
 
-    /// Batch statistics, y = normalised x (then ReLU), the running update unless a recompute;
-    /// returns the record.
+    /// Batch statistics (recorded in, or in a recompute taken back from,
+    /// `context.statistics`), y = normalised x (then ReLU), the running update unless a
+    /// recompute; returns the record.
     private func train(_ x: Tensor, into y: Tensor, _ context: ForwardContext, relu: Bool) throws -> Saved {
         let (n, c, h, w) = try x.shape.nchw(name)
         let s = slot!
-        let mean = Tensor(uninitialized: Shape(c)), invstd = Tensor(uninitialized: Shape(c))
-        kn_batchnorm_stats(mean.pointer, invstd.pointer, x.pointer, Int32(n), Int32(c), Int32(h * w), eps)
+        let mean: Tensor, invstd: Tensor
+        if let recorded = context.statistics, let m = recorded.replayed(), let v = recorded.replayed() {
+            (mean, invstd) = (m, v)
+        } else {
+            (mean, invstd) = (Tensor(uninitialized: Shape(c)), Tensor(uninitialized: Shape(c)))
+            kn_batchnorm_stats(mean.pointer, invstd.pointer, x.pointer, Int32(n), Int32(c), Int32(h * w), eps)
+            context.statistics?.record(mean)
+            context.statistics?.record(invstd)
+        }
         let normalize = relu ? kn_batchnorm_forward_relu : kn_batchnorm_forward
         normalize(y.pointer, x.pointer, mean.pointer, invstd.pointer, s.values, s.values + c, Int32(n), Int32(c), Int32(h * w))
         if context.updateRunningStatistics {

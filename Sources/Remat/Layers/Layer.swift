@@ -67,10 +67,11 @@ public struct Saved {
     }
 }
 
-/// Selective recomputation's record of a block: the outputs of its expensive layers
-/// (convolutions, linear), in the order they ran. Recording keeps them; replaying hands them
-/// back instead of computing them again, so only the cheap layers (BatchNorm, ReLU, pooling,
-/// dropout) run twice.
+/// Tensors a forward pass computed, in the order it computed them, handed back in that order
+/// when the pass runs again. Two uses: selective recomputation's record of a block (the
+/// outputs of its expensive layers, convolutions and linear, so only the cheap ones run
+/// twice), and a checkpointed segment's BatchNorm batch statistics (so its recompute skips
+/// their reduction).
 final class ActivationStash: @unchecked Sendable { // used by one thread at a time
     private(set) var tensors: [Tensor] = []
     private var cursor: Int?
@@ -102,6 +103,9 @@ public struct ForwardContext: Sendable {
     public var step: Int
     /// Selective recomputation: expensive layers record or replay their outputs here.
     var stash: ActivationStash?
+    /// A checkpointed segment: BatchNorm records its batch statistics here in the forward
+    /// pass and takes them back in the recompute (the same bits a second reduction gives).
+    var statistics: ActivationStash?
 
     /// A context for training (batch statistics, dropout, running-statistics updates) or evaluation.
     public init(training: Bool, seed: UInt64 = 0, step: Int = 0) {
