@@ -43,11 +43,39 @@ struct PlanTests {
         }
     }
 
+    /// The batch statistics a recomputed segment's BatchNorms keep from its forward are
+    /// measured per block and counted with the checkpoints of the segments before the last.
+    @Test func batchNormStatisticsAreCountedWithTheCheckpoints() throws {
+        let profile = try ChainProfile.measure(try Zoo.resnet(blocksPerStage: 3), batch: 4)
+        let b = profile.blocks
+        #expect(b[0].statisticsBytes == 2 * 64)   // the stem: one BatchNorm of 16 channels, mean and invstd
+        #expect(b[1].statisticsBytes == 4 * 64)   // a BasicBlock 16->16: two
+        #expect(b[4].statisticsBytes == 6 * 128)  // 16->32 with a projection: three of 32 channels
+        #expect(b.last!.statisticsBytes == 0)     // the head has none
+        // with 1 GiB of statistics on the first block alone, a plan that recomputes it holds
+        // them through every later segment; one that never recomputes it holds none
+        var zero = b, big = b
+        for i in b.indices { (zero[i].statisticsBytes, big[i].statisticsBytes) = (0, 0) }
+        big[0].statisticsBytes = 1 << 30
+        let (plain, heavy) = (ChainProfile(batch: 4, blocks: zero, measured: true), ChainProfile(batch: 4, blocks: big, measured: true))
+        let once = try CheckpointPlan(policy: .none, blocks: b.count)
+        #expect(once.predict(heavy).peakBytes == once.predict(plain).peakBytes)
+        let segmented = try CheckpointPlan(policy: .every(3), blocks: b.count)
+        let peak = segmented.predict(heavy).peakBytes
+        #expect(peak > 1 << 30 && peak - (1 << 30) <= segmented.predict(plain).peakBytes, "\(peak)")
+    }
+
     /// The dynamic programs find the least recompute time within each budget, with recompute
     /// sequential and overlapped: the same as trying every one of the 2^(n-1) segmentations of
     /// resnet20's 11 blocks.
-    @Test func budgetPlansAreOptimal() throws {
-        let profile = try ChainProfile.measure(try Zoo.resnet(blocksPerStage: 3), batch: 4)
+    /// (Also with the BatchNorm statistics made 1024 times larger, 128-768 KiB a block, so that
+    /// the programs' count of them, with the checkpoints, weighs in the choice.)
+    @Test(arguments: [false, true]) func budgetPlansAreOptimal(heavyStatistics: Bool) throws {
+        var profile = try ChainProfile.measure(try Zoo.resnet(blocksPerStage: 3), batch: 4)
+        if heavyStatistics {
+            profile = ChainProfile(batch: profile.batch, blocks: profile.blocks.map { var c = $0; c.statisticsBytes *= 1024; return c },
+                                   measured: true)
+        }
         let n = profile.blocks.count
         var all: [(peak: Int, bound: Int, seconds: Double)] = []
         let overlap = Overlap(backwardThreads: 1, recomputeThreads: 1)

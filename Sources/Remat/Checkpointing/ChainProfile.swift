@@ -144,7 +144,7 @@ public struct ChainProfile: Sendable {
     public static func estimate(_ model: Model, batch: Int, gflops: Double = 100, gigabytesPerSecond: Double = 10) throws -> ChainProfile {
         let one = try measure(model, batch: 1)
         let costs = one.blocks.map { c -> BlockCost in
-            var e = c
+            var e = c // statisticsBytes included: a BatchNorm's statistics do not grow with the batch
             func scale(_ b: Int) -> Int { b * batch }
             let traffic = Double(scale(c.inputBytes + c.outputBytes + c.savedBytes)) / (gigabytesPerSecond * 1e9)
             e.forwardSeconds = Double(c.forwardFLOPs * batch) / (gflops * 1e9) + traffic
