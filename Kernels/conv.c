@@ -31,7 +31,6 @@
 #define KN_SHIFT_CHUNK (1u << 19)
 #endif
 
-
 // Chunks across the team, for both algorithms (contract in internal.h): each thread runs its
 // own run of chunks alone, in the caller's ISA, so no barrier falls inside a chunk.
 void kn_run_items(int items, int slots, float *first_slot, size_t slot_floats, kn_item_fn fn,

@@ -130,14 +130,13 @@ static size_t shared_floats(const kn_conv2d *cv) {
 }
 
 size_t kn_conv2d_plan_shift(kn_conv2d *cv, size_t chunk_limit, size_t total_limit) {
-    const size_t per_image = slot_image(cv);
+    const size_t per_image = slot_image(cv), kcrs = (size_t)cv->K * cv->C * cv->R * cv->S;
     if (per_image == 0) return 0;
     size_t nb = chunk_limit / per_image;
     if (batch_inner(cv)) {
         // long output rows rather than a cache-sized chunk, within the limit with one slot
         nb = (KN_BATCH_COLS + cv->Q - 1) / cv->Q;
         if (nb > KN_BATCH_IMAGES) nb = KN_BATCH_IMAGES;
-        const size_t kcrs = (size_t)cv->K * cv->C * cv->R * cv->S;
         cv->shift_images = (int)nb; // slot_floats reads it
         while (nb > 1 && kcrs + slot_floats(cv) > total_limit) cv->shift_images = (int)(nb /= 2);
     }
@@ -150,7 +149,6 @@ size_t kn_conv2d_plan_shift(kn_conv2d *cv, size_t chunk_limit, size_t total_limi
     if (!batch_inner(cv) && even <= (size_t)cv->N) nb = (cv->N + even - 1) / even;
     cv->shift_images = (int)nb;
     const int n_chunks = chunk_count(cv);
-    const size_t kcrs = (size_t)cv->K * cv->C * cv->R * cv->S;
     int groups = n_chunks < KN_DW_GROUPS ? n_chunks : KN_DW_GROUPS;
     while (groups > 1 && groups * kcrs > total_limit) groups--;
     cv->shift_groups = groups;
@@ -275,8 +273,8 @@ KN_BY_ISA(unbatch_planes,
            const float *bias, int accumulate, size_t lo, size_t hi),
           (dst, src, ld, n0, nb, ch, pq, bias, accumulate, lo, hi))
 
-static kn_view shift_view(kn_view_kind kind, const float *xp, const kn_conv2d *cv, grid g) {
-    return (kn_view){.kind = kind, .data = (float *)xp, .R = cv->R, .S = cv->S,
+static kn_view shift_view(const float *xp, const kn_conv2d *cv, grid g) {
+    return (kn_view){.kind = KN_VIEW_SHIFT, .data = (float *)xp, .R = cv->R, .S = cv->S,
                      .rstep = cv->dil_h * g.wp, .sstep = cv->dil_w, .T = g.rows * g.wp,
                      .cstride = (long)plane(g), .image = (long)(g.ch * plane(g))};
 }
@@ -343,7 +341,7 @@ static void grid_chunk(const void *p, int chunk, float *slot) {
         return;
     }
     pad_chunk(inp, ps->in, n0, nb, g, ps->in_h, ps->in_w, slack(cv));
-    const kn_view view = shift_view(KN_VIEW_SHIFT, inp, cv, g);
+    const kn_view view = shift_view(inp, cv, g);
     const kn_view B = ps->transposed ? flipped_taps(view) : view;
     const kn_view C = {.kind = KN_VIEW_NCHW, .data = outp, .ch = ps->out_ch, .plane = T};
     kn_gemm_views(ps->out_ch, nb * T, depth, 1.0f, &A, &B, 0.0f, &C);
@@ -400,7 +398,7 @@ static void dw_group(const void *p, int group, float *slot) {
         pad_chunk(dyp, ps->dy, n0, nb, dyg, cv->P, cv->Q, 0);
         // dw^T (CRS, K) += shift(xp) . dyp^T: the shifted runs are A's rows, read in place,
         // and only dy (K rows, 1/9 of the column matrix for a 3x3 conv) is packed
-        const kn_view A = shift_view(KN_VIEW_SHIFT, xp, cv, g);
+        const kn_view A = shift_view(xp, cv, g);
         const kn_view B = {.kind = KN_VIEW_NCHW_T, .data = dyp, .ch = K, .plane = T};
         kn_gemm_views(CRS, K, nb * T, 1.0f, &A, &B, beta, &C);
     }

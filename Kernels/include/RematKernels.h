@@ -222,8 +222,8 @@ void kn_global_avgpool_backward(float *dx, const float *dy, int N, int C, int HW
 
 // MARK: - BatchNorm2d (x, y: (N,C,HW); per-channel vectors: (C))
 // Training = kn_batchnorm_stats, then kn_batchnorm_forward, then kn_batchnorm_update_running.
-// A checkpoint recompute runs the first two again (the same inputs give the same statistics,
-// bit for bit) and skips the running update.
+// A checkpoint recompute calls kn_batchnorm_forward (or _relu) alone, with the mean and invstd
+// its forward computed (a second kn_batchnorm_stats would give the same bits).
 
 /// mean and invstd = 1/sqrt(biased var + eps) of each channel over N and HW.
 void kn_batchnorm_stats(float *mean, float *invstd, const float *x, int N, int C, int HW,

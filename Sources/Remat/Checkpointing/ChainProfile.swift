@@ -87,7 +87,10 @@ public struct ChainProfile: Sendable {
                     return (r, account.peakBytes - before, DispatchTimeSource.seconds(since: start))
                 }
                 _ = try block.forward(x, context) // warm: kernel plans made, pages touched
-                let ((y, saved), fPeak, fSeconds) = try peak { try block.forward(x, context) }
+                // timed as a checkpointed segment's forward runs it: recording its BatchNorm statistics
+                var recording = context
+                recording.statistics = ActivationStash()
+                let ((y, saved), fPeak, fSeconds) = try peak { try block.forward(x, recording) }
                 var kept = saved.storages
                 let keepsInput = kept.removeValue(forKey: x.storageID) != nil && i > 0
                 let keepsOutput = kept.removeValue(forKey: y.storageID) != nil
@@ -96,20 +99,15 @@ public struct ChainProfile: Sendable {
                                      forwardPeak: fPeak, savedBytes: kept.values.reduce(0, +), keepsInput: keepsInput,
                                      keepsOutput: keepsOutput, backwardPeak: 0, inputGradientBytes: 0, stashBytes: 0,
                                      stashKeepsOutput: false, rebuildPeak: 0, rebuildBytes: 0)
+                cost.statisticsBytes = recording.statistics!.tensors.reduce(0) { $0 + $1.accountBytes }
                 do {
                     let g = Tensor(zeros: y.shape)
                     let (dx, bPeak, bSeconds) = try peak { try block.backward(g, saved) }
                     (cost.backwardPeak, cost.backwardSeconds, cost.inputGradientBytes) = (bPeak, bSeconds, dx.accountBytes)
                 }
-                do { // the statistics a checkpointed segment's forward records
-                    var recording = context
-                    recording.statistics = ActivationStash()
-                    _ = try block.forward(x, recording)
-                    cost.statisticsBytes = recording.statistics!.tensors.reduce(0) { $0 + $1.accountBytes }
-                }
                 // selective: record the expensive outputs, then rebuild from them
                 let stash = ActivationStash()
-                var recording = context
+                recording = context
                 recording.stash = stash
                 do {
                     let y2 = try block.forward(x, recording).0
