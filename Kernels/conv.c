@@ -35,8 +35,9 @@
 // own run of chunks alone, in the caller's ISA, so no barrier falls inside a chunk.
 void kn_run_items(int items, int slots, float *first_slot, size_t slot_floats, kn_item_fn fn,
                   const void *pass) {
-    const int team = kn_team();
+    const int team = kn_team_enter();
     if (team < 2 || team > items || team > slots) {
+        kn_team_exit();
         for (int i = 0; i < items; i++) fn(pass, i, first_slot);
         return;
     }
@@ -48,6 +49,7 @@ void kn_run_items(int items, int slots, float *first_slot, size_t slot_floats, k
         KN_FOR_SHARE(items, i) fn(pass, i, slot);
         kn_solo_end(saved);
     }
+    kn_team_exit();
 }
 
 // Floats of one chunk of several images: its col matrix and its y/dy matrix (K rows).
@@ -292,7 +294,8 @@ static void chunk_to_nchw(const kn_conv2d *cv, float *y, const float *t, size_t 
                           const float *bias, int n0, int nb) {
     const int K = cv->K;
     const size_t PQ = (size_t)cv->P * cv->Q;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
+    KN_WITH_TEAM(team)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(team) \
     if ((size_t)K * nb * PQ > KN_PAR_MIN)
     for (int nn = 0; nn < nb; nn++)
         for (int k = 0; k < K; k++) {
@@ -307,7 +310,8 @@ static void nchw_to_chunk(const kn_conv2d *cv, float *t, size_t ld, const float 
                           int nb) {
     const int K = cv->K;
     const size_t PQ = (size_t)cv->P * cv->Q;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(kn_team()) \
+    KN_WITH_TEAM(team)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(team) \
     if ((size_t)K * nb * PQ > KN_PAR_MIN)
     for (int k = 0; k < K; k++)
         for (int nn = 0; nn < nb; nn++)

@@ -31,14 +31,16 @@ float kn_uniform(uint64_t seed, uint64_t index) {
 void kn_dropout_forward(float *y, const float *x, float p, uint64_t seed, uint64_t offset,
                         size_t n) {
     const float scale = 1.0f / (1.0f - p);
-#pragma omp parallel for schedule(static) num_threads(kn_team()) if (n > KN_PAR_MIN / 8)
+    KN_WITH_TEAM(team)
+#pragma omp parallel for schedule(static) num_threads(team) if (n > KN_PAR_MIN / 8)
     for (size_t i = 0; i < n; i++) y[i] = kn_uniform(seed, offset + i) >= p ? x[i] * scale : 0.0f;
 }
 
 void kn_dropout_backward(float *dx, const float *dy, float p, uint64_t seed, uint64_t offset,
                          size_t n) {
     const float scale = 1.0f / (1.0f - p);
-#pragma omp parallel for schedule(static) num_threads(kn_team()) if (n > KN_PAR_MIN / 8)
+    KN_WITH_TEAM(team)
+#pragma omp parallel for schedule(static) num_threads(team) if (n > KN_PAR_MIN / 8)
     for (size_t i = 0; i < n; i++)
         if (kn_uniform(seed, offset + i) >= p) dx[i] += dy[i] * scale;
 }

@@ -233,7 +233,8 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
     const size_t kmax = K < bk.kc ? K : bk.kc, mmax = M < bk.mc ? M : bk.mc;
     const size_t nmax = N < bk.nc ? N : bk.nc;
     // below ~0.1 MFLOP a fork/join costs more than it saves
-    const int team = ((double)M * N * K < 1e5) ? 1 : kn_team();
+    const int small = (double)M * N * K < 1e5;
+    const int team = small ? 1 : kn_team_enter();
     float *apack = in_place_a ? NULL : kn_thread_scratch(0, kmax * ((mmax + MR - 1) / MR * MR));
     float *bpack = kn_thread_scratch(1, in_place_b ? kmax * (2 + (size_t)team * NR)
                                                    : kmax * ((nmax + NR - 1) / NR * NR));
@@ -327,6 +328,7 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
             }
         }
     }
+    if (!small) kn_team_exit();
 }
 
 // MARK: - Dense SGEMM

@@ -6,8 +6,17 @@
 #include <omp.h>
 #include <stddef.h>
 
-// Team size for the calling OS thread (thread-local; see runtime.c).
+// Team size for the calling OS thread now: its own threads and those lent to it (runtime.c).
 int kn_team(void);
+// Every parallel region runs between these: enter gives its team size and registers the lent
+// threads it uses; exit releases them, so a lender taking them back waits for the region.
+// Calls nest (a kn_solo region's kernels): only the outermost registers.
+int kn_team_enter(void);
+void kn_team_exit(void);
+// Runs the statement after it (an `omp parallel for` with num_threads(team)) once between
+// kn_team_enter and kn_team_exit.
+#define KN_WITH_TEAM(team)                                                                  \
+    for (int team = kn_team_enter(), team##_once_ = 1; team##_once_; team##_once_ = 0, kn_team_exit())
 // True when `work` elements are worth a parallel region (below this the fork costs more).
 #define KN_PAR_MIN 32768
 
@@ -83,11 +92,13 @@ static inline int kn_share_hi(int n) {
         const size_t kn_n_ = (n);                                                          \
         const int kn_parallel_ = (parallel);                                               \
         __typeof__(&body##_portable) const kn_body_ = body##_by_isa();                     \
-        _Pragma("omp parallel num_threads(kn_team()) if (kn_parallel_)") {                 \
+        const int kn_team_ = kn_team_enter();                                              \
+        _Pragma("omp parallel num_threads(kn_team_) if (kn_parallel_)") {                  \
             size_t lo, hi;                                                                 \
             kn_split(kn_n_, &lo, &hi);                                                     \
             kn_body_ args;                                                                 \
         }                                                                                  \
+        kn_team_exit();                                                                    \
     } while (0)
 
 // MARK: - Fixed-order sums (BatchNorm statistics, bias gradients)

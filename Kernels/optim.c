@@ -30,7 +30,8 @@ void kn_adamw_step(float *w, float *m, float *v, const float *grad, size_t n, fl
                    float beta1, float beta2, float eps, float weight_decay, int64_t step) {
     const float bc1 = 1.0f - powf(beta1, (float)step), bc2 = 1.0f - powf(beta2, (float)step);
     const float step_size = lr / bc1, bc2_sqrt = sqrtf(bc2);
-#pragma omp parallel for schedule(static) num_threads(kn_team()) if (n > KN_PAR_MIN)
+    KN_WITH_TEAM(team)
+#pragma omp parallel for schedule(static) num_threads(team) if (n > KN_PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         w[i] *= 1.0f - lr * weight_decay; // decoupled decay, as torch.optim.AdamW
         m[i] = beta1 * m[i] + (1.0f - beta1) * grad[i];

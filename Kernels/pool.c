@@ -91,7 +91,8 @@ kn_status kn_maxpool2d_forward(float *y, const float *x, int N, int C, int H, in
                            (y, x, H, W, P, Q, lo, hi));
         return KN_OK;
     }
-#pragma omp parallel for schedule(static) num_threads(kn_team()) \
+    KN_WITH_TEAM(team)
+#pragma omp parallel for schedule(static) num_threads(team) \
     if ((size_t)N * C * H * W > KN_PAR_MIN)
     for (long plane = 0; plane < (long)N * C; plane++) {
         const float *xp = x + plane * H * W;
@@ -118,7 +119,8 @@ kn_status kn_maxpool2d_backward(float *dx, const float *dy, const float *x, int 
                            maxpool_2x2_backward, (dx, dy, x, H, W, P, Q, lo, hi));
         return KN_OK;
     }
-#pragma omp parallel for schedule(static) num_threads(kn_team()) \
+    KN_WITH_TEAM(team)
+#pragma omp parallel for schedule(static) num_threads(team) \
     if ((size_t)N * C * H * W > KN_PAR_MIN)
     for (long plane = 0; plane < (long)N * C; plane++) {
         const float *xp = x + plane * H * W;
@@ -144,7 +146,8 @@ kn_status kn_avgpool2d_forward(float *y, const float *x, int N, int C, int H, in
     if (!pool_ok(N, C, H, W, kh, kw, sh, sw, ph, pw)) return KN_EINVAL;
     const int P = POOL_OUT(H, kh, sh, ph), Q = POOL_OUT(W, kw, sw, pw);
     const float inv = 1.0f / (float)(kh * kw); // padding counts in the divisor
-#pragma omp parallel for schedule(static) num_threads(kn_team()) \
+    KN_WITH_TEAM(team)
+#pragma omp parallel for schedule(static) num_threads(team) \
     if ((size_t)N * C * H * W > KN_PAR_MIN)
     for (long plane = 0; plane < (long)N * C; plane++) {
         const float *xp = x + plane * H * W;
@@ -166,7 +169,8 @@ kn_status kn_avgpool2d_backward(float *dx, const float *dy, int N, int C, int H,
     if (!pool_ok(N, C, H, W, kh, kw, sh, sw, ph, pw)) return KN_EINVAL;
     const int P = POOL_OUT(H, kh, sh, ph), Q = POOL_OUT(W, kw, sw, pw);
     const float inv = 1.0f / (float)(kh * kw);
-#pragma omp parallel for schedule(static) num_threads(kn_team()) \
+    KN_WITH_TEAM(team)
+#pragma omp parallel for schedule(static) num_threads(team) \
     if ((size_t)N * C * H * W > KN_PAR_MIN)
     for (long plane = 0; plane < (long)N * C; plane++) {
         float *dxp = dx + plane * H * W;
@@ -183,7 +187,8 @@ kn_status kn_avgpool2d_backward(float *dx, const float *dy, int N, int C, int H,
 }
 
 void kn_global_avgpool_forward(float *y, const float *x, int N, int C, int HW) {
-#pragma omp parallel for schedule(static) num_threads(kn_team()) \
+    KN_WITH_TEAM(team)
+#pragma omp parallel for schedule(static) num_threads(team) \
     if ((size_t)N * C * HW > KN_PAR_MIN)
     for (long plane = 0; plane < (long)N * C; plane++) {
         const float *xp = x + plane * HW;
@@ -194,7 +199,8 @@ void kn_global_avgpool_forward(float *y, const float *x, int N, int C, int HW) {
 }
 
 void kn_global_avgpool_backward(float *dx, const float *dy, int N, int C, int HW) {
-#pragma omp parallel for schedule(static) num_threads(kn_team()) \
+    KN_WITH_TEAM(team)
+#pragma omp parallel for schedule(static) num_threads(team) \
     if ((size_t)N * C * HW > KN_PAR_MIN)
     for (long plane = 0; plane < (long)N * C; plane++) {
         float *dxp = dx + plane * HW;

@@ -73,9 +73,21 @@ void *kn_alloc(size_t bytes);
 typedef struct kn_lease kn_lease;
 kn_lease *kn_lease_create(void);
 void kn_lease_destroy(kn_lease *lease);
+/// Lowering the offer returns once no running region of the borrower uses more than `threads`
+/// of the lent threads, so the lender's next kernels never share cores with them.
 void kn_lease_offer(kn_lease *lease, int threads);
+/// How many lent threads the borrower's running regions use now (a diagnostic).
+int kn_lease_in_use(kn_lease *lease);
 /// The lease the calling thread's kernels may borrow from (NULL: none).
 void kn_set_team_lease(kn_lease *lease);
+/// Binds the calling thread and the workers of its team of `threads` (thread i of the
+/// team) to the i-th next of the CPUs the process could use at its first call, from the
+/// `first`-th on (wrapping around); `first` < 0 lets them all run anywhere again. Two teams
+/// bound to disjoint CPUs (the backward and the recompute team) keep each other's threads off
+/// their cores. KN_EUNSUPPORTED if the system refused; KN_EINVAL if `threads` < 1.
+kn_status kn_bind_team(int first, int threads);
+/// How many CPUs the calling thread may run on now (0 if unknown), and the lowest of them.
+int kn_thread_cpus(int *first);
 /// Number of cores this process may run on.
 int kn_num_cores(void);
 /// Measured FMA throughput (GFLOP/s, a multiply-add counts 2) of the active ISA on this

@@ -24,6 +24,7 @@ struct Bench: ParsableCommand {
               remat bench --budget 80MiB --split 1+1        # add a memory-budget plan
               remat bench --csv > runs.csv                  # or --json: one object per row
               remat bench --trace step.json                 # Chrome trace of one overlapped step
+              remat bench --trace step.json --overlap off   # ... of one sequential step
             """)
 
     enum OverlapChoice: String, ExpressibleByArgument, CaseIterable { case off, on, both }
@@ -36,7 +37,7 @@ struct Bench: ParsableCommand {
     var policies: [CheckpointPolicy] = [.none, .sqrtN]
     @Option(help: "Also run a memory-budget plan of this size (bytes, or with KiB/MiB/GiB).") var budget: String?
     @Option(help: "Recompute overlapped with backward: off, on or both.") var overlap: OverlapChoice = .both
-    @Option(help: "Write the Chrome trace (JSON) of one overlapped sqrt(n) step to this file.") var trace: String?
+    @Option(help: "Write the Chrome trace (JSON) of one sqrt(n) step to this file: overlapped, or sequential with --overlap off.") var trace: String?
     @Flag(help: "One JSON object per row instead of a table.") var json = false
     @Flag(help: "CSV with a header row instead of a table.") var csv = false
 
@@ -86,7 +87,7 @@ struct Bench: ParsableCommand {
         let rows = try measure(configs, progress: progress)
         let roundTrip = (before, KernelRuntime.coreRoundTripNanoseconds)
         progress.clear()
-        if let path = trace { try writeTrace(path, overlap: settings.overlap) }
+        if let path = trace { try writeTrace(path, overlap: overlap == .off ? nil : settings.overlap) }
         report(rows, settings: settings, roundTrip: roundTrip)
     }
 
@@ -160,14 +161,14 @@ struct Bench: ParsableCommand {
         }
     }
 
-    func writeTrace(_ path: String, overlap: Overlap) throws {
+    func writeTrace(_ path: String, overlap: Overlap?) throws {
         let net = try options.makeModel()
         let (x, y) = try SyntheticDataset(count: options.batch, imageShape: net.imageShape, classes: net.classes, seed: options.seed)
             .batch(Array(0..<options.batch))
         let trainer = Trainer(model: net, optimizer: SGD(), seed: options.seed)
         trainer.checkpointing = Checkpointing(policy: .sqrtN, overlap: overlap)
         trainer.communicator = communicator
-        try trainer.train(images: x, labels: y) // warm: plans made, buffers sized
+        for _ in 0..<3 { try trainer.train(images: x, labels: y) } // warm: plans made, buffers sized
         let recorder = TraceRecorder()
         trainer.trace = recorder
         try trainer.train(images: x, labels: y)
@@ -224,7 +225,7 @@ struct Bench: ParsableCommand {
             return
         }
         print("\(options.model), batch \(options.batch), \(settings.threads) thread(s), \(KernelRuntime.isa); "
-              + "overlap split \(split), lookahead \(settings.overlap.lookahead); \(steps) timed steps after \(warmup) warm-up each")
+              + "overlap split \(split)\(settings.overlap.bindsCores ? " (teams bound to their cores)" : ""), lookahead \(settings.overlap.lookahead); \(steps) timed steps after \(warmup) warm-up each")
         if settings.threads > 1 {
             print(String(format: "cache-line round trip between two cores: %.0f ns before the steps, %.0f after "
                          + "(about 100: they share a last-level cache; several times more: they do not)", roundTrip.0, roundTrip.1))

@@ -39,6 +39,8 @@ struct ThreadOptions: ParsableArguments {
     var split: Split?
     @Option(help: "Segments the recompute thread may rebuild ahead of the backward pass (default: tuned, else 1).")
     var lookahead: Int?
+    @Flag(help: "Let the overlap's two teams run on any core instead of each on cores of its own (for a machine other jobs share).")
+    var noBindCores = false
     @Option(help: "The tuning file (default: $REMAT_TUNING_FILE, else ~/.config/remat/tuning.json).") var tuningFile: String?
     @Flag(help: "Ignore the tuning file.") var noTuning = false
 
@@ -74,6 +76,7 @@ struct ThreadOptions: ParsableArguments {
         if threads != nil && split == nil { overlap = .split(cores: total) } // explicit threads: their halves
         if let s = split { (overlap.backwardThreads, overlap.recomputeThreads) = (s.backward, s.recompute) }
         if let l = lookahead { overlap.lookahead = l }
+        if noBindCores { overlap.bindsCores = false }
         if overlap.backwardThreads + overlap.recomputeThreads > max(total, 2) && split != nil {
             note = [note, "note: split \(overlap.backwardThreads)+\(overlap.recomputeThreads) runs more threads than the \(total) asked for (oversubscribed, as requested)"]
                 .compactMap { $0 }.joined(separator: "\n")

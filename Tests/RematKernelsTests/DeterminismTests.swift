@@ -80,6 +80,47 @@ struct DeterminismTests {
 }
 
 extension DeterminismTests {
+    /// A lender that takes its threads back (offer 0) returns only when the borrower's running
+    /// kernel no longer uses them, and the borrower's results stay the bits of a team of one.
+    @Test func takingLentThreadsBackWaitsForTheBorrowersKernel() {
+        kernelStateLock.withLock {
+            let n = 384
+            var rng = SplitMix(5)
+            let a = rng.array(n * n), b = rng.array(n * n)
+            let product: @Sendable () -> [Float] = {
+                var c = [Float](repeating: 0, count: n * n)
+                _ = kn_sgemm(0, 0, Int32(n), Int32(n), Int32(n), 1, a, Int32(n), b, Int32(n), 0, &c, Int32(n))
+                return c
+            }
+            let alone = withThreads(1) { product() }
+            nonisolated(unsafe) let lease = kn_lease_create()!
+            defer { kn_lease_destroy(lease) }
+            let stop = Mutex(false), mismatches = Mutex(0), finished = DispatchSemaphore(value: 0)
+            Thread {
+                kn_set_num_threads(1)
+                kn_set_team_lease(lease)
+                while !stop.withLock({ $0 }) {
+                    if product() != alone { mismatches.withLock { $0 += 1 } }
+                }
+                kn_set_team_lease(nil)
+                finished.signal()
+            }.start()
+            var borrowed = 0, leftInUse = 0
+            for _ in 0..<200 {
+                kn_lease_offer(lease, 1)
+                Thread.sleep(forTimeInterval: 0.0003)
+                if kn_lease_in_use(lease) > 0 { borrowed += 1 }
+                kn_lease_offer(lease, 0)
+                if kn_lease_in_use(lease) != 0 { leftInUse += 1 }
+            }
+            stop.withLock { $0 = true }
+            #expect(finished.wait(timeout: .now() + 60) == .success)
+            #expect(leftInUse == 0)
+            #expect(borrowed > 0) // the borrower did run on the lent thread
+            #expect(mismatches.withLock { $0 } == 0)
+        }
+    }
+
     /// Selecting an instruction set changes the calling thread only: a thread that switches
     /// to the portable kernels leaves every other thread on the process-wide choice (so one
     /// test or tuner cannot change the bits another thread computes).

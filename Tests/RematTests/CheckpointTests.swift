@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import RematKernels
 @testable import Remat
 
 /// Everything a step changes, as bits: loss, gradients, updated weights, BN running statistics.
@@ -34,6 +35,26 @@ final class FailingLayer: Layer {
     func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) { (x, Saved()) }
     func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
         if fail { throw RematError.invalidArgument("injected failure") }
+        return dy
+    }
+}
+
+/// A block that records the CPUs its thread may use, in its recompute and its backward pass.
+final class CPUProbe: Layer, @unchecked Sendable {
+    var recompute: [(count: Int32, first: Int32)] = [], backward: [(count: Int32, first: Int32)] = []
+    var name: String { "cpu probe" }
+    func outputShape(for input: Shape) throws -> Shape { input }
+    static func cpus() -> (count: Int32, first: Int32) {
+        var first: Int32 = -1
+        let count = kn_thread_cpus(&first)
+        return (count, first)
+    }
+    func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
+        if !context.updateRunningStatistics { recompute.append(CPUProbe.cpus()) }
+        return (x, Saved())
+    }
+    func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
+        backward.append(CPUProbe.cpus())
         return dy
     }
 }
@@ -115,6 +136,32 @@ struct CheckpointTests {
         failing.fail = false
         try trainer.train(images: x, labels: y)
         #expect(trainer.account.liveBytes == 0)
+    }
+
+    /// With `bindsCores`, the backward team and the recompute team run on CPUs of their own
+    /// for the step; afterwards the caller may run anywhere it could before. Without it, no
+    /// thread is bound.
+    @Test(.enabled(if: kn_num_cores() >= 2)) func overlapBindsEachTeamToItsCores() throws {
+        for binds in [true, false] {
+            let probe = CPUProbe()
+            let model = try Model(name: "probed", imageShape: Shape(3, 8, 8), blocks: [
+                Sequential([Conv2D(3, 4, kernel: 3, padding: 1), ReLU()]), probe,
+                Sequential([Conv2D(4, 4, kernel: 3, padding: 1), ReLU()]), Sequential([GlobalAvgPool(), Linear(4, 10)]),
+            ])
+            let trainer = Trainer(model: model, optimizer: SGD())
+            trainer.checkpointing = Checkpointing(policy: .every(2), overlap: Overlap(backwardThreads: 1, recomputeThreads: 1, bindsCores: binds))
+            let (x, y) = try SyntheticDataset(count: 4, imageShape: Shape(3, 8, 8)).batch([0, 1, 2, 3])
+            let before = CPUProbe.cpus()
+            try trainer.train(images: x, labels: y)
+            #expect(CPUProbe.cpus() == before)
+            #expect(probe.recompute.count == 1 && probe.backward.count == 1)
+            let (r, b) = (probe.recompute[0], probe.backward[0])
+            if binds {
+                #expect(r.count == 1 && b.count == 1 && r.first != b.first)
+            } else {
+                #expect(r == before && b == before)
+            }
+        }
     }
 
     /// The trace shows forward, backward and recompute spans; overlapped recompute runs on a

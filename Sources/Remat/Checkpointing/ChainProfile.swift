@@ -86,7 +86,10 @@ public struct ChainProfile: Sendable {
                     let r = try body()
                     return (r, account.peakBytes - before, DispatchTimeSource.seconds(since: start))
                 }
-                _ = try block.forward(x, context) // warm: kernel plans made, pages touched
+                do { // warm, both ways: kernel plans made, pages touched (a cold backward ran 2-5x slower)
+                    let (y, saved) = try block.forward(x, context)
+                    _ = try block.backward(Tensor(zeros: y.shape), saved)
+                }
                 // timed as a checkpointed segment's forward runs it: recording its BatchNorm statistics
                 var recording = context
                 recording.statistics = ActivationStash()

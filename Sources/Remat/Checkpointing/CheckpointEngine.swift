@@ -55,11 +55,14 @@ struct CheckpointEngine {
             statistics.removeAll()
         }
         let team = kn_get_num_threads()
+        let bound = overlap.map { $0.bindsCores ? Int32($0.backwardThreads + $0.recomputeThreads) : 0 } ?? 0
         if let o = overlap, let worker {
             kn_set_num_threads(Int32(o.backwardThreads))
             kn_set_team_lease(worker.toBackward) // the recompute team's threads, while it is idle
+            if bound > 0 { _ = kn_bind_team(0, bound) } // the lent ones on the recompute team's CPUs
         }
         defer {
+            if bound > 0 { _ = kn_bind_team(-1, bound) }
             kn_set_num_threads(team)
             kn_set_team_lease(nil)
         }
@@ -210,6 +213,8 @@ final class RecomputeWorker: @unchecked Sendable {
     private func main() {
         kn_set_num_threads(Int32(overlap.recomputeThreads))
         kn_set_team_lease(toRecompute)
+        let bound = Int32(overlap.bindsCores ? overlap.recomputeThreads : 0)
+        if bound > 0 { _ = kn_bind_team(Int32(overlap.backwardThreads), bound) }
         trace?.nameThread("recompute")
         account.withCurrent {
             for s in stride(from: segments.count - 1, through: 0, by: -1) {
@@ -230,6 +235,7 @@ final class RecomputeWorker: @unchecked Sendable {
             inputs.removeAll()
             statistics.removeAll()
         }
+        if bound > 0 { _ = kn_bind_team(-1, bound) } // its workers go back to libomp's pool unbound
         kn_set_team_lease(nil)
         condition.lock()
         finished = true

@@ -71,12 +71,26 @@ public struct Overlap: Sendable, Equatable, Codable {
     /// How many segments the recompute thread may rebuild ahead of the backward pass
     /// (each costs one segment's activations of memory).
     public var lookahead: Int
+    /// For the step, bind the backward team to the first `backwardThreads` usable CPUs and the
+    /// recompute team to the next `recomputeThreads` (threads lent across follow the lender's
+    /// CPUs), so the scheduler cannot stack one team's threads on the other's cores. Turn it
+    /// off on a machine other jobs share.
+    public var bindsCores: Bool
 
     /// Team sizes of the two threads and how far ahead the recompute thread may run.
-    public init(backwardThreads: Int, recomputeThreads: Int, lookahead: Int = 1) {
+    public init(backwardThreads: Int, recomputeThreads: Int, lookahead: Int = 1, bindsCores: Bool = true) {
         self.backwardThreads = backwardThreads
         self.recomputeThreads = recomputeThreads
         self.lookahead = lookahead
+        self.bindsCores = bindsCores
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(backwardThreads: try c.decode(Int.self, forKey: .backwardThreads),
+                  recomputeThreads: try c.decode(Int.self, forKey: .recomputeThreads),
+                  lookahead: try c.decode(Int.self, forKey: .lookahead),
+                  bindsCores: try c.decodeIfPresent(Bool.self, forKey: .bindsCores) ?? true) // older tuning files lack it
     }
 
     /// Splits `cores` between the two teams (the backward team gets the larger half).
