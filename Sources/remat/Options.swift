@@ -39,6 +39,9 @@ struct ThreadOptions: ParsableArguments {
     var split: Split?
     @Option(help: "Segments the recompute thread may rebuild ahead of the backward pass (default: tuned, else 1).")
     var lookahead: Int?
+    @Option(help: ArgumentHelp("Live activation bytes the recompute thread stays under, e.g. 100MiB (default: only the lookahead bounds it).",
+                               valueName: "bytes"))
+    var overlapMemoryLimit: String?
     @Flag(help: "Let the overlap's two teams run on any core instead of each on cores of its own (for a machine other jobs share).")
     var noBindCores = false
     @Option(help: "The tuning file (default: $REMAT_TUNING_FILE, else ~/.config/remat/tuning.json).") var tuningFile: String?
@@ -47,6 +50,9 @@ struct ThreadOptions: ParsableArguments {
     func validate() throws {
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t)).") }
         if let l = lookahead, l < 1 { throw ValidationError("--lookahead must be at least 1 (got \(l)).") }
+        if let m = overlapMemoryLimit, CheckpointPolicy.parseBytes(m) == nil {
+            throw ValidationError("--overlap-memory-limit takes a size such as 100MiB, 2GiB or 5000000 (got '\(m)').")
+        }
     }
 
     /// What a run uses, and a line saying where it came from.
@@ -77,6 +83,7 @@ struct ThreadOptions: ParsableArguments {
         if let s = split { (overlap.backwardThreads, overlap.recomputeThreads) = (s.backward, s.recompute) }
         if let l = lookahead { overlap.lookahead = l }
         if noBindCores { overlap.bindsCores = false }
+        if let m = overlapMemoryLimit { overlap.memoryLimit = CheckpointPolicy.parseBytes(m) }
         if overlap.backwardThreads + overlap.recomputeThreads > max(total, 2) && split != nil {
             note = [note, "note: split \(overlap.backwardThreads)+\(overlap.recomputeThreads) runs more threads than the \(total) asked for (oversubscribed, as requested)"]
                 .compactMap { $0 }.joined(separator: "\n")

@@ -165,7 +165,7 @@ struct CLITests {
     @Test(arguments: [
         ["bench", "--threads", "0"], ["bench", "--batch", "0"], ["bench", "--policies", "bogus"], ["bench", "--budget", "12XB"],
         ["bench", "--json", "--csv"], ["bench", "--lookahead", "0"], ["bench", "--split", "0+1"], ["bench", "--model", "resnet7"],
-        ["plan", "--model", "nope"], ["plan", "--budget", "1", "--model", "lenet5", "--batch", "2"], ["tune", "--steps", "0"],
+        ["bench", "--overlap-memory-limit", "lots"], ["plan", "--model", "nope"], ["plan", "--budget", "1", "--model", "lenet5", "--batch", "2"], ["tune", "--steps", "0"],
         ["train", "--data", "/nonexistent"], ["train", "--resume", "/nonexistent.safetensors"], ["train", "--batch", "1"],
         ["train", "--model", "lenet5", "--data", "synthetic", "--epochs", "0"], ["frobnicate"],
     ])

@@ -152,6 +152,54 @@ struct PlanTests {
         #expect(budgeted == baseline)
     }
 
+    /// An overlap memory limit holds the overlapped step to the larger of the limit and the
+    /// sequential peak, with the bits of no checkpointing: at the sequential peak itself, at
+    /// 1 byte (the recompute thread then only runs while the backward pass waits for it), and
+    /// halfway to the lookahead's bound. A budget with a limit within it takes the sequential
+    /// program's plan, so it runs overlapped where the overlapped program finds none.
+    @Test(arguments: ["resnet20", "plain-deep-6", "dropout-net"])
+    func memoryLimitHoldsTheOverlap(model name: String) throws {
+        let batch = 4
+        let make = { try Self.model(name) }
+        let profile = try ChainProfile.measure(try make(), batch: batch)
+        let data = try SyntheticDataset(count: batch, imageShape: try make().imageShape, seed: 1)
+        let (x, y) = try data.batch(Array(0..<batch))
+        let baseline = try runSteps(make, batch: batch, checkpointing: .none)
+        for policy in [CheckpointPolicy.every(1), .sqrtN] {
+            let plan = try CheckpointPlan(policy: policy, profile: profile)
+            let sequential = plan.predict(profile).peakBytes
+            let free = try #require(plan.predict(profile, overlap: Overlap(backwardThreads: 1, recomputeThreads: 1)).overlappedPeakBound)
+            for limit in [1, sequential, (sequential + free) / 2] {
+                let overlap = Overlap(backwardThreads: 1, recomputeThreads: 1, memoryLimit: limit)
+                let bound = try #require(plan.predict(profile, overlap: overlap).overlappedPeakBound)
+                #expect(bound == min(free, max(limit, sequential)))
+                let trainer = Trainer(model: try make(), optimizer: SGD())
+                trainer.checkpointing = Checkpointing(policy: policy, overlap: overlap)
+                let measured = try trainer.train(images: x, labels: y).peakActivationBytes
+                #expect(Double(measured) <= 1.01 * Double(bound), "\(name) \(policy) limit \(limit): measured \(measured), bound \(bound)")
+                #expect(try runSteps(make, batch: batch, checkpointing: Checkpointing(policy: policy, overlap: overlap)) == baseline)
+            }
+        }
+        let smallest = CheckpointPlan.smallestBudget(profile)
+        let unlimited = Overlap(backwardThreads: 1, recomputeThreads: 1)
+        if CheckpointPlan.smallestBudget(profile, overlapped: true) > smallest {
+            #expect(throws: RematError.self) { try CheckpointPlan(policy: .budget(smallest), profile: profile, overlap: unlimited) }
+        }
+        let limited = Overlap(backwardThreads: 1, recomputeThreads: 1, memoryLimit: smallest)
+        let plan = try CheckpointPlan(policy: .budget(smallest), profile: profile, overlap: limited)
+        #expect(plan == CheckpointPlan.cheapest(within: smallest, profile))
+        #expect(plan.predict(profile, overlap: limited).overlappedPeakBound! <= smallest)
+    }
+
+    /// Overlap settings saved before binding and the memory limit existed still load (bound,
+    /// no limit); a limit survives a round trip.
+    @Test func overlapSettingsLoadFromOlderFiles() throws {
+        let old = try JSONDecoder().decode(Overlap.self, from: Data(#"{"backwardThreads":1,"recomputeThreads":1,"lookahead":2}"#.utf8))
+        #expect(old == Overlap(backwardThreads: 1, recomputeThreads: 1, lookahead: 2, bindsCores: true, memoryLimit: nil))
+        let limited = Overlap(backwardThreads: 2, recomputeThreads: 1, bindsCores: false, memoryLimit: 123 << 20)
+        #expect(try JSONDecoder().decode(Overlap.self, from: JSONEncoder().encode(limited)) == limited)
+    }
+
     /// Selective recomputation keeps less than no checkpointing where blocks have BatchNorm
     /// (the conv output is kept, BN and ReLU outputs rebuilt), and refuses overlap clearly.
     @Test func selectiveKeepsLessAndRefusesOverlap() throws {

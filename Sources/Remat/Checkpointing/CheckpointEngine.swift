@@ -18,6 +18,9 @@ struct CheckpointEngine {
     let trace: TraceRecorder?
     /// Called after each block's backward pass (its parameter gradients are then final).
     var blockDone: ((Int) -> Void)? = nil
+    /// With `Overlap.memoryLimit`: per block, the headroom its rebuild needs (its forward
+    /// peak plus the largest backward transient), from the plan's profile.
+    var rebuildHeadroom: [Int] = []
 
     /// Returns the loss, the logits' correct count and leaves the gradients accumulated.
     func run(images: Tensor, labels: [Int32], context: ForwardContext) throws -> (loss: Float, correct: Int) {
@@ -48,7 +51,8 @@ struct CheckpointEngine {
 
         let worker = overlap.map { o in
             RecomputeWorker(model: model, segments: Array(segments.prefix(last)), checkpoints: checkpoints,
-                            statistics: statistics, context: recomputeContext, overlap: o, account: account, trace: trace)
+                            statistics: statistics, context: recomputeContext, overlap: o, account: account, trace: trace,
+                            headroom: rebuildHeadroom)
         }
         if worker != nil { // the worker holds them now, freeing each when used
             checkpoints.removeAll()
@@ -83,6 +87,7 @@ struct CheckpointEngine {
                 for (j, i) in segments[s].enumerated().reversed() {
                     g = try trace.span("backward", block: i) { try blocks[i].backward(g, saved[j]) }
                     saved[j] = Saved() // free this block's activations now
+                    worker?.freed()
                     blockDone?(i)
                 }
                 worker?.release()
@@ -153,11 +158,13 @@ struct CheckpointEngine {
     /// Rebuilds a segment's activations from its checkpoint and the batch statistics its
     /// forward recorded (on the calling thread).
     static func recompute(_ model: Model, _ range: Range<Int>, from input: Tensor, _ recomputeContext: ForwardContext,
-                          statistics: ActivationStash?, trace: TraceRecorder?) throws -> [Saved] {
+                          statistics: ActivationStash?, trace: TraceRecorder?,
+                          before: (Int) throws -> Void = { _ in }) throws -> [Saved] {
         var x = input, saved: [Saved] = [], context = recomputeContext
         statistics?.rewind()
         context.statistics = statistics
         for i in range {
+            try before(i)
             let (y, s) = try trace.span("recompute", block: i) { try model.blocks[i].forward(x, context) }
             saved.append(s)
             x = y
@@ -178,6 +185,7 @@ final class RecomputeWorker: @unchecked Sendable {
     private var cancelled = false
     private var slots: Int
     private var finished = false
+    private var awaited: Int? // the segment the backward pass waits for
 
     // owned by the recompute thread once started
     private let model: Model
@@ -188,9 +196,10 @@ final class RecomputeWorker: @unchecked Sendable {
     private var statistics: [ActivationStash?]
     private let context: ForwardContext
     private let overlap: Overlap
+    private let headroom: [Int]
 
     init(model: Model, segments: [Range<Int>], checkpoints: [Tensor?], statistics: [ActivationStash?],
-         context: ForwardContext, overlap: Overlap, account: MemoryAccount, trace: TraceRecorder?) {
+         context: ForwardContext, overlap: Overlap, account: MemoryAccount, trace: TraceRecorder?, headroom: [Int] = []) {
         slots = overlap.lookahead
         self.model = model
         self.account = account
@@ -200,6 +209,7 @@ final class RecomputeWorker: @unchecked Sendable {
         self.statistics = Array(statistics.prefix(segments.count))
         self.context = context
         self.overlap = overlap
+        self.headroom = headroom
         let thread = Thread { [self] in self.main() }
         thread.stackSize = 8 << 20
         thread.start()
@@ -223,7 +233,9 @@ final class RecomputeWorker: @unchecked Sendable {
                 kn_lease_offer(toBackward, 0)
                 do {
                     let saved = try CheckpointEngine.recompute(model, segments[s], from: inputs[s]!, context,
-                                                               statistics: statistics[s], trace: trace)
+                                                               statistics: statistics[s], trace: trace) { i in
+                        try self.waitForMemory(block: i, segment: s)
+                    }
                     (inputs[s], statistics[s]) = (nil, nil)
                     publish(s, saved)
                 } catch {
@@ -252,6 +264,29 @@ final class RecomputeWorker: @unchecked Sendable {
         return true
     }
 
+    /// With a memory limit: waits until block i's rebuild fits under it, or the backward pass
+    /// waits for segment s (then nothing of the backward pass is left to free).
+    private func waitForMemory(block i: Int, segment s: Int) throws {
+        guard let limit = overlap.memoryLimit else { return }
+        let need = i < headroom.count ? headroom[i] : 0
+        condition.lock()
+        defer { condition.unlock() }
+        while !cancelled && awaited != s && account.liveBytes + need > limit {
+            kn_lease_offer(toBackward, Int32(overlap.recomputeThreads)) // idle meanwhile
+            condition.wait()
+            kn_lease_offer(toBackward, 0)
+        }
+        if cancelled { throw CancellationError() }
+    }
+
+    /// The backward pass freed a block's activations.
+    func freed() {
+        guard overlap.memoryLimit != nil else { return }
+        condition.lock()
+        condition.broadcast()
+        condition.unlock()
+    }
+
     private func publish(_ s: Int, _ saved: [Saved]) {
         condition.lock()
         ready[s] = saved
@@ -272,7 +307,10 @@ final class RecomputeWorker: @unchecked Sendable {
         defer { condition.unlock() }
         if ready[s] == nil && failure == nil { kn_lease_offer(toRecompute, Int32(overlap.backwardThreads)) }
         defer { kn_lease_offer(toRecompute, 0) }
+        awaited = s
+        condition.broadcast() // a recompute held back by the memory limit goes on
         while ready[s] == nil && failure == nil { condition.wait() }
+        awaited = nil
         if let failure { throw failure }
         return ready.removeValue(forKey: s)!
     }

@@ -76,21 +76,31 @@ public struct Overlap: Sendable, Equatable, Codable {
     /// CPUs), so the scheduler cannot stack one team's threads on the other's cores. Turn it
     /// off on a machine other jobs share.
     public var bindsCores: Bool
+    /// Live activation bytes the recompute thread stays under, or nil for the lookahead alone:
+    /// it starts a block only if that block's rebuild (and the backward pass's largest
+    /// transient beside it) fits, and otherwise waits for the backward pass to free memory,
+    /// unless the backward pass is waiting for that very segment (then it goes on, as a
+    /// sequential recompute would). The step's peak is then at most the larger of this and
+    /// the sequential peak (`PlanPrediction.overlappedPeakBound`).
+    public var memoryLimit: Int?
 
     /// Team sizes of the two threads and how far ahead the recompute thread may run.
-    public init(backwardThreads: Int, recomputeThreads: Int, lookahead: Int = 1, bindsCores: Bool = true) {
+    public init(backwardThreads: Int, recomputeThreads: Int, lookahead: Int = 1, bindsCores: Bool = true,
+                memoryLimit: Int? = nil) {
         self.backwardThreads = backwardThreads
         self.recomputeThreads = recomputeThreads
         self.lookahead = lookahead
         self.bindsCores = bindsCores
+        self.memoryLimit = memoryLimit
     }
 
-    public init(from decoder: Decoder) throws {
+    public init(from decoder: Decoder) throws { // older tuning files lack the last two
         let c = try decoder.container(keyedBy: CodingKeys.self)
         self.init(backwardThreads: try c.decode(Int.self, forKey: .backwardThreads),
                   recomputeThreads: try c.decode(Int.self, forKey: .recomputeThreads),
                   lookahead: try c.decode(Int.self, forKey: .lookahead),
-                  bindsCores: try c.decodeIfPresent(Bool.self, forKey: .bindsCores) ?? true) // older tuning files lack it
+                  bindsCores: try c.decodeIfPresent(Bool.self, forKey: .bindsCores) ?? true,
+                  memoryLimit: try c.decodeIfPresent(Int.self, forKey: .memoryLimit))
     }
 
     /// Splits `cores` between the two teams (the backward team gets the larger half).

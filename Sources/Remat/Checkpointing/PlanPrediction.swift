@@ -162,6 +162,15 @@ extension ChainProfile {
     }
 }
 
+extension ChainProfile {
+    /// Per block, the live bytes a rebuild of it may add, plus the largest transient of a
+    /// backward pass running beside it: what `Overlap.memoryLimit` must leave room for.
+    var rebuildHeadroom: [Int] {
+        let backward = blocks.map(\.backwardPeak).max() ?? 0
+        return blocks.map { $0.forwardPeak + backward }
+    }
+}
+
 extension CheckpointPlan {
     /// The plan's predicted peak bytes and extra work on this profile (same chain length).
     public func predict(_ profile: ChainProfile, overlap: Overlap? = nil) -> PlanPrediction {
@@ -189,6 +198,7 @@ extension CheckpointPlan {
             }
             prefix += b[r.lowerBound].inputBytes + r.reduce(0) { $0 + b[$1].statisticsBytes } // checkpoint, statistics
         }
+        if let limit = overlap?.memoryLimit { bound = min(bound, max(limit, peak)) }
         let again = segments.dropLast().flatMap { $0 }
         return PlanPrediction(peakBytes: peak, overlappedPeakBound: overlap.map { _ in bound },
                               recomputedBlocks: again.count, extraForwardFLOPs: again.reduce(0) { $0 + b[$1].forwardFLOPs },
