@@ -1,7 +1,9 @@
 // Runtime: instruction-set dispatch, the per-thread team size, thread-owned scratch.
 #define _GNU_SOURCE // sched_getaffinity, pthread_setaffinity_np
 #include "internal.h"
+#if defined(__linux__)
 #include <sched.h>
+#endif
 
 #include <omp.h>
 #include <pthread.h>
@@ -293,6 +295,7 @@ void kn_team_exit(void) {
     team_lease = NULL;
 }
 
+#if defined(__linux__)
 // The CPUs the process could run on before any binding (read once, on first use).
 static cpu_set_t usable_set;
 static int usable[CPU_SETSIZE], usable_count;
@@ -304,6 +307,10 @@ static void read_usable(void) {
         if (CPU_ISSET(c, &usable_set)) usable[usable_count++] = c;
 }
 
+// Each thread's own mask from before its first binding, put back when it is unbound.
+static _Thread_local cpu_set_t own_set;
+static _Thread_local int own_saved;
+
 kn_status kn_bind_team(int first, int threads) {
     pthread_once(&usable_once, read_usable);
     if (usable_count == 0 || threads < 1) return KN_EINVAL;
@@ -312,9 +319,16 @@ kn_status kn_bind_team(int first, int threads) {
     {
         cpu_set_t one;
         CPU_ZERO(&one);
-        if (first < 0) one = usable_set;
-        else CPU_SET(usable[(first + omp_get_thread_num()) % usable_count], &one);
-        failed |= pthread_setaffinity_np(pthread_self(), sizeof one, &one) != 0;
+        if (first < 0) {
+            if (own_saved) {
+                failed |= pthread_setaffinity_np(pthread_self(), sizeof own_set, &own_set) != 0;
+                own_saved = 0;
+            }
+        } else {
+            if (!own_saved) own_saved = sched_getaffinity(0, sizeof own_set, &own_set) == 0;
+            CPU_SET(usable[(first + omp_get_thread_num()) % usable_count], &one);
+            failed |= pthread_setaffinity_np(pthread_self(), sizeof one, &one) != 0;
+        }
     }
     return failed ? KN_EUNSUPPORTED : KN_OK;
 }
@@ -329,6 +343,17 @@ int kn_thread_cpus(int *first) {
     }
     return CPU_COUNT(&set);
 }
+#else // no thread affinity here: teams run where the system puts them
+kn_status kn_bind_team(int first, int threads) {
+    (void)first;
+    return threads < 1 ? KN_EINVAL : KN_EUNSUPPORTED;
+}
+
+int kn_thread_cpus(int *first) {
+    if (first) *first = -1;
+    return 0;
+}
+#endif
 
 kn_solo kn_solo_begin(kn_isa isa) {
     const kn_solo saved = {team_size, thread_isa, borrowed};

@@ -82,9 +82,10 @@ int kn_lease_in_use(kn_lease *lease);
 void kn_set_team_lease(kn_lease *lease);
 /// Binds the calling thread and the workers of its team of `threads` (thread i of the
 /// team) to the i-th next of the CPUs the process could use at its first call, from the
-/// `first`-th on (wrapping around); `first` < 0 lets them all run anywhere again. Two teams
-/// bound to disjoint CPUs (the backward and the recompute team) keep each other's threads off
-/// their cores. KN_EUNSUPPORTED if the system refused; KN_EINVAL if `threads` < 1.
+/// `first`-th on (wrapping around); `first` < 0 gives each of them back the CPUs it had
+/// before its first binding. Two teams bound to disjoint CPUs (the backward and the
+/// recompute team) keep each other's threads off their cores. KN_EUNSUPPORTED if the system
+/// refused or has no thread affinity (not Linux); KN_EINVAL if `threads` < 1.
 kn_status kn_bind_team(int first, int threads);
 /// How many CPUs the calling thread may run on now (0 if unknown), and the lowest of them.
 int kn_thread_cpus(int *first);
