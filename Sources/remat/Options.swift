@@ -42,8 +42,8 @@ struct ThreadOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Live activation bytes the recompute thread stays under, e.g. 100MiB (default: only the lookahead bounds it).",
                                valueName: "bytes"))
     var overlapMemoryLimit: String?
-    @Flag(help: "Let the overlap's two teams run on any core instead of each on cores of its own (for a machine other jobs share).")
-    var noBindCores = false
+    @Flag(help: "Bind the overlap's two teams each to cores of its own for the step (for a machine no other job uses: with one busy, bound teams stall).")
+    var bindCores = false
     @Option(help: "The tuning file (default: $REMAT_TUNING_FILE, else ~/.config/remat/tuning.json).") var tuningFile: String?
     @Flag(help: "Ignore the tuning file.") var noTuning = false
 
@@ -82,7 +82,7 @@ struct ThreadOptions: ParsableArguments {
         if threads != nil && split == nil { overlap = .split(cores: total) } // explicit threads: their halves
         if let s = split { (overlap.backwardThreads, overlap.recomputeThreads) = (s.backward, s.recompute) }
         if let l = lookahead { overlap.lookahead = l }
-        if noBindCores { overlap.bindsCores = false }
+        if bindCores { overlap.bindsCores = true }
         if let m = overlapMemoryLimit { overlap.memoryLimit = CheckpointPolicy.parseBytes(m) }
         if overlap.backwardThreads + overlap.recomputeThreads > max(total, 2) && split != nil {
             note = [note, "note: split \(overlap.backwardThreads)+\(overlap.recomputeThreads) runs more threads than the \(total) asked for (oversubscribed, as requested)"]

@@ -18,9 +18,8 @@ struct CheckpointEngine {
     let trace: TraceRecorder?
     /// Called after each block's backward pass (its parameter gradients are then final).
     var blockDone: ((Int) -> Void)? = nil
-    /// With `Overlap.memoryLimit`: per block, the headroom its rebuild needs (its forward
-    /// peak plus the largest backward transient), from the plan's profile.
-    var rebuildHeadroom: [Int] = []
+    /// With `Overlap.memoryLimit`: paces the recompute thread (from the plan's profile).
+    var pacer: RecomputePacer? = nil
 
     /// Returns the loss, the logits' correct count and leaves the gradients accumulated.
     func run(images: Tensor, labels: [Int32], context: ForwardContext) throws -> (loss: Float, correct: Int) {
@@ -52,7 +51,7 @@ struct CheckpointEngine {
         let worker = overlap.map { o in
             RecomputeWorker(model: model, segments: Array(segments.prefix(last)), checkpoints: checkpoints,
                             statistics: statistics, context: recomputeContext, overlap: o, account: account, trace: trace,
-                            headroom: rebuildHeadroom)
+                            pacer: pacer)
         }
         if worker != nil { // the worker holds them now, freeing each when used
             checkpoints.removeAll()
@@ -87,7 +86,7 @@ struct CheckpointEngine {
                 for (j, i) in segments[s].enumerated().reversed() {
                     g = try trace.span("backward", block: i) { try blocks[i].backward(g, saved[j]) }
                     saved[j] = Saved() // free this block's activations now
-                    worker?.freed()
+                    worker?.backwardReached(segment: s, upper: i)
                     blockDone?(i)
                 }
                 worker?.release()
@@ -186,6 +185,7 @@ final class RecomputeWorker: @unchecked Sendable {
     private var slots: Int
     private var finished = false
     private var awaited: Int? // the segment the backward pass waits for
+    private var backwardAt: (segment: Int, upper: Int) // its segment, and the blocks below upper it has left
 
     // owned by the recompute thread once started
     private let model: Model
@@ -196,10 +196,10 @@ final class RecomputeWorker: @unchecked Sendable {
     private var statistics: [ActivationStash?]
     private let context: ForwardContext
     private let overlap: Overlap
-    private let headroom: [Int]
+    private let pacer: RecomputePacer?
 
     init(model: Model, segments: [Range<Int>], checkpoints: [Tensor?], statistics: [ActivationStash?],
-         context: ForwardContext, overlap: Overlap, account: MemoryAccount, trace: TraceRecorder?, headroom: [Int] = []) {
+         context: ForwardContext, overlap: Overlap, account: MemoryAccount, trace: TraceRecorder?, pacer: RecomputePacer? = nil) {
         slots = overlap.lookahead
         self.model = model
         self.account = account
@@ -209,7 +209,8 @@ final class RecomputeWorker: @unchecked Sendable {
         self.statistics = Array(statistics.prefix(segments.count))
         self.context = context
         self.overlap = overlap
-        self.headroom = headroom
+        self.pacer = pacer
+        backwardAt = pacer.map { ($0.segments.count - 1, $0.segments[$0.segments.count - 1].upperBound) } ?? (0, 0) // the last segment, whole
         let thread = Thread { [self] in self.main() }
         thread.stackSize = 8 << 20
         thread.start()
@@ -264,14 +265,15 @@ final class RecomputeWorker: @unchecked Sendable {
         return true
     }
 
-    /// With a memory limit: waits until block i's rebuild fits under it, or the backward pass
-    /// waits for segment s (then nothing of the backward pass is left to free).
-    private func waitForMemory(block i: Int, segment s: Int) throws {
-        guard let limit = overlap.memoryLimit else { return }
-        let need = i < headroom.count ? headroom[i] : 0
+    /// With a memory limit: waits until block i of segment k fits beside what the backward pass
+    /// can still reach (`RecomputePacer`), or the backward pass waits for segment k (then it
+    /// has nothing left to free, and the rebuild goes on as a sequential one would).
+    private func waitForMemory(block i: Int, segment k: Int) throws {
+        guard let pacer else { return }
         condition.lock()
         defer { condition.unlock() }
-        while !cancelled && awaited != s && account.liveBytes + need > limit {
+        while !cancelled && awaited != k
+              && !pacer.fits(block: i, segment: k, backward: backwardAt.segment, upper: backwardAt.upper, published: Array(ready.keys)) {
             kn_lease_offer(toBackward, Int32(overlap.recomputeThreads)) // idle meanwhile
             condition.wait()
             kn_lease_offer(toBackward, 0)
@@ -279,10 +281,11 @@ final class RecomputeWorker: @unchecked Sendable {
         if cancelled { throw CancellationError() }
     }
 
-    /// The backward pass freed a block's activations.
-    func freed() {
-        guard overlap.memoryLimit != nil else { return }
+    /// The backward pass is in segment s with the blocks below `upper` left.
+    func backwardReached(segment s: Int, upper: Int) {
+        guard pacer != nil else { return }
         condition.lock()
+        backwardAt = (s, upper)
         condition.broadcast()
         condition.unlock()
     }
@@ -311,6 +314,7 @@ final class RecomputeWorker: @unchecked Sendable {
         condition.broadcast() // a recompute held back by the memory limit goes on
         while ready[s] == nil && failure == nil { condition.wait() }
         awaited = nil
+        if let pacer { backwardAt = (s, pacer.segments[s].upperBound) } // taken: its records are the backward pass's now
         if let failure { throw failure }
         return ready.removeValue(forKey: s)!
     }

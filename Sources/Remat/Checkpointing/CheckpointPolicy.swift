@@ -73,19 +73,20 @@ public struct Overlap: Sendable, Equatable, Codable {
     public var lookahead: Int
     /// For the step, bind the backward team to the first `backwardThreads` usable CPUs and the
     /// recompute team to the next `recomputeThreads` (threads lent across follow the lender's
-    /// CPUs), so the scheduler cannot stack one team's threads on the other's cores. Turn it
-    /// off on a machine other jobs share.
+    /// CPUs), so the scheduler cannot stack one team's threads on the other's cores. Off by
+    /// default: it pays only on cores no other job uses (a busy process on one of them stalled
+    /// bound teams, 20x slower steps, where unbound ones moved away).
     public var bindsCores: Bool
     /// Live activation bytes the recompute thread stays under, or nil for the lookahead alone:
-    /// it starts a block only if that block's rebuild (and the backward pass's largest
-    /// transient beside it) fits, and otherwise waits for the backward pass to free memory,
-    /// unless the backward pass is waiting for that very segment (then it goes on, as a
-    /// sequential recompute would). The step's peak is then at most the larger of this and
-    /// the sequential peak (`PlanPrediction.overlappedPeakBound`).
+    /// it starts a block only if, by the plan's profile, that block's rebuild fits beside the
+    /// most the backward pass can still reach from where it is, and otherwise waits for the
+    /// backward pass to move on, unless the backward pass is waiting for that very segment
+    /// (then it goes on, as a sequential recompute would). The step's peak is then at most the
+    /// larger of this and the sequential peak (`PlanPrediction.overlappedPeakBound`).
     public var memoryLimit: Int?
 
     /// Team sizes of the two threads and how far ahead the recompute thread may run.
-    public init(backwardThreads: Int, recomputeThreads: Int, lookahead: Int = 1, bindsCores: Bool = true,
+    public init(backwardThreads: Int, recomputeThreads: Int, lookahead: Int = 1, bindsCores: Bool = false,
                 memoryLimit: Int? = nil) {
         self.backwardThreads = backwardThreads
         self.recomputeThreads = recomputeThreads
@@ -99,7 +100,7 @@ public struct Overlap: Sendable, Equatable, Codable {
         self.init(backwardThreads: try c.decode(Int.self, forKey: .backwardThreads),
                   recomputeThreads: try c.decode(Int.self, forKey: .recomputeThreads),
                   lookahead: try c.decode(Int.self, forKey: .lookahead),
-                  bindsCores: try c.decodeIfPresent(Bool.self, forKey: .bindsCores) ?? true,
+                  bindsCores: try c.decodeIfPresent(Bool.self, forKey: .bindsCores) ?? false,
                   memoryLimit: try c.decodeIfPresent(Int.self, forKey: .memoryLimit))
     }
 

@@ -162,12 +162,45 @@ extension ChainProfile {
     }
 }
 
-extension ChainProfile {
-    /// Per block, the live bytes a rebuild of it may add, plus the largest transient of a
-    /// backward pass running beside it: what `Overlap.memoryLimit` must leave room for.
-    var rebuildHeadroom: [Int] {
-        let backward = blocks.map(\.backwardPeak).max() ?? 0
-        return blocks.map { $0.forwardPeak + backward }
+/// Paces the recompute thread under `Overlap.memoryLimit` with the same replay of allocations
+/// as the overlapped bound: a rebuild of block i of segment k may start only if what the
+/// recompute thread then holds (k's records so far, block i's forward peak, the segments it
+/// published ahead) plus the most the backward pass can still reach from where it is (the
+/// checkpoints before its segment and `backwardOnlyPeak` of the blocks it has left) fits.
+struct RecomputePacer: Sendable {
+    let limit: Int
+    let profile: ChainProfile
+    let segments: [Range<Int>]
+    private let prefix: [Int] // checkpoint and statistics bytes of the segments before s
+
+    init(limit: Int, profile: ChainProfile, plan: CheckpointPlan) {
+        self.limit = limit
+        self.profile = profile
+        segments = plan.segments
+        var bytes = 0, prefix: [Int] = []
+        for r in plan.segments {
+            prefix.append(bytes)
+            bytes += profile.blocks[r.lowerBound].inputBytes + r.reduce(0) { $0 + profile.blocks[$1].statisticsBytes }
+        }
+        self.prefix = prefix
+    }
+
+    /// May block i of segment k be rebuilt now, with the backward pass in segment s with the
+    /// blocks below `upper` left, and `published` segments rebuilt and not yet taken? While the
+    /// block runs, the backward pass may finish s and go on into the published segments, so
+    /// each of those phases must fit: its segment's backward peak, the published segments
+    /// still below it, and this rebuild so far.
+    func fits(block i: Int, segment k: Int, backward s: Int, upper: Int, published: [Int]) -> Bool {
+        let b = profile.blocks, lo = segments[k].lowerBound
+        let rebuilding = (i > lo ? profile.rebuiltBytes(lo..<i) + b[i].inputBytes : 0) + b[i].forwardPeak
+        let ahead = published.sorted(by: >) // the order the backward pass takes them in
+        var below = ahead.reduce(0) { $0 + profile.rebuiltBytes(segments[$1]) }
+        var need = prefix[s] + profile.backwardOnlyPeak(segments[s].lowerBound..<max(upper, segments[s].lowerBound)) + below
+        for p in ahead {
+            below -= profile.rebuiltBytes(segments[p])
+            need = max(need, prefix[p] + profile.backwardOnlyPeak(segments[p]) + below)
+        }
+        return need + rebuilding <= limit
     }
 }
 

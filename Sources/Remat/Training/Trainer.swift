@@ -114,7 +114,9 @@ public final class Trainer {
         let context = ForwardContext(training: true, seed: seed, step: step)
         var engine = CheckpointEngine(model: model, plan: plan, overlap: checkpointing.overlap, account: account,
                                       trace: trace)
-        if checkpointing.overlap?.memoryLimit != nil { engine.rebuildHeadroom = try profile(batch: labels.count).rebuildHeadroom }
+        if let limit = checkpointing.overlap?.memoryLimit {
+            engine.pacer = RecomputePacer(limit: limit, profile: try profile(batch: labels.count), plan: plan)
+        }
         if let averager {
             averager.begin()
             engine.blockDone = { averager.blockDone($0) }
