@@ -152,13 +152,12 @@ struct PlanTests {
         #expect(budgeted == baseline)
     }
 
-    /// An overlap memory limit holds the overlapped step to the larger of the limit and the
-    /// sequential peak, with the bits of no checkpointing: at the sequential peak itself, at
-    /// 1 byte (the recompute thread then only runs while the backward pass waits for it), and
-    /// halfway to the lookahead's bound. A budget with a limit within it takes the sequential
-    /// program's plan, so it runs overlapped where the overlapped program finds none.
+    /// An overlap memory limit paces the recompute thread: at 1 byte it never runs beside a
+    /// backward span (only while the backward pass waits for it); at any limit the step keeps
+    /// the bits of no checkpointing and stays under the lookahead's bound; and the pacer lets
+    /// a block through under that bound but not under 1 byte.
     @Test(arguments: ["resnet20", "plain-deep-6", "dropout-net"])
-    func memoryLimitHoldsTheOverlap(model name: String) throws {
+    func memoryLimitPacesTheRecompute(model name: String) throws {
         let batch = 4
         let make = { try Self.model(name) }
         let profile = try ChainProfile.measure(try make(), batch: batch)
@@ -171,24 +170,41 @@ struct PlanTests {
             let free = try #require(plan.predict(profile, overlap: Overlap(backwardThreads: 1, recomputeThreads: 1)).overlappedPeakBound)
             for limit in [1, sequential, (sequential + free) / 2] {
                 let overlap = Overlap(backwardThreads: 1, recomputeThreads: 1, memoryLimit: limit)
-                let bound = try #require(plan.predict(profile, overlap: overlap).overlappedPeakBound)
-                #expect(bound == min(free, max(limit, sequential)))
                 let trainer = Trainer(model: try make(), optimizer: SGD())
                 trainer.checkpointing = Checkpointing(policy: policy, overlap: overlap)
+                let trace = TraceRecorder()
+                trainer.trace = trace
                 let measured = try trainer.train(images: x, labels: y).peakActivationBytes
-                #expect(Double(measured) <= 1.01 * Double(bound), "\(name) \(policy) limit \(limit): measured \(measured), bound \(bound), sequential \(sequential), free \(free)")
+                #expect(Double(measured) <= 1.01 * Double(free), "\(name) \(policy) limit \(limit): measured \(measured), bound \(free)")
+                if limit == 1 {
+                    let spans = try Self.spans(trace, trainer.model)
+                    let backward = spans.filter { $0.cat == "backward" }, rebuilt = spans.filter { $0.cat == "recompute" }
+                    #expect(!rebuilt.isEmpty)
+                    for r in rebuilt {
+                        #expect(!backward.contains { $0.start < r.end && r.start < $0.end }, "\(name) \(policy): a rebuild beside a backward span")
+                    }
+                }
                 #expect(try runSteps(make, batch: batch, checkpointing: Checkpointing(policy: policy, overlap: overlap)) == baseline)
             }
+            // the rule itself: block i of segment k, the backward pass at the start of k + 1
+            let segments = plan.segments
+            guard segments.count > 1 else { continue }
+            let k = segments.count - 2, i = segments[k].lowerBound
+            func fits(_ limit: Int) -> Bool {
+                RecomputePacer(limit: limit, profile: profile, plan: plan)
+                    .fits(block: i, segment: k, backward: k + 1, upper: segments[k + 1].upperBound, published: [])
+            }
+            #expect(fits(free) && !fits(1))
         }
-        let smallest = CheckpointPlan.smallestBudget(profile)
-        let unlimited = Overlap(backwardThreads: 1, recomputeThreads: 1)
-        if CheckpointPlan.smallestBudget(profile, overlapped: true) > smallest {
-            #expect(throws: RematError.self) { try CheckpointPlan(policy: .budget(smallest), profile: profile, overlap: unlimited) }
+    }
+
+    /// Chrome trace spans: category, start and end (microseconds).
+    static func spans(_ trace: TraceRecorder, _ model: Model) throws -> [(cat: String, start: Double, end: Double)] {
+        let json = try JSONSerialization.jsonObject(with: trace.json(blockNames: model.blocks.map(\.name))) as! [String: Any]
+        return (json["traceEvents"] as! [[String: Any]]).filter { $0["ph"] as? String == "X" }.map {
+            let ts = ($0["ts"] as! NSNumber).doubleValue
+            return ($0["cat"] as! String, ts, ts + ($0["dur"] as! NSNumber).doubleValue)
         }
-        let limited = Overlap(backwardThreads: 1, recomputeThreads: 1, memoryLimit: smallest)
-        let plan = try CheckpointPlan(policy: .budget(smallest), profile: profile, overlap: limited)
-        #expect(plan == CheckpointPlan.cheapest(within: smallest, profile))
-        #expect(plan.predict(profile, overlap: limited).overlappedPeakBound! <= smallest)
     }
 
     /// Overlap settings saved before binding and the memory limit existed still load (not

@@ -12,11 +12,10 @@ public struct CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
     /// A plan from the policy and the chain's profile (bytes balance sqrt(n)'s segments; a
     /// budget is solved on the profile's times and bytes). With `overlap`, a budget bounds
     /// the overlapped peak (`PlanPrediction.overlappedPeakBound`): the program is rerun with
-    /// a tighter limit until the bound fits; with an `Overlap.memoryLimit` within the budget
-    /// instead, the sequential program's plan (the limit holds the recompute thread to it).
+    /// a tighter limit until the bound fits.
     public init(policy: CheckpointPolicy, profile: ChainProfile, overlap: Overlap? = nil) throws {
         let b = profile.blocks
-        if case .budget(let bytes) = policy, let overlap, (overlap.memoryLimit ?? .max) > bytes {
+        if case .budget(let bytes) = policy, let overlap {
             // exact for one segment of lookahead; deeper lookaheads check the bound and tighten
             var limit = bytes
             let peaks = SegmentPeaks(profile, overlapped: true)

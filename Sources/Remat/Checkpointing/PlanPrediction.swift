@@ -231,7 +231,6 @@ extension CheckpointPlan {
             }
             prefix += b[r.lowerBound].inputBytes + r.reduce(0) { $0 + b[$1].statisticsBytes } // checkpoint, statistics
         }
-        if let limit = overlap?.memoryLimit { bound = min(bound, max(limit, peak)) }
         let again = segments.dropLast().flatMap { $0 }
         return PlanPrediction(peakBytes: peak, overlappedPeakBound: overlap.map { _ in bound },
                               recomputedBlocks: again.count, extraForwardFLOPs: again.reduce(0) { $0 + b[$1].forwardFLOPs },
