@@ -23,9 +23,6 @@ struct Plan: ParsableCommand {
     @Option(help: "Policy: none, sqrt, every-K, selective, budget-SIZE.") var policy: CheckpointPolicy = .sqrtN
     @Option(help: "A memory budget (bytes, or with KiB/MiB/GiB); overrides --policy.") var budget: String?
     @Option(help: "Predict the overlapped peak bound with this lookahead too.") var lookahead: Int?
-    @Option(help: ArgumentHelp("Predict the overlapped peak bound with the recompute thread held under this many live activation bytes too (implies lookahead 1 unless given).",
-                               valueName: "bytes"))
-    var overlapMemoryLimit: String?
     @Flag(help: "Predict from FLOPs and a one-image run instead of profiling at the batch.") var estimate = false
     @Flag(help: "One JSON object instead of a table.") var json = false
 
@@ -34,9 +31,6 @@ struct Plan: ParsableCommand {
             throw ValidationError("--budget \(b) is not a size: give bytes, or a number with KiB, MiB or GiB (e.g. 60MiB).")
         }
         if let l = lookahead, l < 1 { throw ValidationError("--lookahead must be at least 1 (got \(l)).") }
-        if let m = overlapMemoryLimit, CheckpointPolicy.parseBytes(m) == nil {
-            throw ValidationError("--overlap-memory-limit takes a size such as 100MiB, 2GiB or 5000000 (got '\(m)').")
-        }
     }
 
     func run() throws {
@@ -45,9 +39,7 @@ struct Plan: ParsableCommand {
         let profile = estimate ? try ChainProfile.estimate(model, batch: options.batch)
                                : try ChainProfile.measure(model, batch: options.batch, seed: options.seed)
         let plan = try CheckpointPlan(policy: chosen, profile: profile)
-        let limit = overlapMemoryLimit.flatMap(CheckpointPolicy.parseBytes)
-        let overlap = lookahead != nil || limit != nil
-            ? Overlap(backwardThreads: 1, recomputeThreads: 1, lookahead: lookahead ?? 1, memoryLimit: limit) : nil
+        let overlap = lookahead.map { Overlap(backwardThreads: 1, recomputeThreads: 1, lookahead: $0) }
         let p = plan.predict(profile, overlap: overlap)
         let none = try CheckpointPlan(policy: .none, profile: profile).predict(profile)
         let smallest = CheckpointPlan.smallestBudget(profile)
@@ -77,9 +69,7 @@ struct Plan: ParsableCommand {
         print("plan: \(plan)")
         print("predicted peak activations: \(mib(p.peakBytes)) MiB (no checkpointing: \(mib(none.peakBytes)) MiB, "
               + String(format: "%.0f%%", 100 * Double(p.peakBytes) / Double(max(none.peakBytes, 1))) + ")")
-        if let bound = p.overlappedPeakBound, let o = overlap {
-            print("with overlap (lookahead \(o.lookahead)" + (limit.map { ", memory limit \(mib($0)) MiB" } ?? "") + "): at most \(mib(bound)) MiB")
-        }
+        if let bound = p.overlappedPeakBound { print("with overlap (lookahead \(lookahead!)): at most \(mib(bound)) MiB") }
         print("extra forward work: \(p.recomputedBlocks) block(s), " + String(format: "%.3f GFLOP, %.1f ms (%.0f%% of a %.1f ms step)",
               Double(p.extraForwardFLOPs) / 1e9, p.extraForwardSeconds * 1e3, 100 * p.extraForwardSeconds / max(p.stepSeconds, 1e-12), p.stepSeconds * 1e3))
         print("smallest feasible budget: \(smallest) bytes (\(mib(smallest)) MiB)")
