@@ -39,7 +39,7 @@ struct ThreadOptions: ParsableArguments {
     var split: Split?
     @Option(help: "Segments the recompute thread may rebuild ahead of the backward pass (default: tuned, else 1).")
     var lookahead: Int?
-    @Option(help: ArgumentHelp("Pace the recompute thread to keep live activation bytes under this, e.g. 100MiB: a rule, not a bound (default: only the lookahead bounds it).",
+    @Option(help: ArgumentHelp("Pace the recompute thread to keep the peak of activation bytes under this, e.g. 100MiB, or under the sequential peak if that is higher (default: only the lookahead bounds it; a budget sets it to the budget).",
                                valueName: "bytes"))
     var overlapMemoryLimit: String?
     @Flag(help: "Bind the overlap's two teams each to cores of its own for the step (for a machine no other job uses: with one busy, bound teams stall).")

@@ -40,7 +40,7 @@ struct Plan: ParsableCommand {
                                : try ChainProfile.measure(model, batch: options.batch, seed: options.seed)
         let plan = try CheckpointPlan(policy: chosen, profile: profile)
         let overlap = lookahead.map { Overlap(backwardThreads: 1, recomputeThreads: 1, lookahead: $0) }
-        let p = plan.predict(profile, overlap: overlap)
+        let p = plan.predict(profile, overlap: Checkpointing(policy: chosen, overlap: overlap).effectiveOverlap)
         let none = try CheckpointPlan(policy: .none, profile: profile).predict(profile)
         let smallest = CheckpointPlan.smallestBudget(profile)
         let roles = roles(plan, blocks: model.blocks.count)

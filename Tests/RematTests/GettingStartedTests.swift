@@ -19,14 +19,15 @@ struct GettingStartedTests {
 
         // Profile the chain once at the batch size, then ask for a memory budget: the plan with
         // the least recompute whose predicted peak of activation bytes fits. With overlap, a
-        // recompute thread rebuilds the next segment while the backward pass runs.
+        // recompute thread rebuilds the next segment while the backward pass runs, paced to
+        // stay within the budget.
         let batch = 32
         let profile = try ChainProfile.measure(model, batch: batch)
         let unchecked = try CheckpointPlan(policy: .none, profile: profile).predict(profile).peakBytes
         let overlap = Overlap(backwardThreads: 1, recomputeThreads: 1)
         trainer.checkpointing = Checkpointing(policy: .budget(unchecked * 9 / 10), overlap: overlap)
         let (plan, _) = try trainer.plan(batch: batch)
-        let predicted = plan.predict(profile, overlap: overlap)
+        let predicted = plan.predict(profile, overlap: trainer.checkpointing.effectiveOverlap)
         print("plan \(plan): at most \(predicted.overlappedPeakBound!) bytes, \(predicted.recomputedBlocks) blocks recomputed")
 
         // Train, watching the metrics of every step and epoch.

@@ -65,11 +65,10 @@ struct PlanTests {
         #expect(peak > 1 << 30 && peak - (1 << 30) <= segmented.predict(plain).peakBytes, "\(peak)")
     }
 
-    /// The dynamic programs find the least recompute time within each budget, with recompute
-    /// sequential and overlapped: the same as trying every one of the 2^(n-1) segmentations of
-    /// resnet20's 11 blocks.
+    /// The dynamic program finds the least recompute time within each budget: the same as
+    /// trying every one of the 2^(n-1) segmentations of resnet20's 11 blocks.
     /// (Also with the BatchNorm statistics made 1024 times larger, 128-768 KiB a block, so that
-    /// the programs' count of them, with the checkpoints, weighs in the choice.)
+    /// the program's count of them, with the checkpoints, weighs in the choice.)
     @Test(arguments: [false, true]) func budgetPlansAreOptimal(heavyStatistics: Bool) throws {
         var profile = try ChainProfile.measure(try Zoo.resnet(blocksPerStage: 3), batch: 4)
         if heavyStatistics {
@@ -77,14 +76,13 @@ struct PlanTests {
                                    measured: true)
         }
         let n = profile.blocks.count
-        var all: [(peak: Int, bound: Int, seconds: Double)] = []
-        let overlap = Overlap(backwardThreads: 1, recomputeThreads: 1)
+        var all: [(peak: Int, seconds: Double)] = []
         for mask in 0..<(1 << (n - 1)) { // bit i set: a segment starts at block i + 1
             var segments: [Range<Int>] = [], start = 0
             for i in 0..<(n - 1) where mask & (1 << i) != 0 { segments.append(start..<(i + 1)); start = i + 1 }
             segments.append(start..<n)
-            let p = CheckpointPlan(segments: segments).predict(profile, overlap: overlap)
-            all.append((p.peakBytes, p.overlappedPeakBound!, p.extraForwardSeconds))
+            let p = CheckpointPlan(segments: segments).predict(profile)
+            all.append((p.peakBytes, p.extraForwardSeconds))
         }
         let smallest = CheckpointPlan.smallestBudget(profile)
         #expect(smallest == all.map(\.peak).min())
@@ -98,18 +96,6 @@ struct PlanTests {
             let best = all.filter { $0.peak <= budget }.map(\.seconds).min()!
             #expect(p.peakBytes <= budget)
             #expect(abs(p.extraForwardSeconds - best) <= 1e-12 * max(best, 1), "budget \(budget): \(plan) recomputes \(p.extraForwardSeconds) s, best \(best) s")
-        }
-        // overlapped one segment ahead: the same against the bound
-        let smallestOverlapped = CheckpointPlan.smallestBudget(profile, overlapped: true)
-        #expect(smallestOverlapped == all.map(\.bound).min())
-        let mostOverlapped = all.map(\.bound).max()!
-        for step in 0...8 {
-            let budget = smallestOverlapped + (mostOverlapped - smallestOverlapped) * step / 8
-            let plan = try #require(CheckpointPlan.cheapestOverlapped(within: budget, profile))
-            let p = plan.predict(profile, overlap: overlap)
-            let best = all.filter { $0.bound <= budget }.map(\.seconds).min()!
-            #expect(p.overlappedPeakBound! <= budget)
-            #expect(abs(p.extraForwardSeconds - best) <= 1e-12 * max(best, 1), "overlapped budget \(budget): \(plan)")
         }
     }
 
@@ -137,25 +123,36 @@ struct PlanTests {
         let (x, y) = try data.batch(Array(0..<batch))
         let measured = try trainer.train(images: x, labels: y).peakActivationBytes
         #expect(Double(measured) <= 1.01 * Double(budget), "measured \(measured) over the budget \(budget)")
-        // with overlap, the budget bounds the overlapped peak (a rebuilt segment more): too
-        // tight a one is refused; a looser one still recomputes and stays within it
+        // with overlap, the same plan, its recompute thread paced under the budget: even the
+        // smallest budget holds, the prediction says so, and the bits stay those of no
+        // checkpointing
         let overlap = Overlap(backwardThreads: 1, recomputeThreads: 1)
-        #expect(throws: RematError.self) { try CheckpointPlan(policy: .budget(smallest), profile: profile, overlap: overlap) }
-        let loose = none * 19 / 20
-        let overlapped = Trainer(model: try make(), optimizer: SGD(), seed: 8)
-        overlapped.checkpointing = Checkpointing(policy: .budget(loose), overlap: overlap)
-        #expect(try overlapped.plan(batch: batch).plan.segments.count > 1)
-        let o = try overlapped.train(images: x, labels: y).peakActivationBytes
-        #expect(Double(o) <= 1.01 * Double(loose), "overlapped: measured \(o) over the budget \(loose)")
         let baseline = try runSteps(make, batch: batch, checkpointing: .none)
+        for b in [smallest, budget] {
+            let tight = Checkpointing(policy: .budget(b), overlap: overlap)
+            #expect(tight.effectiveOverlap?.memoryLimit == b)
+            let overlapped = Trainer(model: try make(), optimizer: SGD(), seed: 8)
+            overlapped.checkpointing = tight
+            let (p, _) = try overlapped.plan(batch: batch)
+            #expect(p == (try CheckpointPlan(policy: .budget(b), profile: profile)))
+            #expect(p.predict(profile, overlap: tight.effectiveOverlap).overlappedPeakBound! <= b)
+            for _ in 0..<4 {
+                let o = try overlapped.train(images: x, labels: y).peakActivationBytes
+                #expect(Double(o) <= 1.01 * Double(b), "overlapped: measured \(o) over the budget \(b)")
+            }
+            #expect(try runSteps(make, batch: batch, checkpointing: tight) == baseline)
+        }
         let budgeted = try runSteps(make, batch: batch, checkpointing: Checkpointing(policy: .budget(budget)))
         #expect(budgeted == baseline)
     }
 
-    /// An overlap memory limit paces the recompute thread: at 1 byte it never runs beside a
-    /// backward span (only while the backward pass waits for it); at any limit the step keeps
-    /// the bits of no checkpointing and stays under the lookahead's bound; and the pacer lets
-    /// a block through under that bound but not under 1 byte.
+    /// An overlap memory limit bounds the overlapped peak by the larger of the limit and the
+    /// sequential peak, as predicted, in every one of several steps (one in four to eight
+    /// went 14 % over on a loaded machine while the recompute thread could keep a reference
+    /// to the records it handed over); at 1 byte the recompute never runs beside a backward
+    /// span (only while the backward pass waits for it); every step keeps the bits of no
+    /// checkpointing; and the pacer lets a block through under the lookahead's bound but not
+    /// under 1 byte.
     @Test(arguments: ["resnet20", "plain-deep-6", "dropout-net"])
     func memoryLimitPacesTheRecompute(model name: String) throws {
         let batch = 4
@@ -170,12 +167,17 @@ struct PlanTests {
             let free = try #require(plan.predict(profile, overlap: Overlap(backwardThreads: 1, recomputeThreads: 1)).overlappedPeakBound)
             for limit in [1, sequential, (sequential + free) / 2] {
                 let overlap = Overlap(backwardThreads: 1, recomputeThreads: 1, memoryLimit: limit)
+                let bound = min(free, max(limit, sequential))
+                #expect(plan.predict(profile, overlap: overlap).overlappedPeakBound == bound)
                 let trainer = Trainer(model: try make(), optimizer: SGD())
                 trainer.checkpointing = Checkpointing(policy: policy, overlap: overlap)
                 let trace = TraceRecorder()
                 trainer.trace = trace
-                let measured = try trainer.train(images: x, labels: y).peakActivationBytes
-                #expect(Double(measured) <= 1.01 * Double(free), "\(name) \(policy) limit \(limit): measured \(measured), bound \(free)")
+                for step in 0..<8 {
+                    if step == 1 { trainer.trace = nil }
+                    let measured = try trainer.train(images: x, labels: y).peakActivationBytes
+                    #expect(Double(measured) <= 1.01 * Double(bound), "\(name) \(policy) limit \(limit) step \(step): measured \(measured), bound \(bound)")
+                }
                 if limit == 1 {
                     let spans = try Self.spans(trace, trainer.model)
                     let backward = spans.filter { $0.cat == "backward" }, rebuilt = spans.filter { $0.cat == "recompute" }

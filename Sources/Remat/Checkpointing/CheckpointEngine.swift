@@ -295,7 +295,12 @@ final class RecomputeWorker: @unchecked Sendable {
 
     private func publish(_ s: Int, _ saved: consuming [Saved]) {
         condition.lock()
-        ready[s] = saved
+        // the last reference moves in under the lock: a parameter released after unlock()
+        // outlives the hand-off if this thread is descheduled there, and the backward pass's
+        // first `saved[j] = Saved()` then copies the array and frees nothing (measured:
+        // resnet20 at batch 4 under a 1-byte limit 14 % over the sequential peak, in one step
+        // in four to eight on a loaded machine)
+        ready[s] = consume saved
         condition.broadcast()
         condition.unlock()
     }

@@ -10,27 +10,11 @@ public struct CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
     public let selective: Bool
 
     /// A plan from the policy and the chain's profile (bytes balance sqrt(n)'s segments; a
-    /// budget is solved on the profile's times and bytes). With `overlap`, a budget bounds
-    /// the overlapped peak (`PlanPrediction.overlappedPeakBound`): the program is rerun with
-    /// a tighter limit until the bound fits.
-    public init(policy: CheckpointPolicy, profile: ChainProfile, overlap: Overlap? = nil) throws {
+    /// budget is solved on the profile's times and bytes). A budget's plan is the same with
+    /// overlap: the step then paces the recompute thread under the budget
+    /// (`Checkpointing.effectiveOverlap`), which bounds the overlapped peak by it.
+    public init(policy: CheckpointPolicy, profile: ChainProfile) throws {
         let b = profile.blocks
-        if case .budget(let bytes) = policy, let overlap {
-            // exact for one segment of lookahead; deeper lookaheads check the bound and tighten
-            var limit = bytes
-            let peaks = SegmentPeaks(profile, overlapped: true)
-            while let p = CheckpointPlan.cheapest(within: limit, profile, peaks) {
-                let bound = p.predict(profile, overlap: overlap).overlappedPeakBound ?? 0
-                if bound <= bytes { self = p; return }
-                limit -= max(bound - bytes, 1)
-            }
-            let smallest = CheckpointPlan.smallestBudget(profile, overlapped: true)
-            throw RematError.invalidArgument(
-                "a budget of \(CheckpointPolicy.mebibytes(bytes)) MiB cannot hold this chain at batch \(profile.batch) with "
-                + "overlapped recompute (lookahead \(overlap.lookahead)): the smallest feasible budget with overlap (lookahead 1) is "
-                + "\(smallest) bytes (\(CheckpointPolicy.mebibytes(smallest)) MiB), without it \(CheckpointPlan.smallestBudget(profile)) "
-                + "bytes; raise the budget or turn overlap off")
-        }
         if case .budget(let bytes) = policy {
             guard let best = CheckpointPlan.cheapest(within: bytes, profile) else {
                 let smallest = CheckpointPlan.smallestBudget(profile)
@@ -133,23 +117,14 @@ extension CheckpointPlan {
     /// one level of checkpoints as this engine runs them) keeps, at each block where a
     /// segment may start, the Pareto front of (checkpoint bytes so far, recompute seconds).
     public static func cheapest(within budget: Int, _ profile: ChainProfile) -> CheckpointPlan? {
-        cheapest(within: budget, profile, SegmentPeaks(profile, overlapped: false))
+        cheapest(within: budget, profile, SegmentPeaks(profile))
     }
 
-    /// As `cheapest`, for recompute overlapped one segment ahead: while segment s's backward
-    /// runs, the recompute thread holds segment s-1 rebuilt (or is rebuilding it), so the
-    /// peak of s depends on s-1 too. The program's states are then (segment start, previous
-    /// segment's start), each with its Pareto front.
-    public static func cheapestOverlapped(within budget: Int, _ profile: ChainProfile) -> CheckpointPlan? {
-        cheapest(within: budget, profile, SegmentPeaks(profile, overlapped: true))
-    }
-
-    /// The smallest budget any segmentation fits in (binary search over `cheapest`, or with
-    /// `overlapped`, over `cheapestOverlapped`).
-    public static func smallestBudget(_ profile: ChainProfile, overlapped: Bool = false) -> Int {
+    /// The smallest budget any segmentation fits in (binary search over `cheapest`).
+    public static func smallestBudget(_ profile: ChainProfile) -> Int {
         var hi = try! CheckpointPlan(policy: .none, blocks: profile.blocks.count).predict(profile).peakBytes
         var lo = 0
-        let peaks = SegmentPeaks(profile, overlapped: overlapped)
+        let peaks = SegmentPeaks(profile)
         while lo < hi {
             let mid = lo + (hi - lo) / 2
             if cheapest(within: mid, profile, peaks) != nil { hi = mid } else { lo = mid + 1 }
@@ -157,37 +132,32 @@ extension CheckpointPlan {
         return lo
     }
 
-    /// The program both policies share. States are keyed by (segment start, previous segment's
-    /// start); the previous start is -1 throughout when the peaks do not depend on it.
     private static func cheapest(within budget: Int, _ profile: ChainProfile, _ peaks: SegmentPeaks) -> CheckpointPlan? {
         let b = profile.blocks, n = b.count
         guard n >= 1 else { return nil }
         struct State { var bytes: Int; var seconds: Double; var parent: Int; var start: Int }
         var states = [State(bytes: 0, seconds: 0, parent: -1, start: 0)]
-        var fronts: [Int: [Int]] = [0: [0]] // key: start * (n + 1) + previous start + 1
+        var fronts: [[Int]] = Array(repeating: [], count: n + 1) // states whose next segment starts at i
+        fronts[0] = [0]
         var best: (seconds: Double, state: Int, start: Int)?
         for i in 0..<n {
-            for h in peaks.overlapped ? Array(-1..<i) : [-1] {
-                guard let front = fronts[i * (n + 1) + (peaks.overlapped ? h : -1) + 1] else { continue }
-                // prune: keep states no other beats on both bytes and seconds
-                let sorted = front.sorted { (states[$0].bytes, states[$0].seconds) < (states[$1].bytes, states[$1].seconds) }
-                var kept: [Int] = [], cheapest = Double.infinity
-                for s in sorted where states[s].seconds < cheapest { kept.append(s); cheapest = states[s].seconds }
-                var recompute = 0.0, statistics = 0
-                for j in (i + 1)...n {
-                    recompute += b[j - 1].forwardSeconds
-                    statistics += b[j - 1].statisticsBytes
-                    let peak = peaks.peak(previous: h, start: i, end: j)
-                    for s in kept where states[s].bytes + peak <= budget {
-                        let st = states[s]
-                        if j == n {
-                            if best == nil || st.seconds < best!.seconds { best = (st.seconds, s, i) }
-                        } else {
-                            // the segment's checkpoint and its BatchNorms' statistics stay for later segments
-                            states.append(State(bytes: st.bytes + b[i].inputBytes + statistics, seconds: st.seconds + recompute,
-                                                parent: s, start: i))
-                            fronts[j * (n + 1) + (peaks.overlapped ? i : -1) + 1, default: []].append(states.count - 1)
-                        }
+            // prune: keep states no other beats on both bytes and seconds
+            let sorted = fronts[i].sorted { (states[$0].bytes, states[$0].seconds) < (states[$1].bytes, states[$1].seconds) }
+            var kept: [Int] = [], cheapest = Double.infinity
+            for s in sorted where states[s].seconds < cheapest { kept.append(s); cheapest = states[s].seconds }
+            var recompute = 0.0, statistics = 0
+            for j in (i + 1)...n {
+                recompute += b[j - 1].forwardSeconds
+                statistics += b[j - 1].statisticsBytes
+                for s in kept where states[s].bytes + peaks.own[i][j] <= budget {
+                    let st = states[s]
+                    if j == n {
+                        if best == nil || st.seconds < best!.seconds { best = (st.seconds, s, i) }
+                    } else {
+                        // the segment's checkpoint and its BatchNorms' statistics stay for later segments
+                        states.append(State(bytes: st.bytes + b[i].inputBytes + statistics, seconds: st.seconds + recompute,
+                                            parent: s, start: i))
+                        fronts[j].append(states.count - 1)
                     }
                 }
             }
@@ -203,32 +173,21 @@ extension CheckpointPlan {
     }
 }
 
-/// What a segment adds to the checkpoints before it, for each (start, end), computed once.
-/// Sequential recompute: its forward, or its rebuild and backward (the last segment: its
-/// forward, loss and backward). Overlapped one segment ahead: its own pass, or its backward
-/// while the recompute thread holds the previous segment rebuilt and runs a forward.
+/// What a segment adds to the checkpoints before it, for each (start, end), computed once:
+/// its forward, or its rebuild and backward (the last segment: its forward, loss and
+/// backward).
 private struct SegmentPeaks {
-    let overlapped: Bool
-    private let own: [[Int]]      // [start][end]
-    private let backward: [[Int]] // [start][end], overlapped only
-    private let ahead: [[Int]]    // [previous start][start], overlapped only
+    let own: [[Int]] // [start][end]
 
-    init(_ profile: ChainProfile, overlapped: Bool) {
-        let b = profile.blocks, n = b.count
-        self.overlapped = overlapped
-        func table(_ f: (Int, Int) -> Int) -> [[Int]] { (0..<n).map { i in (0...n).map { j in j > i ? f(i, j) : 0 } } }
-        own = table { i, j in
-            if j == n { return profile.segmentPeak(i..<n, last: true) }
-            let forward = profile.segmentPeak(i..<j, last: false)
-            return overlapped ? forward : max(forward, profile.rebuildPeak(i..<j))
+    init(_ profile: ChainProfile) {
+        let n = profile.blocks.count
+        own = (0..<n).map { i in
+            (0...n).map { j in
+                if j <= i { return 0 }
+                if j == n { return profile.segmentPeak(i..<n, last: true) }
+                return max(profile.segmentPeak(i..<j, last: false), profile.rebuildPeak(i..<j))
+            }
         }
-        backward = overlapped ? table { i, j in profile.backwardOnlyPeak(i..<j) } : []
-        ahead = overlapped ? table { h, i in i < n ? profile.rebuiltBytes(h..<i) + (b[h..<i].map(\.forwardPeak).max() ?? 0) : 0 } : []
-    }
-
-    func peak(previous h: Int, start i: Int, end j: Int) -> Int {
-        guard overlapped else { return own[i][j] }
-        return max(own[i][j], backward[i][j] + (h >= 0 ? ahead[h][i] : 0))
     }
 }
 

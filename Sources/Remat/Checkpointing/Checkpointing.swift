@@ -20,4 +20,13 @@ public struct Checkpointing: Sendable, Equatable {
 
     /// No checkpointing.
     public static let none = Checkpointing(policy: .none)
+
+    /// The overlap a step runs with: a budget also paces the recompute thread under itself
+    /// (or under `Overlap.memoryLimit`, if that is lower), so the budget bounds the
+    /// overlapped peak as it bounds the sequential one.
+    public var effectiveOverlap: Overlap? {
+        guard var o = overlap else { return nil }
+        if case .budget(let bytes) = policy { o.memoryLimit = min(o.memoryLimit ?? bytes, bytes) }
+        return o
+    }
 }

@@ -4,7 +4,8 @@ public struct PlanPrediction: Sendable, Equatable {
     /// Peak activation bytes of a step run sequentially (recompute on the backward thread).
     public var peakBytes: Int
     /// With overlap: an upper bound on the peak, reached when the recompute thread has
-    /// rebuilt its full lookahead while the backward pass is at its own peak.
+    /// rebuilt its full lookahead while the backward pass is at its own peak; with a memory
+    /// limit, no more than the larger of the limit and `peakBytes` (what pacing allows).
     public var overlappedPeakBound: Int?
     /// Blocks whose forward runs twice (selective: blocks whose cheap layers do).
     public var recomputedBlocks: Int
@@ -231,6 +232,7 @@ extension CheckpointPlan {
             }
             prefix += b[r.lowerBound].inputBytes + r.reduce(0) { $0 + b[$1].statisticsBytes } // checkpoint, statistics
         }
+        if let limit = overlap?.memoryLimit { bound = min(bound, max(limit, peak)) }
         let again = segments.dropLast().flatMap { $0 }
         return PlanPrediction(peakBytes: peak, overlappedPeakBound: overlap.map { _ in bound },
                               recomputedBlocks: again.count, extraForwardFLOPs: again.reduce(0) { $0 + b[$1].forwardFLOPs },

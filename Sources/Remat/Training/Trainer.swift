@@ -99,7 +99,7 @@ public final class Trainer {
         if let p = plans[batch], p.policy == policy, p.overlap == checkpointing.overlap { return p.plan }
         let plan: CheckpointPlan
         switch policy {
-        case .sqrtN, .budget: plan = try CheckpointPlan(policy: policy, profile: profile(batch: batch), overlap: checkpointing.overlap)
+        case .sqrtN, .budget: plan = try CheckpointPlan(policy: policy, profile: profile(batch: batch))
         default: plan = try CheckpointPlan(policy: policy, blocks: model.blocks.count)
         }
         plans[batch] = (policy, checkpointing.overlap, plan)
@@ -114,7 +114,7 @@ public final class Trainer {
         let context = ForwardContext(training: true, seed: seed, step: step)
         var engine = CheckpointEngine(model: model, plan: plan, overlap: checkpointing.overlap, account: account,
                                       trace: trace)
-        if let limit = checkpointing.overlap?.memoryLimit {
+        if let limit = checkpointing.effectiveOverlap?.memoryLimit {
             engine.pacer = RecomputePacer(limit: limit, profile: try profile(batch: labels.count), plan: plan)
         }
         if let averager {
