@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
 thread)
-    swift test --sanitize=thread --scratch-path .build-tsan --filter "CheckpointTests|DeterminismTests|memoryLimitPaces" ;;
+    swift test --sanitize=thread --scratch-path .build-tsan --filter "CheckpointTests|DeterminismTests|memoryLimitPaces|budgetsRunWithinThemselves" ;;
 address)
     # swiftc on Linux takes no -sanitize=undefined: UBSan goes to the C target through clang,
     # its handlers come with the AddressSanitizer runtime

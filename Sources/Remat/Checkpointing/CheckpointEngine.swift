@@ -77,7 +77,10 @@ struct CheckpointEngine {
                     saved = lastSaved
                     lastSaved = []
                 } else if let worker {
-                    saved = try trace.span("wait", block: segments[s].upperBound - 1) { try worker.take(segment: s) }
+                    saved = try worker.take(segment: s) { input, statistics in // not started: rebuilt here
+                        try CheckpointEngine.recompute(model, segments[s], from: input, recomputeContext,
+                                                       statistics: statistics, trace: trace)
+                    }
                 } else {
                     saved = try CheckpointEngine.recompute(model, segments[s], from: checkpoints[s]!, recomputeContext,
                                                            statistics: statistics[s], trace: trace)
@@ -173,9 +176,11 @@ struct CheckpointEngine {
 }
 
 /// The recompute thread: rebuilds segments last-1 ... 0 in that order, each as soon as a
-/// lookahead slot is free, and hands each to the backward pass. Each side lends its threads
-/// to the other while it is idle (`kn_lease`): the recompute team joins the backward pass
-/// while it has nothing to rebuild, the backward team joins the recompute while it waits.
+/// lookahead slot is free (and, with a memory limit, its first block fits), and hands each
+/// to the backward pass. Under a memory limit, a segment the backward pass needs before this
+/// thread has started it, the backward pass rebuilds itself, as a sequential step would. Each side lends its
+/// threads to the other while it is idle (`kn_lease`): the recompute team joins the backward
+/// pass while it has nothing to rebuild, the backward team joins the recompute while it waits.
 final class RecomputeWorker: @unchecked Sendable {
     let toBackward = kn_lease_create()!, toRecompute = kn_lease_create()!
     private let condition = NSCondition()
@@ -186,14 +191,16 @@ final class RecomputeWorker: @unchecked Sendable {
     private var finished = false
     private var awaited: Int? // the segment the backward pass waits for
     private var backwardAt: (segment: Int, upper: Int) // its segment, and the blocks below upper it has left
+    private var started: Set<Int> = [] // segments either thread has begun to rebuild
+    private var backwardRebuilding = false // the backward pass rebuilds a segment itself
+    private var inputs: [Tensor?] // checkpoints and statistics of segments not yet started
+    private var statistics: [ActivationStash?]
 
     // owned by the recompute thread once started
     private let model: Model
     private let account: MemoryAccount
     private let trace: TraceRecorder?
     private let segments: [Range<Int>]
-    private var inputs: [Tensor?]
-    private var statistics: [ActivationStash?]
     private let context: ForwardContext
     private let overlap: Overlap
     private let pacer: RecomputePacer?
@@ -229,15 +236,12 @@ final class RecomputeWorker: @unchecked Sendable {
         trace?.nameThread("recompute")
         account.withCurrent {
             for s in stride(from: segments.count - 1, through: 0, by: -1) {
-                kn_lease_offer(toBackward, Int32(overlap.recomputeThreads)) // idle until a slot frees
+                lend(true) // idle until a slot frees
                 guard acquireSlot() else { break }
-                kn_lease_offer(toBackward, 0)
                 do {
-                    let saved = try CheckpointEngine.recompute(model, segments[s], from: inputs[s]!, context,
-                                                               statistics: statistics[s], trace: trace) { i in
-                        try self.waitForMemory(block: i, segment: s)
-                    }
-                    (inputs[s], statistics[s]) = (nil, nil)
+                    // nil: the backward pass got there first and rebuilds s itself (its slot
+                    // comes back when the backward pass is done with s, as for any segment)
+                    guard let saved = try rebuild(s) else { continue }
                     // handed over, not shared: a copy kept here would keep every block the
                     // backward pass frees alive until this thread next runs (measured: 430 KiB
                     // over the sequential peak on resnet20 at batch 4, one run in three)
@@ -247,9 +251,11 @@ final class RecomputeWorker: @unchecked Sendable {
                     break
                 }
             }
-            kn_lease_offer(toBackward, Int32(overlap.recomputeThreads))
-            inputs.removeAll()
-            statistics.removeAll()
+            lend(true)
+            condition.withLock {
+                inputs.removeAll()
+                statistics.removeAll()
+            }
         }
         if bound > 0 { _ = kn_bind_team(-1, bound) } // its workers go back to libomp's pool unbound
         kn_set_team_lease(nil)
@@ -268,6 +274,40 @@ final class RecomputeWorker: @unchecked Sendable {
         return true
     }
 
+    /// Rebuilds segment s on this thread, or returns nil if the backward pass claimed it. The
+    /// checkpoint is gone when it returns (a separate function for that), before the
+    /// records are published: held longer, it would sit beside the backward pass's peak.
+    private func rebuild(_ s: Int) throws -> [Saved]? {
+        guard let (input, stats) = try start(s) else { return nil }
+        return try CheckpointEngine.recompute(model, segments[s], from: input, context, statistics: stats, trace: trace) { i in
+            if i > self.segments[s].lowerBound { try self.waitForMemory(block: i, segment: s) }
+            self.lend(false) // only now: taking threads back waits for the kernel they run
+        }
+    }
+
+    /// Claims segment s and takes its checkpoint once its first block may run (after the
+    /// backward pass's own rebuild, and within the memory limit); nil if the backward pass
+    /// claimed it first.
+    private func start(_ s: Int) throws -> (Tensor, ActivationStash?)? {
+        condition.lock()
+        defer { condition.unlock() }
+        while !cancelled && !started.contains(s) && (backwardRebuilding || !mayRun(block: segments[s].lowerBound, segment: s)) {
+            condition.wait()
+        }
+        if cancelled { throw CancellationError() }
+        if started.contains(s) { return nil }
+        started.insert(s)
+        defer { (inputs[s], statistics[s]) = (nil, nil) }
+        return (inputs[s]!, statistics[s])
+    }
+
+    /// Under the lock: whether the memory limit lets block i of segment k start now.
+    private func mayRun(block i: Int, segment k: Int) -> Bool {
+        guard let pacer else { return true }
+        return awaited == k
+            || pacer.fits(block: i, segment: k, backward: backwardAt.segment, upper: backwardAt.upper, published: Array(ready.keys))
+    }
+
     /// With a memory limit: waits until block i of segment k fits beside what the backward pass
     /// can still reach (`RecomputePacer`), or the backward pass waits for segment k (then it
     /// has nothing left to free, and the rebuild goes on as a sequential one would).
@@ -275,14 +315,23 @@ final class RecomputeWorker: @unchecked Sendable {
         guard let pacer else { return }
         condition.lock()
         defer { condition.unlock() }
-        while !cancelled && awaited != k
-              && !pacer.fits(block: i, segment: k, backward: backwardAt.segment, upper: backwardAt.upper, published: Array(ready.keys)) {
-            kn_lease_offer(toBackward, Int32(overlap.recomputeThreads)) // idle meanwhile
+        // the team stays lent while this thread checks again at each block the backward pass
+        // reports: taking it back for each check (as at first) cost each backward block 10-15 %
+        while !cancelled && !mayRun(block: i, segment: k) {
+            lend(true)
             condition.wait()
-            kn_lease_offer(toBackward, 0)
         }
         if cancelled { throw CancellationError() }
     }
+
+    /// Lends this thread's team to the backward pass, or takes it back (waiting for the
+    /// backward pass's kernel that runs on it); the recompute thread's own state.
+    private func lend(_ on: Bool) {
+        guard on != lending else { return }
+        kn_lease_offer(toBackward, on ? Int32(overlap.recomputeThreads) : 0)
+        lending = on
+    }
+    private var lending = false
 
     /// The backward pass is in segment s with the blocks below `upper` left.
     func backwardReached(segment s: Int, upper: Int) {
@@ -312,10 +361,33 @@ final class RecomputeWorker: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Waits for segment s and takes its activations (rethrowing a recompute failure).
-    func take(segment s: Int) throws -> [Saved] {
+    /// Takes segment s's activations: rebuilt by the recompute thread (waiting for it, and
+    /// rethrowing its failure), or, under a memory limit, if that thread has not started s,
+    /// by `rebuild` here from s's checkpoint and statistics, the recompute thread held back
+    /// meanwhile (as a sequential step would, without a hand-off: at a 1-byte limit resnet56
+    /// went from +27 to +20 % over none, sequential +18 %).
+    func take(segment s: Int, rebuild: (Tensor, ActivationStash?) throws -> [Saved]) throws -> [Saved] {
         condition.lock()
+        // only under a memory limit: without one the recompute thread had its slot for s
+        // since the backward pass finished s + 1 and is about to start it
+        if pacer != nil && ready[s] == nil && failure == nil && !cancelled && !started.contains(s) {
+            started.insert(s)
+            backwardRebuilding = true
+            var checkpoint: (Tensor, ActivationStash?)? = (inputs[s]!, statistics[s])
+            (inputs[s], statistics[s]) = (nil, nil)
+            condition.unlock()
+            let result = Result { try rebuild(checkpoint!.0, checkpoint!.1) }
+            checkpoint = nil // gone before the recompute thread may start the next segment
+            condition.lock()
+            backwardRebuilding = false
+            backwardAt = (s, segments[s].upperBound)
+            condition.broadcast()
+            condition.unlock()
+            return try result.get()
+        }
         defer { condition.unlock() }
+        let waitStart = trace.map { _ in DispatchTimeSource.now() }
+        defer { if let waitStart { trace?.add("wait", block: segments[s].upperBound - 1, start: waitStart) } }
         if ready[s] == nil && failure == nil { kn_lease_offer(toRecompute, Int32(overlap.backwardThreads)) }
         defer { kn_lease_offer(toRecompute, 0) }
         awaited = s

@@ -19,11 +19,14 @@ public final class TraceRecorder: @unchecked Sendable {
 
     func record<T>(_ name: String, block: Int, _ body: () throws -> T) rethrows -> T {
         let start = DispatchTimeSource.now()
-        defer {
-            let e = Event(name: name, block: block, thread: UInt64(pthread_self()), start: start, end: DispatchTimeSource.now())
-            lock.withLock { events.append(e) }
-        }
+        defer { add(name, block: block, start: start) }
         return try body()
+    }
+
+    /// A span on this thread from `start` until now.
+    func add(_ name: String, block: Int, start: UInt64) {
+        let e = Event(name: name, block: block, thread: UInt64(pthread_self()), start: start, end: DispatchTimeSource.now())
+        lock.withLock { events.append(e) }
     }
 
     /// The recorded spans as Chrome trace-event JSON.
