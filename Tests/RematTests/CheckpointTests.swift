@@ -165,7 +165,7 @@ struct CheckpointTests {
     }
 
     /// The trace shows forward, backward and recompute spans; overlapped recompute runs on a
-    /// thread of its own.
+    /// thread of its own, the same one every step (the trainer keeps it).
     @Test func traceShowsTheOverlap() throws {
         let trainer = Trainer(model: try Zoo.resnet(blocksPerStage: 1), optimizer: SGD())
         trainer.checkpointing = Checkpointing(policy: .every(2), overlap: Overlap(backwardThreads: 1, recomputeThreads: 1))
@@ -173,13 +173,46 @@ struct CheckpointTests {
         trainer.trace = trace
         let (x, y) = try SyntheticDataset(count: 4, imageShape: Shape(3, 32, 32)).batch([0, 1, 2, 3])
         try trainer.train(images: x, labels: y)
+        try trainer.train(images: x, labels: y)
         let json = try JSONSerialization.jsonObject(with: trace.json(blockNames: trainer.model.blocks.map(\.name))) as! [String: Any]
         let events = json["traceEvents"] as! [[String: Any]]
         let spans = events.filter { $0["ph"] as? String == "X" }
         let tids = { (cat: String) in Set(spans.filter { $0["cat"] as? String == cat }.map { $0["tid"] as! Int }) }
-        #expect(spans.filter { $0["cat"] as? String == "forward" }.count == trainer.model.blocks.count)
-        #expect(spans.filter { $0["cat"] as? String == "backward" }.count == trainer.model.blocks.count)
-        #expect(!tids("recompute").isEmpty && tids("recompute").isDisjoint(with: tids("backward")))
+        #expect(spans.filter { $0["cat"] as? String == "forward" }.count == 2 * trainer.model.blocks.count)
+        #expect(spans.filter { $0["cat"] as? String == "backward" }.count == 2 * trainer.model.blocks.count)
+        #expect(tids("recompute").count == 1 && tids("recompute").isDisjoint(with: tids("backward")))
         #expect(events.contains { ($0["args"] as? [String: Any])?["name"] as? String == "recompute" })
+    }
+
+    /// The recompute thread runs jobs one at a time on one OS thread, lets go of a job's
+    /// captures before the next starts, and exits (letting go of itself) once stopped.
+    @Test func recomputeThreadRunsJobsInTurnAndStops() throws {
+        final class Box {}
+        let lock = NSLock()
+        var threads: [pthread_t] = [], order: [Int] = []
+        weak var captured: Box?
+        weak var stopped: RecomputeThread?
+        do {
+            let thread = RecomputeThread()
+            stopped = thread
+            for k in 0..<3 {
+                let box = Box()
+                if k == 0 { captured = box }
+                thread.run { [box] in
+                    _ = box
+                    usleep(2000)
+                    lock.withLock { threads.append(pthread_self()); order.append(k) }
+                }
+            }
+            thread.run {}
+            #expect(captured == nil) // the first job's box went before the fourth could start
+            thread.stop()
+        }
+        for _ in 0..<500 where stopped != nil { usleep(10_000) }
+        #expect(stopped == nil, "the stopped thread still holds itself")
+        lock.withLock {
+            #expect(order == [0, 1, 2])
+            #expect(threads.count == 3 && threads.allSatisfy { pthread_equal($0, threads[0]) != 0 })
+        }
     }
 }

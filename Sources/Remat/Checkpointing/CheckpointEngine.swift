@@ -20,6 +20,8 @@ struct CheckpointEngine {
     var blockDone: ((Int) -> Void)? = nil
     /// With `Overlap.memoryLimit`: paces the recompute thread (from the plan's profile).
     var pacer: RecomputePacer? = nil
+    /// Where the recompute runs with overlap (the trainer keeps one across steps).
+    var recomputeThread: RecomputeThread? = nil
 
     /// Returns the loss, the logits' correct count and leaves the gradients accumulated.
     func run(images: Tensor, labels: [Int32], context: ForwardContext) throws -> (loss: Float, correct: Int) {
@@ -48,10 +50,12 @@ struct CheckpointEngine {
         recomputeContext.updateRunningStatistics = false
         checkpoints[last] = nil // the last segment's records hold its input if they need it
 
+        let oneStepThread = overlap != nil && recomputeThread == nil ? RecomputeThread() : nil
+        defer { oneStepThread?.stop() }
         let worker = overlap.map { o in
             RecomputeWorker(model: model, segments: Array(segments.prefix(last)), checkpoints: checkpoints,
                             statistics: statistics, context: recomputeContext, overlap: o, account: account, trace: trace,
-                            pacer: pacer)
+                            pacer: pacer, thread: recomputeThread ?? oneStepThread!)
         }
         if worker != nil { // the worker holds them now, freeing each when used
             checkpoints.removeAll()
@@ -206,7 +210,8 @@ final class RecomputeWorker: @unchecked Sendable {
     private let pacer: RecomputePacer?
 
     init(model: Model, segments: [Range<Int>], checkpoints: [Tensor?], statistics: [ActivationStash?],
-         context: ForwardContext, overlap: Overlap, account: MemoryAccount, trace: TraceRecorder?, pacer: RecomputePacer? = nil) {
+         context: ForwardContext, overlap: Overlap, account: MemoryAccount, trace: TraceRecorder?, pacer: RecomputePacer?,
+         thread: RecomputeThread) {
         slots = overlap.lookahead
         self.model = model
         self.account = account
@@ -218,9 +223,7 @@ final class RecomputeWorker: @unchecked Sendable {
         self.overlap = overlap
         self.pacer = pacer
         backwardAt = pacer.map { ($0.segments.count - 1, $0.segments[$0.segments.count - 1].upperBound) } ?? (0, 0) // the last segment, whole
-        let thread = Thread { [self] in self.main() }
-        thread.stackSize = 8 << 20
-        thread.start()
+        thread.run { [self] in self.main() }
     }
 
     deinit {
@@ -421,6 +424,55 @@ final class RecomputeWorker: @unchecked Sendable {
         condition.lock()
         while !finished { condition.wait() }
         ready.removeAll()
+        condition.unlock()
+    }
+}
+
+/// A thread that runs one job at a time and waits between them: the recompute thread of every
+/// overlapped step of a trainer. Kept across steps because a new thread's kernel team starts
+/// slowly (libomp registers a new root, its GEMM packing buffers are allocated and faulted in
+/// again, the OS places its threads anew), and a step's recompute thread lives only ~0.1 s.
+/// Lives until `stop()`.
+final class RecomputeThread: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var job: (() -> Void)?
+    private var stopping = false
+
+    init() {
+        let thread = Thread { [self] in self.loop() } // holds self until stopped
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
+    /// Runs `job` on the thread once the previous job has finished and let go of what it held.
+    func run(_ job: @escaping () -> Void) {
+        condition.lock()
+        while self.job != nil { condition.wait() }
+        self.job = job
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Lets the thread exit once its current job (if any) is done.
+    func stop() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func loop() {
+        condition.lock()
+        while true {
+            while job == nil && !stopping { condition.wait() }
+            guard var next = job else { break }
+            condition.unlock()
+            next()
+            next = {}
+            condition.lock()
+            job = nil // the job's captures go before the next one may start
+            condition.broadcast()
+        }
         condition.unlock()
     }
 }

@@ -59,7 +59,13 @@ public final class Trainer {
     }
     private var averager: GradientAverager?
 
-    deinit { averager?.stop() }
+    /// The recompute thread of overlapped steps, kept warm across them.
+    private var recomputeThread: RecomputeThread?
+
+    deinit {
+        averager?.stop()
+        recomputeThread?.stop()
+    }
 
     /// `account` receives every activation of the steps this trainer runs (a fresh one by
     /// default, so the reported peak is this trainer's alone).
@@ -114,6 +120,10 @@ public final class Trainer {
         let context = ForwardContext(training: true, seed: seed, step: step)
         var engine = CheckpointEngine(model: model, plan: plan, overlap: checkpointing.overlap, account: account,
                                       trace: trace)
+        if checkpointing.overlap != nil {
+            if recomputeThread == nil { recomputeThread = RecomputeThread() }
+            engine.recomputeThread = recomputeThread
+        }
         if let limit = checkpointing.effectiveOverlap?.memoryLimit {
             engine.pacer = RecomputePacer(limit: limit, profile: try profile(batch: labels.count), plan: plan)
         }
