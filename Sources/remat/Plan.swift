@@ -17,12 +17,15 @@ struct Plan: ParsableCommand {
               remat plan                                    # resnet56, batch 64, sqrt(n)
               remat plan --model vgg11 --policy selective
               remat plan --budget 60MiB --json
+              remat plan --lookahead 1 --overlap-memory-limit 100MiB   # the overlapped bound, paced
             """)
 
     @OptionGroup var options: ModelOptions
     @Option(help: "Policy: none, sqrt, every-K, selective, budget-SIZE.") var policy: CheckpointPolicy = .sqrtN
     @Option(help: "A memory budget (bytes, or with KiB/MiB/GiB); overrides --policy.") var budget: String?
     @Option(help: "Predict the overlapped peak bound with this lookahead too.") var lookahead: Int?
+    @Option(help: ArgumentHelp("... and with the recompute thread paced under this many bytes (lookahead 1 unless given).", valueName: "bytes"))
+    var overlapMemoryLimit: String?
     @Flag(help: "Predict from FLOPs and a one-image run instead of profiling at the batch.") var estimate = false
     @Flag(help: "One JSON object instead of a table.") var json = false
 
@@ -31,6 +34,9 @@ struct Plan: ParsableCommand {
             throw ValidationError("--budget \(b) is not a size: give bytes, or a number with KiB, MiB or GiB (e.g. 60MiB).")
         }
         if let l = lookahead, l < 1 { throw ValidationError("--lookahead must be at least 1 (got \(l)).") }
+        if let m = overlapMemoryLimit, CheckpointPolicy.parseBytes(m) == nil {
+            throw ValidationError("--overlap-memory-limit \(m) is not a size: give bytes, or a number with KiB, MiB or GiB (e.g. 100MiB).")
+        }
     }
 
     func run() throws {
@@ -39,7 +45,10 @@ struct Plan: ParsableCommand {
         let profile = estimate ? try ChainProfile.estimate(model, batch: options.batch)
                                : try ChainProfile.measure(model, batch: options.batch, seed: options.seed)
         let plan = try CheckpointPlan(policy: chosen, profile: profile)
-        let overlap = lookahead.map { Overlap(backwardThreads: 1, recomputeThreads: 1, lookahead: $0) }
+        let limit = overlapMemoryLimit.flatMap(CheckpointPolicy.parseBytes)
+        let overlap = (lookahead ?? limit.map { _ in 1 }).map {
+            Overlap(backwardThreads: 1, recomputeThreads: 1, lookahead: $0, memoryLimit: limit)
+        }
         let p = plan.predict(profile, overlap: Checkpointing(policy: chosen, overlap: overlap).effectiveOverlap)
         let none = try CheckpointPlan(policy: .none, profile: profile).predict(profile)
         let smallest = CheckpointPlan.smallestBudget(profile)
@@ -69,7 +78,10 @@ struct Plan: ParsableCommand {
         print("plan: \(plan)")
         print("predicted peak activations: \(mib(p.peakBytes)) MiB (no checkpointing: \(mib(none.peakBytes)) MiB, "
               + String(format: "%.0f%%", 100 * Double(p.peakBytes) / Double(max(none.peakBytes, 1))) + ")")
-        if let bound = p.overlappedPeakBound { print("with overlap (lookahead \(lookahead!)): at most \(mib(bound)) MiB") }
+        if let bound = p.overlappedPeakBound, let o = overlap {
+            let paced = o.memoryLimit.map { ", paced under \(mib($0)) MiB" } ?? ""
+            print("with overlap (lookahead \(o.lookahead)\(paced)): at most \(mib(bound)) MiB")
+        }
         print("extra forward work: \(p.recomputedBlocks) block(s), " + String(format: "%.3f GFLOP, %.1f ms (%.0f%% of a %.1f ms step)",
               Double(p.extraForwardFLOPs) / 1e9, p.extraForwardSeconds * 1e3, 100 * p.extraForwardSeconds / max(p.stepSeconds, 1e-12), p.stepSeconds * 1e3))
         print("smallest feasible budget: \(smallest) bytes (\(mib(smallest)) MiB)")

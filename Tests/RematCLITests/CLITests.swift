@@ -119,6 +119,16 @@ struct CLITests {
         #expect(tight.status != 0 && tight.stderr.contains("smallest feasible budget is \(smallest) bytes"), "\(tight.stderr)")
         let ok = try remat(["plan", "--model", "resnet20", "--batch", "4", "--budget", String(smallest)], folder: folder)
         #expect(ok.status == 0 && ok.stdout.contains("predicted peak activations"), "\(ok.stderr)")
+        // overlapped (a plan that does not depend on timings): the lookahead's bound, or paced
+        // under a limit the larger of it and the sequential peak
+        let fixed = ["plan", "--model", "resnet20", "--batch", "4", "--policy", "every-2", "--json"]
+        let free = try #require(try remat(fixed + ["--lookahead", "1"], folder: folder).json.first)
+        let (sequential, bound) = (free["predicted_peak_bytes"] as! Int, free["overlapped_peak_bound_bytes"] as! Int)
+        #expect(bound > sequential)
+        for (limit, expected) in [(1, sequential), ((sequential + bound) / 2, (sequential + bound) / 2)] {
+            let paced = try remat(fixed + ["--overlap-memory-limit", String(limit)], folder: folder)
+            #expect(paced.json.first?["overlapped_peak_bound_bytes"] as? Int == expected, "\(paced.stdout)\(paced.stderr)")
+        }
     }
 
     /// train: metrics lines, an atomic save each epoch, a resume that continues, and
@@ -169,7 +179,7 @@ struct CLITests {
     @Test(arguments: [
         ["bench", "--threads", "0"], ["bench", "--batch", "0"], ["bench", "--policies", "bogus"], ["bench", "--budget", "12XB"],
         ["bench", "--json", "--csv"], ["bench", "--lookahead", "0"], ["bench", "--split", "0+1"], ["bench", "--model", "resnet7"],
-        ["bench", "--overlap-memory-limit", "lots"], ["plan", "--model", "nope"], ["plan", "--budget", "1", "--model", "lenet5", "--batch", "2"], ["tune", "--steps", "0"],
+        ["bench", "--overlap-memory-limit", "lots"], ["plan", "--overlap-memory-limit", "0"], ["plan", "--model", "nope"], ["plan", "--budget", "1", "--model", "lenet5", "--batch", "2"], ["tune", "--steps", "0"],
         ["train", "--data", "/nonexistent"], ["train", "--resume", "/nonexistent.safetensors"], ["train", "--batch", "1"],
         ["train", "--model", "lenet5", "--data", "synthetic", "--epochs", "0"], ["frobnicate"],
     ])
