@@ -184,6 +184,24 @@ struct CheckpointTests {
         #expect(events.contains { ($0["args"] as? [String: Any])?["name"] as? String == "recompute" })
     }
 
+    /// A trainer keeps its recompute thread through steps without overlap and stops it when
+    /// it goes (a stopped thread lets go of itself).
+    @Test func trainerStopsItsRecomputeThread() throws {
+        weak var thread: RecomputeThread?
+        do {
+            let trainer = Trainer(model: try Zoo.resnet(blocksPerStage: 1), optimizer: SGD())
+            trainer.checkpointing = Checkpointing(policy: .every(2), overlap: Overlap(backwardThreads: 1, recomputeThreads: 1))
+            let (x, y) = try SyntheticDataset(count: 4, imageShape: Shape(3, 32, 32)).batch([0, 1, 2, 3])
+            try trainer.train(images: x, labels: y)
+            thread = trainer.recomputeThread
+            trainer.checkpointing = .none
+            try trainer.train(images: x, labels: y)
+            #expect(thread != nil && trainer.recomputeThread === thread)
+        }
+        for _ in 0..<500 where thread != nil { usleep(10_000) }
+        #expect(thread == nil, "the trainer's recompute thread outlived it")
+    }
+
     /// The recompute thread runs jobs one at a time on one OS thread, lets go of a job's
     /// captures before the next starts, and exits (letting go of itself) once stopped.
     @Test func recomputeThreadRunsJobsInTurnAndStops() throws {

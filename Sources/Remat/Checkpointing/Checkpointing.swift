@@ -6,6 +6,11 @@
 /// third more compute). With `overlap`, a recompute thread with its own kernel team rebuilds
 /// segment s-1 while the backward pass works on segment s, hiding that compute where cores
 /// allow. Results are bitwise identical in every configuration.
+///
+/// Threading: a trainer with overlap keeps one recompute thread for all its steps (stopped
+/// when the trainer goes); a step runs its kernels on the calling thread's team and on that
+/// thread's, which together use `backwardThreads + recomputeThreads` cores. Steps of one
+/// trainer must not run at once; two trainers may.
 public struct Checkpointing: Sendable, Equatable {
     /// What the forward pass keeps.
     public var policy: CheckpointPolicy

@@ -60,7 +60,7 @@ public final class Trainer {
     private var averager: GradientAverager?
 
     /// The recompute thread of overlapped steps, kept warm across them.
-    private var recomputeThread: RecomputeThread?
+    private(set) var recomputeThread: RecomputeThread?
 
     deinit {
         averager?.stop()
