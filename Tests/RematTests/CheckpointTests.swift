@@ -29,10 +29,13 @@ func runSteps(_ makeModel: () throws -> Model, batch: Int, checkpointing: Checkp
 
 /// A block that fails in its backward pass on demand (to test cancellation).
 final class FailingLayer: Layer {
-    var fail = false
+    var fail = false, failRecompute = false
     var name: String { "failing" }
     func outputShape(for input: Shape) throws -> Shape { input }
-    func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) { (x, Saved()) }
+    func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
+        if failRecompute && !context.updateRunningStatistics { throw RematError.invalidArgument("injected recompute failure") }
+        return (x, Saved())
+    }
     func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
         if fail { throw RematError.invalidArgument("injected failure") }
         return dy
@@ -118,9 +121,11 @@ struct CheckpointTests {
         #expect(overlapped > sqrt && overlapped < none, "overlapped peak \(overlapped): one segment more than \(sqrt)")
     }
 
-    /// An error in the backward pass stops the recompute thread, frees everything and
-    /// reaches the caller; the next step runs normally.
-    @Test func cancellationFreesEverything() throws {
+    /// An error in the backward pass, or in a rebuild (on the recompute thread, or, under a
+    /// memory limit, on the backward thread that claimed the segment), stops the step, frees
+    /// everything and reaches the caller; the next step runs normally on the same trainer.
+    @Test(arguments: [(false, nil), (true, nil), (true, 1)] as [(Bool, Int?)])
+    func cancellationFreesEverything(inRecompute: Bool, memoryLimit: Int?) throws {
         let failing = FailingLayer()
         let model = try Model(name: "fails", imageShape: Shape(3, 8, 8), blocks: [
             Sequential([Conv2D(3, 4, kernel: 3, padding: 1), ReLU()]), failing,
@@ -128,14 +133,21 @@ struct CheckpointTests {
             Sequential([GlobalAvgPool(), Linear(4, 10)]),
         ])
         let trainer = Trainer(model: model, optimizer: SGD())
-        trainer.checkpointing = Checkpointing(policy: .every(1), overlap: Overlap(backwardThreads: 1, recomputeThreads: 1))
+        trainer.checkpointing = Checkpointing(policy: .every(1),
+                                              overlap: Overlap(backwardThreads: 1, recomputeThreads: 1, memoryLimit: memoryLimit))
+        let trace = TraceRecorder()
+        trainer.trace = trace
         let (x, y) = try SyntheticDataset(count: 4, imageShape: Shape(3, 8, 8)).batch([0, 1, 2, 3])
-        failing.fail = true
+        (failing.fail, failing.failRecompute) = (!inRecompute, inRecompute)
         #expect(throws: RematError.self) { try trainer.train(images: x, labels: y) }
         #expect(trainer.account.liveBytes == 0)
-        failing.fail = false
+        (failing.fail, failing.failRecompute) = (false, false)
         try trainer.train(images: x, labels: y)
         #expect(trainer.account.liveBytes == 0)
+        if memoryLimit == 1 { // every rebuild was the backward thread's, the failing one too
+            let spans = try PlanTests.spans(trace, model)
+            #expect(Set(spans.filter { $0.cat == "recompute" }.map(\.tid)) == Set(spans.filter { $0.cat == "backward" }.map(\.tid)))
+        }
     }
 
     /// With `bindsCores`, the backward team and the recompute team run on CPUs of their own
