@@ -19,7 +19,7 @@ public struct CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
             guard let best = CheckpointPlan.cheapest(within: bytes, profile) else {
                 let smallest = CheckpointPlan.smallestBudget(profile)
                 throw RematError.invalidArgument(
-                    "a budget of \(CheckpointPolicy.mebibytes(bytes)) MiB cannot hold this chain at batch \(profile.batch): "
+                    "a budget of \(bytes) bytes (\(CheckpointPolicy.mebibytes(bytes)) MiB) cannot hold this chain at batch \(profile.batch): "
                     + "the smallest feasible budget is \(smallest) bytes (\(CheckpointPolicy.mebibytes(smallest)) MiB); "
                     + "raise the budget or lower the batch")
             }
