@@ -45,9 +45,7 @@ struct Bench: ParsableCommand {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1 (got \(steps)).") }
         guard warmup >= 0 else { throw ValidationError("--warmup cannot be negative (got \(warmup)).") }
         guard !(json && csv) else { throw ValidationError("choose one of --json and --csv.") }
-        if let b = budget, CheckpointPolicy.parseBytes(b) == nil {
-            throw ValidationError("--budget \(b) is not a size: give bytes, or a number with KiB, MiB or GiB (e.g. 80MiB).")
-        }
+        try validateSize(budget, option: "--budget", example: "80MiB")
     }
 
     struct Row {

@@ -6,6 +6,14 @@ extension CheckpointPolicy: ExpressibleByArgument {
     public init?(argument: String) { self.init(parsing: argument) }
 }
 
+/// Fails validation unless `value`, the argument of `option`, is a size (bytes, or a number
+/// with KiB, MiB or GiB); nil passes.
+func validateSize(_ value: String?, option: String, example: String) throws {
+    if let v = value, CheckpointPolicy.parseBytes(v) == nil {
+        throw ValidationError("\(option) \(v) is not a size: give bytes, or a number with KiB, MiB or GiB (e.g. \(example)).")
+    }
+}
+
 /// The model and batch every subcommand works on.
 struct ModelOptions: ParsableArguments {
     @Option(help: "Model: \(Zoo.names.joined(separator: ", ")).") var model = "resnet56"
@@ -50,9 +58,7 @@ struct ThreadOptions: ParsableArguments {
     func validate() throws {
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t)).") }
         if let l = lookahead, l < 1 { throw ValidationError("--lookahead must be at least 1 (got \(l)).") }
-        if let m = overlapMemoryLimit, CheckpointPolicy.parseBytes(m) == nil {
-            throw ValidationError("--overlap-memory-limit takes a size such as 100MiB, 2GiB or 5000000 (got '\(m)').")
-        }
+        try validateSize(overlapMemoryLimit, option: "--overlap-memory-limit", example: "100MiB")
     }
 
     /// What a run uses, and a line saying where it came from.

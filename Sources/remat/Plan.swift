@@ -30,13 +30,9 @@ struct Plan: ParsableCommand {
     @Flag(help: "One JSON object instead of a table.") var json = false
 
     func validate() throws {
-        if let b = budget, CheckpointPolicy.parseBytes(b) == nil {
-            throw ValidationError("--budget \(b) is not a size: give bytes, or a number with KiB, MiB or GiB (e.g. 60MiB).")
-        }
+        try validateSize(budget, option: "--budget", example: "60MiB")
         if let l = lookahead, l < 1 { throw ValidationError("--lookahead must be at least 1 (got \(l)).") }
-        if let m = overlapMemoryLimit, CheckpointPolicy.parseBytes(m) == nil {
-            throw ValidationError("--overlap-memory-limit \(m) is not a size: give bytes, or a number with KiB, MiB or GiB (e.g. 100MiB).")
-        }
+        try validateSize(overlapMemoryLimit, option: "--overlap-memory-limit", example: "100MiB")
     }
 
     func run() throws {

@@ -56,9 +56,7 @@ struct Train: ParsableCommand {
         if let n = testSize, n < 1 { throw ValidationError("--test-size must be at least 1 (got \(n)).") }
         if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be a positive number (got \(lr)).") }
         guard warmupSteps >= 0 else { throw ValidationError("--warmup-steps cannot be negative.") }
-        if let b = budget, CheckpointPolicy.parseBytes(b) == nil {
-            throw ValidationError("--budget \(b) is not a size: give bytes, or a number with KiB, MiB or GiB (e.g. 80MiB).")
-        }
+        try validateSize(budget, option: "--budget", example: "80MiB")
         if let r = resume, !FileManager.default.fileExists(atPath: r) {
             throw ValidationError("--resume \(r): no such file. Give the path a --save wrote.")
         }
