@@ -20,7 +20,7 @@ struct CheckpointEngine {
     var blockDone: ((Int) -> Void)? = nil
     /// With `Overlap.memoryLimit`: paces the recompute thread (from the plan's profile).
     var pacer: RecomputePacer? = nil
-    /// Where the recompute runs with overlap (the trainer keeps one across steps).
+    /// Where the recompute runs; required with overlap (the trainer keeps one across steps).
     var recomputeThread: RecomputeThread? = nil
 
     /// Returns the loss, the logits' correct count and leaves the gradients accumulated.
@@ -50,12 +50,11 @@ struct CheckpointEngine {
         recomputeContext.updateRunningStatistics = false
         checkpoints[last] = nil // the last segment's records hold its input if they need it
 
-        let oneStepThread = overlap != nil && recomputeThread == nil ? RecomputeThread() : nil
-        defer { oneStepThread?.stop() }
+        precondition(overlap == nil || recomputeThread != nil, "an overlapped step needs its recompute thread")
         let worker = overlap.map { o in
             RecomputeWorker(model: model, segments: Array(segments.prefix(last)), checkpoints: checkpoints,
                             statistics: statistics, context: recomputeContext, overlap: o, account: account, trace: trace,
-                            pacer: pacer, thread: recomputeThread ?? oneStepThread!)
+                            pacer: pacer, thread: recomputeThread!)
         }
         if worker != nil { // the worker holds them now, freeing each when used
             checkpoints.removeAll()
@@ -77,17 +76,16 @@ struct CheckpointEngine {
         do {
             for s in stride(from: last, through: 0, by: -1) {
                 var saved: [Saved]
+                let rebuildHere = { (input: Tensor, stats: ActivationStash?) in
+                    try CheckpointEngine.recompute(model, segments[s], from: input, recomputeContext, statistics: stats, trace: trace)
+                }
                 if s == last {
                     saved = lastSaved
                     lastSaved = []
                 } else if let worker {
-                    saved = try worker.take(segment: s) { input, statistics in // not started: rebuilt here
-                        try CheckpointEngine.recompute(model, segments[s], from: input, recomputeContext,
-                                                       statistics: statistics, trace: trace)
-                    }
+                    saved = try worker.take(segment: s, rebuild: rebuildHere) // rebuilt here if not started
                 } else {
-                    saved = try CheckpointEngine.recompute(model, segments[s], from: checkpoints[s]!, recomputeContext,
-                                                           statistics: statistics[s], trace: trace)
+                    saved = try rebuildHere(checkpoints[s]!, statistics[s])
                     (checkpoints[s], statistics[s]) = (nil, nil)
                 }
                 for (j, i) in segments[s].enumerated().reversed() {
@@ -299,6 +297,11 @@ final class RecomputeWorker: @unchecked Sendable {
         }
         if cancelled { throw CancellationError() }
         if started.contains(s) { return nil }
+        return claim(s)
+    }
+
+    /// Under the lock: marks segment s started and hands over its checkpoint and statistics.
+    private func claim(_ s: Int) -> (Tensor, ActivationStash?) {
         started.insert(s)
         defer { (inputs[s], statistics[s]) = (nil, nil) }
         return (inputs[s]!, statistics[s])
@@ -374,10 +377,8 @@ final class RecomputeWorker: @unchecked Sendable {
         // only under a memory limit: without one the recompute thread had its slot for s
         // since the backward pass finished s + 1 and is about to start it
         if pacer != nil && ready[s] == nil && failure == nil && !cancelled && !started.contains(s) {
-            started.insert(s)
             backwardRebuilding = true
-            var checkpoint: (Tensor, ActivationStash?)? = (inputs[s]!, statistics[s])
-            (inputs[s], statistics[s]) = (nil, nil)
+            var checkpoint: (Tensor, ActivationStash?)? = claim(s)
             condition.unlock()
             let result = Result { try rebuild(checkpoint!.0, checkpoint!.1) }
             checkpoint = nil // gone before the recompute thread may start the next segment
@@ -397,7 +398,7 @@ final class RecomputeWorker: @unchecked Sendable {
         condition.broadcast() // a recompute held back by the memory limit goes on
         while ready[s] == nil && failure == nil { condition.wait() }
         awaited = nil
-        if let pacer { backwardAt = (s, pacer.segments[s].upperBound) } // taken: its records are the backward pass's now
+        backwardAt = (s, segments[s].upperBound) // taken: its records are the backward pass's now
         if let failure { throw failure }
         return ready.removeValue(forKey: s)!
     }

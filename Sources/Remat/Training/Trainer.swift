@@ -96,19 +96,19 @@ public final class Trainer {
         return p
     }
     private var profiles: [Int: ChainProfile] = [:]
-    private var plans: [Int: (policy: CheckpointPolicy, overlap: Overlap?, plan: CheckpointPlan)] = [:]
+    private var plans: [Int: (policy: CheckpointPolicy, plan: CheckpointPlan)] = [:]
 
-    /// The plan of a step, made once per batch size and checkpointing. Policies that balance
-    /// or budget bytes need the profile; the others only count blocks.
+    /// The plan of a step, made once per batch size and policy (overlap does not change it).
+    /// Policies that balance or budget bytes need the profile; the others only count blocks.
     private func stepPlan(batch: Int) throws -> CheckpointPlan {
         let policy = checkpointing.policy
-        if let p = plans[batch], p.policy == policy, p.overlap == checkpointing.overlap { return p.plan }
+        if let p = plans[batch], p.policy == policy { return p.plan }
         let plan: CheckpointPlan
         switch policy {
         case .sqrtN, .budget: plan = try CheckpointPlan(policy: policy, profile: profile(batch: batch))
         default: plan = try CheckpointPlan(policy: policy, blocks: model.blocks.count)
         }
-        plans[batch] = (policy, checkpointing.overlap, plan)
+        plans[batch] = (policy, plan)
         return plan
     }
 
