@@ -15,6 +15,12 @@ struct Bench: ParsableCommand {
             and the overhead against no checkpointing. "hidden" is the share of the recompute
             time the overlap hid: (sequential - overlapped) / (sequential - none).
 
+            --ideal also times each sequential step on one thread, in the same rounds, and
+            prints "ideal": the overhead against none if that one-thread work were spread
+            evenly over all the threads. No overlap on these cores beats it unless the kernels
+            scale better than linearly: the gap between it and the overlapped row is all an
+            overlap could still win.
+
             The default, resnet56 at batch 64 with none and sqrt(n) off and on, takes about a
             minute on 2 cores.
 
@@ -23,6 +29,7 @@ struct Bench: ParsableCommand {
               remat bench --model vgg11 --policies none sqrt selective --overlap off
               remat bench --budget 80MiB --split 1+1        # add a memory-budget plan
               remat bench --csv > runs.csv                  # or --json: one object per row
+              remat bench --ideal                           # what a perfect overlap would reach
               remat bench --trace step.json                 # Chrome trace of one overlapped step
               remat bench --trace step.json --overlap off   # ... of one sequential step
             """)
@@ -38,6 +45,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Also run a memory-budget plan of this size (bytes, or with KiB/MiB/GiB).") var budget: String?
     @Option(help: "Recompute overlapped with backward: off, on or both.") var overlap: OverlapChoice = .both
     @Option(help: "Write the Chrome trace (JSON) of one sqrt(n) step to this file: overlapped, or sequential with --overlap off.") var trace: String?
+    @Flag(help: "Also time each sequential step on one thread: the overhead of its work spread evenly over the threads.")
+    var ideal = false
     @Flag(help: "One JSON object per row instead of a table.") var json = false
     @Flag(help: "CSV with a header row instead of a table.") var csv = false
 
@@ -55,6 +64,8 @@ struct Bench: ParsableCommand {
         var activationBytes: Int, predictedBytes: Int, rssMiB: Double
         /// Under mpirun: median seconds a step spent averaging gradients, and waited for it.
         var communication = 0.0, waited = 0.0
+        /// With --ideal, sequential rows: the median step on one thread.
+        var oneThread: Double? = nil
     }
 
     /// Under mpirun: the ranks (each runs the benchmark on its own batch of --batch images,
@@ -66,6 +77,9 @@ struct Bench: ParsableCommand {
     func run() throws {
         if Communicator.launchedSize > 1 && communicator == nil { _ = try Communicator.world() } // says how to get MPI
         let settings = try threading.resolve(model: options.model, batch: options.batch)
+        if ideal && settings.threads < 2 {
+            throw ValidationError("--ideal spreads one thread's work over the others: run it with 2 or more threads (got \(settings.threads)).")
+        }
         KernelRuntime.threads = settings.threads
         let progress = Progress(quiet: json || csv)
         if let note = settings.note, !json && !csv { print(note) }
@@ -105,7 +119,8 @@ struct Bench: ParsableCommand {
             return t
         }
         var times = [[Double]](repeating: [], count: configs.count), peaks = [Int](repeating: 0, count: configs.count)
-        var communication = times, waited = times
+        var communication = times, waited = times, oneThread = times
+        let threads = KernelRuntime.threads
         for round in 0..<(warmup + steps) {
             progress.show("round \(round + 1)/\(warmup + steps) (\(warmup) warm-up), one step of each of \(configs.count) configurations")
             for (k, t) in trainers.enumerated() {
@@ -117,6 +132,12 @@ struct Bench: ParsableCommand {
                     communication[k].append(m.communicationSeconds)
                     waited[k].append(m.communicationWaitSeconds)
                 }
+                // --ideal: the same trainer (so the same plan, made on all threads) on one thread
+                guard ideal && configs[k].overlap == nil else { continue }
+                KernelRuntime.threads = 1
+                defer { KernelRuntime.threads = threads }
+                let single = try t.train(images: x, labels: y)
+                if round >= warmup { oneThread[k].append(single.seconds) }
             }
         }
         let rows = try configs.indices.map { k in
@@ -126,7 +147,8 @@ struct Bench: ParsableCommand {
             var row = Row(policy: configs[k].policy, overlap: configs[k].overlap != nil, segments: plan.segments.count,
                           median: median(sorted), spread: (sorted.last! - sorted.first!) / 2, activationBytes: peaks[k],
                           predictedBytes: p.overlappedPeakBound ?? p.peakBytes, rssMiB: 0,
-                          communication: median(communication[k]), waited: median(waited[k]))
+                          communication: median(communication[k]), waited: median(waited[k]),
+                          oneThread: oneThread[k].isEmpty ? nil : median(oneThread[k].sorted()))
             if let c = communicator { // the slowest rank sets the pace
                 let worst = c.maximum([row.median, row.communication, row.waited])
                 (row.median, row.communication, row.waited) = (worst[0], worst[1], worst[2])
@@ -178,6 +200,13 @@ struct Bench: ParsableCommand {
         return (sequential - row.median) / (sequential - base)
     }
 
+    /// With --ideal: the overhead against none of the row's one-thread step spread evenly over
+    /// `threads` threads.
+    func idealOverhead(_ row: Row, threads: Int, base: Double?) -> Double? {
+        guard let single = row.oneThread, let base else { return nil }
+        return single / Double(threads) / base - 1
+    }
+
     func report(_ rows: [Row], settings: ThreadOptions.Resolved, roundTrip: (Double, Double)) {
         guard (communicator?.rank ?? 0) == 0 else { return }
         let base = rows.first { $0.policy == .none }?.median
@@ -194,6 +223,8 @@ struct Bench: ParsableCommand {
              ("predicted_activation_mib", Double(r.predictedBytes) / 1_048_576), ("peak_rss_mib", r.rssMiB),
              ("overhead_vs_none", base.map { r.median / $0 - 1 } ?? NSNull()),
              ("overlap_hidden", hidden(r, in: rows, base: base) ?? NSNull()),
+             ("one_thread_step_seconds", r.oneThread ?? NSNull()),
+             ("ideal_overhead_vs_none", idealOverhead(r, threads: settings.threads, base: base) ?? NSNull()),
              ("core_round_trip_ns_before", roundTrip.0), ("core_round_trip_ns_after", roundTrip.1)]
         }
         if json {
@@ -220,15 +251,19 @@ struct Bench: ParsableCommand {
             print(String(format: "cache-line round trip between two cores: %.0f ns before the steps, %.0f after "
                          + "(about 100: they share a last-level cache; several times more: they do not)", roundTrip.0, roundTrip.1))
         }
-        print("policy          overlap  segs  step ms (median +- half range)  images/s  act. MiB (predicted)  peak RSS MiB  vs none  hidden")
+        print("policy          overlap  segs  step ms (median +- half range)  images/s  act. MiB (predicted)  peak RSS MiB  vs none  hidden"
+              + (ideal ? "  ideal (1-thread ms)" : ""))
         for r in rows {
             let versus = base.map { String(format: "%+.0f%%", 100 * (r.median / $0 - 1)) } ?? "-"
             let hid = hidden(r, in: rows, base: base).map { String(format: "%.0f%%", 100 * $0) } ?? "-"
+            let best = idealOverhead(r, threads: settings.threads, base: base).map {
+                String(format: "%+.0f%% (%.1f)", 100 * $0, 1e3 * r.oneThread!)
+            } ?? (ideal ? "-" : "")
             print(pad(r.policy.description, 16) + pad(r.overlap ? "on" : "off", 9) + pad(String(r.segments), 6)
                   + pad(String(format: "%8.1f +- %.1f", r.median * 1e3, r.spread * 1e3), 32)
                   + pad(String(format: "%8.1f", Double(ranks * options.batch) / r.median), 10)
                   + pad("\(mib(r.activationBytes)) (\(mib(r.predictedBytes)))", 22)
-                  + pad(String(format: "%12.1f", r.rssMiB), 14) + pad(versus, 9) + hid)
+                  + pad(String(format: "%12.1f", r.rssMiB), 14) + pad(versus, 9) + (ideal ? pad(hid, 8) + best : hid))
         }
     }
 }

@@ -98,6 +98,24 @@ struct CLITests {
             #expect((r["peak_activation_mib"] as! Double) <= 1.01 * Double(smallest) / 1_048_576, "\(r)")
         }
 
+        // --ideal: each sequential row's one-thread step, and that work spread over the 2 threads
+        let ideal = try remat(["bench", "--model", "resnet20", "--batch", "4", "--steps", "2", "--warmup", "0", "--threads", "2",
+                               "--policies", "none", "sqrt", "--ideal", "--json"], folder: folder)
+        #expect(ideal.status == 0 && ideal.json.count == 3, "\(ideal.stdout)\(ideal.stderr)")
+        let base = ideal.json.first?["step_seconds_median"] as? Double ?? 0
+        for r in ideal.json {
+            let single = r["one_thread_step_seconds"] as? Double, best = r["ideal_overhead_vs_none"] as? Double
+            if r["overlap"] as! Bool {
+                #expect(single == nil && best == nil, "\(r)") // an overlapped step is not run on one thread
+            } else {
+                #expect((single ?? 0) > 0, "\(r)")
+                #expect(abs((best ?? .nan) - ((single ?? 0) / 2 / base - 1)) < 1e-9, "\(r)")
+            }
+        }
+        let table = try remat(["bench", "--model", "lenet5", "--batch", "4", "--steps", "1", "--warmup", "0", "--threads", "2",
+                               "--policies", "none", "--ideal"], folder: folder)
+        #expect(table.status == 0 && table.stdout.contains("ideal (1-thread ms)"), "\(table.stdout)\(table.stderr)")
+
         let csv = try remat(common + ["--csv", "--overlap", "off"], folder: folder)
         let lines = csv.stdout.split(separator: "\n")
         #expect(csv.status == 0 && lines.count == 5, "\(csv.stdout)")
@@ -179,7 +197,7 @@ struct CLITests {
     @Test(arguments: [
         ["bench", "--threads", "0"], ["bench", "--batch", "0"], ["bench", "--policies", "bogus"], ["bench", "--budget", "12XB"],
         ["bench", "--json", "--csv"], ["bench", "--lookahead", "0"], ["bench", "--split", "0+1"], ["bench", "--model", "resnet7"],
-        ["bench", "--overlap-memory-limit", "lots"], ["plan", "--overlap-memory-limit", "0"], ["plan", "--model", "nope"], ["plan", "--budget", "1", "--model", "lenet5", "--batch", "2"], ["tune", "--steps", "0"],
+        ["bench", "--overlap-memory-limit", "lots"], ["bench", "--ideal", "--threads", "1"], ["plan", "--overlap-memory-limit", "0"], ["plan", "--model", "nope"], ["plan", "--budget", "1", "--model", "lenet5", "--batch", "2"], ["tune", "--steps", "0"],
         ["train", "--data", "/nonexistent"], ["train", "--resume", "/nonexistent.safetensors"], ["train", "--batch", "1"],
         ["train", "--model", "lenet5", "--data", "synthetic", "--epochs", "0"], ["frobnicate"],
     ])
