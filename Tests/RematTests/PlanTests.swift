@@ -65,6 +65,21 @@ struct PlanTests {
         #expect(peak > 1 << 30 && peak - (1 << 30) <= segmented.predict(plain).peakBytes, "\(peak)")
     }
 
+    /// A recompute is profiled apart from the forward pass: it takes the statistics back, so
+    /// it allocates none (its peak is the forward's, less those live at that moment), and the
+    /// predicted extra work is the recomputed blocks' recompute seconds.
+    @Test func recomputesAreProfiledApart() throws {
+        let profile = try ChainProfile.measure(try Zoo.resnet(blocksPerStage: 3), batch: 4)
+        for (i, c) in profile.blocks.enumerated() where c.statisticsBytes > 0 {
+            #expect(c.recomputeSeconds > 0 && c.recomputePeak > 0 && c.recomputePeak <= c.forwardPeak
+                    && c.recomputePeak >= c.forwardPeak - c.statisticsBytes,
+                    "block \(i): recompute peak \(c.recomputePeak), forward \(c.forwardPeak), statistics \(c.statisticsBytes)")
+        }
+        let plan = try CheckpointPlan(policy: .every(3), blocks: profile.blocks.count)
+        let again = plan.segments.dropLast().flatMap { $0 }.reduce(0) { $0 + profile.blocks[$1].recomputeSeconds }
+        #expect(plan.predict(profile).extraForwardSeconds == again)
+    }
+
     /// The dynamic program finds the least recompute time within each budget: the same as
     /// trying every one of the 2^(n-1) segmentations of resnet20's 11 blocks.
     /// (Also with the BatchNorm statistics made 1024 times larger, 128-768 KiB a block, so that

@@ -18,6 +18,11 @@ public struct BlockCost: Sendable, Equatable {
     /// The most bytes the forward pass adds above what was live before it (output, what it
     /// keeps and kernel scratch).
     public var forwardPeak: Int
+    /// The same two of a checkpoint recompute of the block, which takes its BatchNorm
+    /// statistics back instead of reducing again (resnet56's sqrt(n) plan at batch 64: 32-34
+    /// ms of recompute, as a trace shows, where its blocks' forward passes take 35-39).
+    public var recomputeSeconds: Double
+    public var recomputePeak: Int
     /// What the forward pass keeps for the backward pass besides its input and output, and
     /// whether it keeps those two.
     public var savedBytes: Int
@@ -66,7 +71,7 @@ public struct ChainProfile: Sendable {
     /// True when times and bytes were measured; false for the FLOP-based estimate.
     public let measured: Bool
 
-    /// Runs each block's forward (twice: the first warms it), backward and selective rebuild
+    /// Runs each block's forward (twice: the first warms it), backward, recompute and selective rebuild
     /// at `batch` on synthetic images (BatchNorm running statistics untouched, gradients zeroed afterwards).
     public static func measure(_ model: Model, batch: Int, seed: UInt64 = 0) throws -> ChainProfile {
         guard batch >= 1 else { throw RematError.invalidArgument("a profile needs a batch of at least 1, got \(batch)") }
@@ -86,8 +91,12 @@ public struct ChainProfile: Sendable {
                     let r = try body()
                     return (r, account.peakBytes - before, DispatchTimeSource.seconds(since: start))
                 }
-                do { // warm, both ways: kernel plans made, pages touched (a cold backward ran 2-5x slower)
-                    let (y, saved) = try block.forward(x, context)
+                do { // warm, all three ways: kernel plans made, pages touched (a cold backward ran 2-5x slower)
+                    var warm = context
+                    warm.statistics = ActivationStash()
+                    let (y, saved) = try block.forward(x, warm)
+                    warm.statistics!.rewind()
+                    _ = try block.forward(x, warm)
                     _ = try block.backward(Tensor(zeros: y.shape), saved)
                 }
                 // timed as a checkpointed segment's forward runs it: recording its BatchNorm statistics
@@ -99,7 +108,7 @@ public struct ChainProfile: Sendable {
                 let keepsOutput = kept.removeValue(forKey: y.storageID) != nil
                 var cost = BlockCost(forwardSeconds: fSeconds, backwardSeconds: 0, forwardFLOPs: block.forwardFLOPs(for: x.shape),
                                      inputBytes: i == 0 ? 0 : x.accountBytes, outputBytes: y.accountBytes,
-                                     forwardPeak: fPeak, savedBytes: kept.values.reduce(0, +), keepsInput: keepsInput,
+                                     forwardPeak: fPeak, recomputeSeconds: 0, recomputePeak: 0, savedBytes: kept.values.reduce(0, +), keepsInput: keepsInput,
                                      keepsOutput: keepsOutput, backwardPeak: 0, inputGradientBytes: 0, stashBytes: 0,
                                      stashKeepsOutput: false, rebuildPeak: 0, rebuildBytes: 0)
                 cost.statisticsBytes = recording.statistics!.tensors.reduce(0) { $0 + $1.accountBytes }
@@ -107,6 +116,12 @@ public struct ChainProfile: Sendable {
                     let g = Tensor(zeros: y.shape)
                     let (dx, bPeak, bSeconds) = try peak { try block.backward(g, saved) }
                     (cost.backwardPeak, cost.backwardSeconds, cost.inputGradientBytes) = (bPeak, bSeconds, dx.accountBytes)
+                }
+                do { // as its recompute runs it: taking its statistics back
+                    recording.statistics!.rewind()
+                    let (replayed, rPeak, rSeconds) = try peak { try block.forward(x, recording) }
+                    (cost.recomputePeak, cost.recomputeSeconds) = (rPeak, rSeconds)
+                    withExtendedLifetime(replayed) {}
                 }
                 // selective: record the expensive outputs, then rebuild from them
                 let stash = ActivationStash()
@@ -154,6 +169,7 @@ public struct ChainProfile: Sendable {
             e.outputBytes = scale(c.outputBytes)
             e.savedBytes = scale(c.savedBytes)
             e.forwardPeak = e.outputBytes + e.savedBytes
+            (e.recomputeSeconds, e.recomputePeak) = (e.forwardSeconds, e.forwardPeak)
             e.backwardPeak = scale(c.inputGradientBytes)
             e.inputGradientBytes = scale(c.inputGradientBytes)
             e.stashBytes = scale(c.stashBytes)

@@ -147,7 +147,7 @@ extension CheckpointPlan {
             for s in sorted where states[s].seconds < cheapest { kept.append(s); cheapest = states[s].seconds }
             var recompute = 0.0, statistics = 0
             for j in (i + 1)...n {
-                recompute += b[j - 1].forwardSeconds
+                recompute += b[j - 1].recomputeSeconds
                 statistics += b[j - 1].statisticsBytes
                 for s in kept where states[s].bytes + peaks.own[i][j] <= budget {
                     let st = states[s]

@@ -41,9 +41,10 @@ struct LiveBytes {
 }
 
 extension ChainProfile {
-    private func forward(_ k: Int, keep: Bool, _ m: inout LiveBytes) {
+    /// Block k's forward pass, or (`rebuild`) its recompute.
+    private func forward(_ k: Int, keep: Bool, rebuild: Bool = false, _ m: inout LiveBytes) {
         let c = blocks[k]
-        m.transient(c.forwardPeak)
+        m.transient(rebuild ? c.recomputePeak : c.forwardPeak)
         m.hold(k + 1, c.outputBytes) // the output, held by the loop's variable
         if keep {
             m.charge(c.savedBytes)
@@ -87,7 +88,7 @@ extension ChainProfile {
         m.charge(blocks[n - 1].outputBytes + blocks[j].inputGradientBytes)
         m.hold(i, blocks[i].inputBytes) // the checkpoint
         m.hold(i, blocks[i].inputBytes) // the rebuild's variable
-        for k in range { forward(k, keep: true, &m) }
+        for k in range { forward(k, keep: true, rebuild: true, &m) }
         m.drop(j) // the rebuild returns its records, not its output
         m.drop(i) // the checkpoint is let go
         for k in range.reversed() { backward(k, &m) }
@@ -114,7 +115,7 @@ extension ChainProfile {
     func rebuiltBytes(_ range: Range<Int>) -> Int {
         var m = LiveBytes()
         m.hold(range.lowerBound, blocks[range.lowerBound].inputBytes)
-        for k in range { forward(k, keep: true, &m) }
+        for k in range { forward(k, keep: true, rebuild: true, &m) }
         m.drop(range.upperBound)
         return m.live
     }
@@ -193,7 +194,7 @@ struct RecomputePacer: Sendable {
     /// still below it, and this rebuild so far.
     func fits(block i: Int, segment k: Int, backward s: Int, upper: Int, published: [Int]) -> Bool {
         let b = profile.blocks, lo = segments[k].lowerBound
-        let rebuilding = (i > lo ? profile.rebuiltBytes(lo..<i) + b[i].inputBytes : 0) + b[i].forwardPeak
+        let rebuilding = (i > lo ? profile.rebuiltBytes(lo..<i) + b[i].inputBytes : 0) + b[i].recomputePeak
         let ahead = published.sorted(by: >) // the order the backward pass takes them in
         var below = ahead.reduce(0) { $0 + profile.rebuiltBytes(segments[$1]) }
         var need = prefix[s] + profile.backwardOnlyPeak(segments[s].lowerBound..<max(upper, segments[s].lowerBound)) + below
@@ -227,7 +228,7 @@ extension CheckpointPlan {
             bound = max(bound, prefix + running)
             if let o = overlap {
                 let ahead = segments[max(0, s - o.lookahead)..<s].reduce(0) { $0 + profile.rebuiltBytes($1) }
-                let transient = s > 0 ? segments[s - 1].map { b[$0].forwardPeak }.max() ?? 0 : 0
+                let transient = s > 0 ? segments[s - 1].map { b[$0].recomputePeak }.max() ?? 0 : 0
                 bound = max(bound, prefix + profile.backwardOnlyPeak(r) + ahead + transient)
             }
             prefix += b[r.lowerBound].inputBytes + r.reduce(0) { $0 + b[$1].statisticsBytes } // checkpoint, statistics
@@ -236,6 +237,6 @@ extension CheckpointPlan {
         let again = segments.dropLast().flatMap { $0 }
         return PlanPrediction(peakBytes: peak, overlappedPeakBound: overlap.map { _ in bound },
                               recomputedBlocks: again.count, extraForwardFLOPs: again.reduce(0) { $0 + b[$1].forwardFLOPs },
-                              extraForwardSeconds: again.reduce(0) { $0 + b[$1].forwardSeconds }, stepSeconds: step)
+                              extraForwardSeconds: again.reduce(0) { $0 + b[$1].recomputeSeconds }, stepSeconds: step)
     }
 }
