@@ -58,18 +58,20 @@ struct Plan: ParsableCommand {
                 "extra_forward_seconds": p.extraForwardSeconds, "step_seconds": p.stepSeconds,
                 "blocks": zip(model.blocks, profile.blocks).enumerated().map { i, bc in
                     ["index": i, "name": bc.0.name, "role": roles[i], "kept_bytes": kept(bc.1),
-                     "forward_seconds": bc.1.forwardSeconds, "backward_seconds": bc.1.backwardSeconds] as [String: Any]
+                     "forward_seconds": bc.1.forwardSeconds, "recompute_seconds": bc.1.recomputeSeconds,
+                     "backward_seconds": bc.1.backwardSeconds] as [String: Any]
                 }]
             if let bound = p.overlappedPeakBound { object["overlapped_peak_bound_bytes"] = bound }
             printJSON(object)
             return
         }
         print("\(options.model), batch \(options.batch), policy \(chosen) (\(estimate ? "estimated" : "measured") profile)")
-        print(" #  block                                  keeps MiB  fwd ms  bwd ms  role")
+        print(" #  block                                  keeps MiB  fwd ms  rec ms  bwd ms  role")
         for (i, (block, c)) in zip(model.blocks, profile.blocks).enumerated() {
             let kept = kept(c)
             print(pad(String(format: "%2d", i), 4) + pad(String(block.name.prefix(38)), 39) + pad(String(repeating: " ", count: max(0, 9 - mib(kept).count)) + mib(kept), 11)
-                  + pad(String(format: "%6.2f", c.forwardSeconds * 1e3), 8) + pad(String(format: "%6.2f", c.backwardSeconds * 1e3), 8) + roles[i])
+                  + [c.forwardSeconds, c.recomputeSeconds, c.backwardSeconds].map { pad(String(format: "%6.2f", $0 * 1e3), 8) }.joined()
+                  + roles[i])
         }
         print("plan: \(plan)")
         print("predicted peak activations: \(mib(p.peakBytes)) MiB (no checkpointing: \(mib(none.peakBytes)) MiB, "

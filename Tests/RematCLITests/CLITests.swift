@@ -133,6 +133,10 @@ struct CLITests {
         let predicted = p["predicted_peak_bytes"] as! Int, none = p["none_peak_bytes"] as! Int, smallest = p["smallest_budget_bytes"] as! Int
         #expect(smallest <= predicted && predicted < none)
         #expect((p["blocks"] as! [Any]).count == 11 && (p["extra_forward_flops"] as! Int) > 0)
+        // the extra work is the recomputed blocks' recompute seconds, which each block reports
+        let blocks = p["blocks"] as! [[String: Any]], segments = p["segments"] as! [[Int]]
+        let again = segments.dropLast().flatMap { $0[0]...$0[1] }.reduce(0.0) { $0 + (blocks[$1]["recompute_seconds"] as! Double) }
+        #expect(abs(again - (p["extra_forward_seconds"] as! Double)) <= 1e-12 && blocks.allSatisfy { ($0["recompute_seconds"] as! Double) > 0 })
         let tight = try remat(["plan", "--model", "resnet20", "--batch", "4", "--budget", String(smallest - 1)], folder: folder)
         #expect(tight.status != 0 && tight.stderr.contains("smallest feasible budget is \(smallest) bytes"), "\(tight.stderr)")
         let ok = try remat(["plan", "--model", "resnet20", "--batch", "4", "--budget", String(smallest)], folder: folder)
