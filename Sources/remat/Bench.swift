@@ -258,7 +258,7 @@ struct Bench: ParsableCommand {
             let hid = hidden(r, in: rows, base: base).map { String(format: "%.0f%%", 100 * $0) } ?? "-"
             let best = idealOverhead(r, threads: settings.threads, base: base).map {
                 String(format: "%+.0f%% (%.1f)", 100 * $0, 1e3 * r.oneThread!)
-            } ?? (ideal ? "-" : "")
+            } ?? "-"
             print(pad(r.policy.description, 16) + pad(r.overlap ? "on" : "off", 9) + pad(String(r.segments), 6)
                   + pad(String(format: "%8.1f +- %.1f", r.median * 1e3, r.spread * 1e3), 32)
                   + pad(String(format: "%8.1f", Double(ranks * options.batch) / r.median), 10)

@@ -18,9 +18,10 @@ public struct BlockCost: Sendable, Equatable {
     /// The most bytes the forward pass adds above what was live before it (output, what it
     /// keeps and kernel scratch).
     public var forwardPeak: Int
-    /// The same two of a checkpoint recompute of the block, which takes its BatchNorm
-    /// statistics back instead of reducing again (resnet56's sqrt(n) plan at batch 64: 32-34
-    /// ms of recompute, as a trace shows, where its blocks' forward passes take 35-39).
+    /// Seconds and peak (as for the forward pass) of a checkpoint recompute of the block,
+    /// which takes its BatchNorm statistics back instead of reducing again (resnet56's sqrt(n)
+    /// plan at batch 64: 32-35 ms of recompute, 34 in a trace, where its blocks' forward
+    /// passes take 35-39).
     public var recomputeSeconds: Double
     public var recomputePeak: Int
     /// What the forward pass keeps for the backward pass besides its input and output, and
@@ -91,12 +92,8 @@ public struct ChainProfile: Sendable {
                     let r = try body()
                     return (r, account.peakBytes - before, DispatchTimeSource.seconds(since: start))
                 }
-                do { // warm, all three ways: kernel plans made, pages touched (a cold backward ran 2-5x slower)
-                    var warm = context
-                    warm.statistics = ActivationStash()
-                    let (y, saved) = try block.forward(x, warm)
-                    warm.statistics!.rewind()
-                    _ = try block.forward(x, warm)
+                do { // warm, both ways: kernel plans made, pages touched (a cold backward ran 2-5x slower)
+                    let (y, saved) = try block.forward(x, context)
                     _ = try block.backward(Tensor(zeros: y.shape), saved)
                 }
                 // timed as a checkpointed segment's forward runs it: recording its BatchNorm statistics
@@ -117,7 +114,7 @@ public struct ChainProfile: Sendable {
                     let (dx, bPeak, bSeconds) = try peak { try block.backward(g, saved) }
                     (cost.backwardPeak, cost.backwardSeconds, cost.inputGradientBytes) = (bPeak, bSeconds, dx.accountBytes)
                 }
-                do { // as its recompute runs it: taking its statistics back
+                do { // as its recompute runs it, taking its statistics back (warm: the forward just ran)
                     recording.statistics!.rewind()
                     let (replayed, rPeak, rSeconds) = try peak { try block.forward(x, recording) }
                     (cost.recomputePeak, cost.recomputeSeconds) = (rPeak, rSeconds)
