@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Checkpointing side by side: Remat's policies (sqrt(n), and a memory budget of 40% of the
-unchecked peak, or the smallest feasible budget where that is more), each with recompute sequential and overlapped,
+"""Checkpointing side by side: Remat's policies (sqrt(n); every k blocks with k = ceil(sqrt(blocks)),
+the textbook split by block count; a memory budget of 40% of the unchecked peak, or the smallest
+feasible budget where that is more), each with recompute sequential and overlapped; selective
+(sequential only: it rebuilds each block on the backward thread);
 and sqrt(n) overlapped with the recompute thread held to 40% of the unchecked peak (`--overlap-memory-limit`;
 its overhead is against the none row of its own run), against PyTorch's
 checkpoint_sequential (use_reentrant=False) with the same number of segments as Remat's
@@ -19,7 +21,7 @@ the peak RSS of a separate short process per configuration. With 2 or more threa
 per model gives the cache-line round trip between two cores that `remat bench` measured
 (about 100 ns: the cores share a last-level cache; several times more: they do not).
 """
-import argparse, json, os, subprocess, sys
+import argparse, json, math, os, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REMAT = os.path.join(HERE, "..", "..", ".build", "release", "remat")
@@ -52,9 +54,11 @@ def main():
         plan = json.loads(subprocess.run([REMAT, "plan", "--model", name, "--batch", str(args.batch), "--json"],
                                          check=True, capture_output=True, text=True).stdout)
         budget = max(int(0.4 * plan["none_peak_bytes"]), plan["smallest_budget_bytes"])
+        # the textbook sqrt(n): segments of ceil(sqrt(blocks)) blocks each, by count, not bytes
+        every = f"every-{math.ceil(math.sqrt(len(plan['blocks'])))}"
         ours = [json.loads(line) for line in subprocess.run(
             [REMAT, "bench", "--model", name, *common, "--steps", str(args.steps), "--warmup", str(args.warmup),
-             "--policies", "none", "sqrt", "--budget", str(budget), "--json", "--no-tuning",
+             "--policies", "none", "sqrt", every, "selective", "--budget", str(budget), "--json", "--no-tuning",
              *(["--ideal"] if args.ideal and args.threads > 1 else [])],
             check=True, capture_output=True, text=True).stdout.splitlines()]
         # the target's configuration: sqrt(n) overlapped, its recompute thread held to 40 %

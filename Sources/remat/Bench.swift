@@ -83,6 +83,9 @@ struct Bench: ParsableCommand {
         KernelRuntime.threads = settings.threads
         let progress = Progress(quiet: json || csv)
         if let note = settings.note, !json && !csv { print(note) }
+        if overlap != .off && policies.contains(.selective) && !json && !csv {
+            print("selective rebuilds each block on the backward thread (nothing to overlap): its row runs with overlap off")
+        }
         var all = policies
         if let b = budget.flatMap(CheckpointPolicy.parseBytes) { all.append(.budget(b)) }
         var configs: [Checkpointing] = []

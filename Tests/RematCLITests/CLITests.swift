@@ -113,8 +113,10 @@ struct CLITests {
             }
         }
         let table = try remat(["bench", "--model", "lenet5", "--batch", "4", "--steps", "1", "--warmup", "0", "--threads", "2",
-                               "--policies", "none", "--ideal"], folder: folder)
+                               "--policies", "none", "selective", "--ideal"], folder: folder)
         #expect(table.status == 0 && table.stdout.contains("ideal (1-thread ms)"), "\(table.stdout)\(table.stderr)")
+        // selective cannot overlap: the table says its row ran sequentially
+        #expect(table.stdout.contains("selective rebuilds each block on the backward thread"), "\(table.stdout)")
 
         let csv = try remat(common + ["--csv", "--overlap", "off"], folder: folder)
         let lines = csv.stdout.split(separator: "\n")

@@ -318,7 +318,7 @@ final class RecomputeWorker: @unchecked Sendable {
     /// can still reach (`RecomputePacer`), or the backward pass waits for segment k (then it
     /// has nothing left to free, and the rebuild goes on as a sequential one would).
     private func waitForMemory(block i: Int, segment k: Int) throws {
-        guard let pacer else { return }
+        guard pacer != nil else { return }
         condition.lock()
         defer { condition.unlock() }
         // the team stays lent while this thread checks again at each block the backward pass
