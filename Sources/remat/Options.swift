@@ -117,7 +117,7 @@ struct Progress {
 enum PeakRSS {
     static func reset() {
         #if os(Linux)
-        glibcMallocTrim(0) // hand freed heap back first, so an earlier run's pages do not count
+        _ = glibcMallocTrim(0) // hand freed heap back first, so an earlier run's pages do not count
         #endif
         if let f = fopen("/proc/self/clear_refs", "w") { fputs("5", f); fclose(f) }
     }

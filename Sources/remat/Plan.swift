@@ -76,6 +76,11 @@ struct Plan: ParsableCommand {
         print("plan: \(plan)")
         print("predicted peak activations: \(mib(p.peakBytes)) MiB (no checkpointing: \(mib(none.peakBytes)) MiB, "
               + String(format: "%.0f%%", 100 * Double(p.peakBytes) / Double(max(none.peakBytes, 1))) + ")")
+        if p.peakBytes >= none.peakBytes && chosen != .none {
+            // selective on conv-ReLU chains: ReLU keeps only its output already, so recording
+            // the conv outputs beside it keeps more, not less
+            print("this plan keeps no less than no checkpointing on \(options.model): use sqrt or a budget to save memory")
+        }
         if let bound = p.overlappedPeakBound, let o = overlap {
             let paced = o.memoryLimit.map { ", paced under \(mib($0)) MiB" } ?? ""
             print("with overlap (lookahead \(o.lookahead)\(paced)): at most \(mib(bound)) MiB")

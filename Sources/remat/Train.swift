@@ -228,7 +228,7 @@ final class Interrupt: @unchecked Sendable {
 final class MetricsLog {
     private let handle: FileHandle
     init(path: String) throws {
-        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         guard let h = FileHandle(forWritingAtPath: path) else {
             throw ValidationError("--metrics \(path): cannot open it for writing; check the folder exists and is writable.")
         }

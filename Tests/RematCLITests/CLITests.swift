@@ -143,6 +143,12 @@ struct CLITests {
         #expect(tight.status != 0 && tight.stderr.contains("smallest feasible budget is \(smallest) bytes"), "\(tight.stderr)")
         let ok = try remat(["plan", "--model", "resnet20", "--batch", "4", "--budget", String(smallest)], folder: folder)
         #expect(ok.status == 0 && ok.stdout.contains("predicted peak activations"), "\(ok.stderr)")
+        // selective saves memory where BatchNorm follows a conv, and says so where it cannot
+        let warning = "keeps no less than no checkpointing"
+        let saves = try remat(["plan", "--model", "resnet20", "--batch", "2", "--policy", "selective", "--estimate"], folder: folder)
+        let wastes = try remat(["plan", "--model", "plain-deep-32", "--batch", "2", "--policy", "selective", "--estimate"], folder: folder)
+        #expect(saves.status == 0 && !saves.stdout.contains(warning), "\(saves.stdout)\(saves.stderr)")
+        #expect(wastes.status == 0 && wastes.stdout.contains(warning), "\(wastes.stdout)\(wastes.stderr)")
         // overlapped (a plan that does not depend on timings): the lookahead's bound, or paced
         // under a limit the larger of it and the sequential peak
         let fixed = ["plan", "--model", "resnet20", "--batch", "4", "--policy", "every-2", "--json"]
