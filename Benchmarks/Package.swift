@@ -13,7 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.6.0"),
     ],
     targets: [
-        // The layer shapes of the WORKLOADS.md models, shared by the suite and the peer driver.
+        // The layer shapes of the docs/WORKLOADS.md models, shared by the suite and the peer driver.
         .target(name: "KernelShapes", dependencies: [.product(name: "RematKernels", package: "Remat")]),
         // `swift package benchmark`: the package-benchmark suite (statistics, regressions).
         .executableTarget(

@@ -11,7 +11,7 @@ lr 0.01, synthetic data, median step time after warm-up. PyTorch runs in its own
 activation peak is its allocator's; PyTorch's CPU allocator keeps none, so its column is the
 memory autograd saves for the backward pass (torch_models.saved_for_backward_mib). The
 fraction of the FMA peak (measured by kernel-bench, when the Benchmarks package is built)
-counts a step as 3 x the WORKLOADS.md forward FLOPs. Each row
+counts a step as 3 x the docs/WORKLOADS.md forward FLOPs. Each row
 runs the two sides alternately --rounds times (ours, theirs, ours, theirs, ...) and reports
 the median of each side and the median of the per-round ratios, so that the machine's
 drift over minutes falls on both. The last column is the range of the cache-line round trip
@@ -24,7 +24,7 @@ import argparse, json, os, subprocess, sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 REMAT = os.path.join(HERE, "..", "..", ".build", "release", "remat")
 ROWS = [("lenet5", 64), ("lenet5", 256), ("vgg11", 64), ("resnet56", 64), ("plain-deep-32", 64)]
-# WORKLOADS.md: forward GFLOP per image (a training step counts as 3x forward)
+# docs/WORKLOADS.md: forward GFLOP per image (a training step counts as 3x forward)
 FORWARD_GFLOP = {"lenet5": 0.00083, "vgg11": 0.306, "resnet56": 0.251, "plain-deep-32": 2.34}
 KERNEL_BENCH = os.path.join(HERE, "..", ".build", "release", "kernel-bench")
 

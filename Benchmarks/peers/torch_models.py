@@ -1,4 +1,4 @@
-"""The WORKLOADS.md models in PyTorch, built exactly as Remat's zoo builds them."""
+"""The docs/WORKLOADS.md models in PyTorch, built exactly as Remat's zoo builds them."""
 import torch
 import torch.nn as nn
 

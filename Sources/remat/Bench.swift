@@ -7,31 +7,42 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time training steps of a benchmark model on synthetic data, with and without checkpointing.",
         discussion: """
-            For each policy (and, where there is recompute to overlap, with overlap off and on),
-            runs warm-up steps, then times --steps training steps (forward, softmax
-            cross-entropy, backward, SGD with momentum 0.9, lr 0.01) and prints the median step
-            time and half its range, images/s, the peak activation memory (exact, from Remat's
-            allocator) beside the plan's prediction (with overlap, its upper bound), the process's peak RSS during those steps,
-            and the overhead against no checkpointing. "hidden" is the share of the recompute
-            time the overlap hid: (sequential - overlapped) / (sequential - none).
+            For each policy (and, where there is recompute to overlap, with overlap off and on) runs warm-up steps, then times --steps training steps (forward, softmax cross-entropy, backward, SGD with momentum 0.9, lr 0.01). The configurations take turns a step at a time, so a shared machine's drift falls on all alike.
 
-            --ideal also times each sequential step on one thread, in the same rounds, and
-            prints "ideal": the overhead against none if that one-thread work were spread
-            evenly over all the threads. No overlap on these cores beats it unless the kernels
-            scale better than linearly: the gap between it and the overlapped row is all an
-            overlap could still win.
+            The columns:
+              policy      what the forward pass keeps (none, sqrt(n), every-K, selective,
+                          budget-SIZE)
+              overlap     on: a second thread rebuilds the next segment during the
+                          backward pass
+              segs        segments the plan splits the model into (1: nothing is
+                          recomputed)
+              step ms     median step time, and half the range of the timed steps
+              images/s    batch images per median step
+              act. MiB    the highest activation memory of any timed step, counted exactly
+                          by Remat's allocator; in brackets the plan's prediction (with
+                          overlap, its upper bound)
+              peak RSS    the whole process's peak resident memory over one more step of
+                          this configuration alone
+              vs none     step time against the none row: +20% is a fifth slower
+              recompute hidden
+                          with overlap: the share of the recompute time that the second
+                          thread took off the step, (sequential - overlapped) /
+                          (sequential - none); 100% is all of it, below 0 is slower than
+                          sequential
+              ideal       with --ideal: the overhead against none if the step's one-thread
+                          work (its ms in brackets) were spread perfectly over all the
+                          threads; no overlap on these cores beats it
 
-            The default, resnet56 at batch 64 with none and sqrt(n) off and on, takes about a
-            minute on 2 cores.
+            The default, resnet56 at batch 64 with none and sqrt(n) off and on, takes about a minute on 2 cores.
 
             Examples:
-              remat bench                                   # resnet56, batch 64, all cores
+              remat bench                          # resnet56, batch 64, all cores
               remat bench --model vgg11 --policies none sqrt selective --overlap off
-              remat bench --budget 80MiB --split 1+1        # add a memory-budget plan
-              remat bench --csv > runs.csv                  # or --json: one object per row
-              remat bench --ideal                           # what a perfect overlap would reach
-              remat bench --trace step.json                 # Chrome trace of one overlapped step
-              remat bench --trace step.json --overlap off   # ... of one sequential step
+              remat bench --budget 80MiB --split 1+1   # add a memory-budget plan
+              remat bench --csv > runs.csv         # or --json: an object a row
+              remat bench --ideal                  # what a perfect overlap reaches
+              remat bench --trace step.json        # trace of an overlapped step
+              remat bench --trace s.json --overlap off # ... of a sequential one
             """)
 
     enum OverlapChoice: String, ExpressibleByArgument, CaseIterable { case off, on, both }
@@ -55,6 +66,7 @@ struct Bench: ParsableCommand {
         guard warmup >= 0 else { throw ValidationError("--warmup cannot be negative (got \(warmup)).") }
         guard !(json && csv) else { throw ValidationError("choose one of --json and --csv.") }
         try validateSize(budget, option: "--budget", example: "80MiB")
+        if let trace { try checkWritable(trace, option: "--trace") }
     }
 
     struct Row {
@@ -193,6 +205,10 @@ struct Bench: ParsableCommand {
         } catch {
             throw ValidationError("cannot write the trace to \(path): \(error.localizedDescription)")
         }
+        let note = "wrote the Chrome trace of one \(overlap == nil ? "sequential" : "overlapped") sqrt(n) step to \(path) "
+            + "(open it in ui.perfetto.dev or chrome://tracing)\n"
+        // beside --json or --csv, standard output holds only the rows
+        FileHandle.standardError.write(Data(note.utf8))
     }
 
     /// Share of the recompute time the overlap hid, per policy run both ways.
@@ -254,7 +270,7 @@ struct Bench: ParsableCommand {
             print(String(format: "cache-line round trip between two cores: %.0f ns before the steps, %.0f after "
                          + "(about 100: they share a last-level cache; several times more: they do not)", roundTrip.0, roundTrip.1))
         }
-        print("policy          overlap  segs  step ms (median +- half range)  images/s  act. MiB (predicted)  peak RSS MiB  vs none  hidden"
+        print("policy          overlap  segs  step ms (median +- half range)  images/s  act. MiB (predicted)  peak RSS MiB  vs none  recompute hidden"
               + (ideal ? "  ideal (1-thread ms)" : ""))
         for r in rows {
             let versus = base.map { String(format: "%+.0f%%", 100 * (r.median / $0 - 1)) } ?? "-"
@@ -266,7 +282,7 @@ struct Bench: ParsableCommand {
                   + pad(String(format: "%8.1f +- %.1f", r.median * 1e3, r.spread * 1e3), 32)
                   + pad(String(format: "%8.1f", Double(ranks * options.batch) / r.median), 10)
                   + pad("\(mib(r.activationBytes)) (\(mib(r.predictedBytes)))", 22)
-                  + pad(String(format: "%12.1f", r.rssMiB), 14) + pad(versus, 9) + (ideal ? pad(hid, 8) + best : hid))
+                  + pad(String(format: "%12.1f", r.rssMiB), 14) + pad(versus, 9) + (ideal ? pad(hid, 18) + best : hid))
         }
     }
 }

@@ -14,6 +14,23 @@ func validateSize(_ value: String?, option: String, example: String) throws {
     }
 }
 
+/// A file can be written at `path`: its folder exists and takes new files, and the path is
+/// not a folder. Checked before any work, so none is lost to a path that cannot work.
+func checkWritable(_ path: String, option: String) throws {
+    let url = URL(fileURLWithPath: (path as NSString).expandingTildeInPath)
+    let folder = url.deletingLastPathComponent().path
+    var isFolder: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder), isFolder.boolValue else {
+        throw ValidationError("\(option) \(path): the folder \(folder) does not exist. Create it or give another path.")
+    }
+    guard access(folder, W_OK) == 0 else {
+        throw ValidationError("\(option) \(path): the folder \(folder) is not writable. Give a path in a folder you can write to.")
+    }
+    if FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder), isFolder.boolValue {
+        throw ValidationError("\(option) \(path) is a folder. Give a file name, e.g. \(path)/run.safetensors.")
+    }
+}
+
 /// The model and batch every subcommand works on.
 struct ModelOptions: ParsableArguments {
     @Option(help: "Model: \(Zoo.names.joined(separator: ", ")).") var model = "resnet56"
@@ -56,7 +73,13 @@ struct ThreadOptions: ParsableArguments {
     @Flag(help: "Ignore the tuning file.") var noTuning = false
 
     func validate() throws {
-        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t)).") }
+        let most = KernelRuntime.maxThreads
+        if let t = threads, !(1...most).contains(t) {
+            throw ValidationError("--threads must be between 1 and \(most), four per core on this machine (got \(t)).")
+        }
+        if let s = split, s.backward + s.recompute > most {
+            throw ValidationError("--split \(s) asks for more than \(most) threads, four per core on this machine.")
+        }
         if let l = lookahead, l < 1 { throw ValidationError("--lookahead must be at least 1 (got \(l)).") }
         try validateSize(overlapMemoryLimit, option: "--overlap-memory-limit", example: "100MiB")
     }

@@ -6,18 +6,15 @@ import Remat
 struct Plan: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print the checkpoint plan for a model, batch and policy or budget, with its predicted memory and extra work.",
+        usage: "remat plan [--model <m>] [--batch <n>] [--budget <size>] [<options>]",
         discussion: """
-            Profiles the model's chain at the batch (each block's forward and backward run once,
-            one block's activations at a time; --estimate skips that and predicts from FLOPs and
-            a one-image run), then prints per block what the plan keeps, the predicted peak of
-            activation bytes against no checkpointing, the forward work done twice, and the
-            smallest budget any plan fits in.
+            Profiles the model's chain at the batch (each block's forward and backward run once, one block's activations at a time; --estimate skips that and predicts from FLOPs and a one-image run), then prints per block what the plan keeps, the predicted peak of activation bytes against no checkpointing, the forward work done twice, and the smallest budget any plan fits in.
 
             Examples:
               remat plan                                    # resnet56, batch 64, sqrt(n)
               remat plan --model vgg11 --policy selective
               remat plan --budget 60MiB --json
-              remat plan --lookahead 1 --overlap-memory-limit 100MiB   # the overlapped bound, paced
+              remat plan --lookahead 1 --overlap-memory-limit 100MiB  # paced bound
             """)
 
     @OptionGroup var options: ModelOptions

@@ -7,22 +7,16 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a model on a dataset, with checkpointing, per-epoch evaluation, saving and resuming.",
         discussion: """
-            --data takes: synthetic (the default: seeded class patterns plus noise, shaped for
-            the model), fashion-mnist (the Debian package dataset-fashion-mnist), a directory
-            of IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], and
-            t10k-* for the test set), a directory of CIFAR-10 binary batches (data_batch_*.bin,
-            test_batch.bin), or one CIFAR-10 .bin file.
+            --data takes: synthetic (the default: seeded class patterns plus noise, shaped for the model), fashion-mnist (the Debian package dataset-fashion-mnist), a directory of IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], and t10k-* for the test set), a directory of CIFAR-10 binary batches (data_batch_*.bin, test_batch.bin), or one CIFAR-10 .bin file.
 
-            With --save, the training state (weights, BatchNorm statistics, optimizer buffers,
-            step) is written atomically after every epoch; --resume continues from such a file
-            (and keeps saving to it unless --save names another). Ctrl-C saves and exits with
-            status 130; resuming then repeats the interrupted epoch.
+            With --save, the training state (weights, BatchNorm statistics, optimizer buffers, step) is written atomically after every epoch; --resume continues from such a file (and keeps saving to it unless --save names another). Ctrl-C saves and exits with status 130; resuming then repeats the interrupted epoch.
 
             Examples:
-              remat train --model lenet5 --data fashion-mnist --epochs 2 --batch 128 --lr 0.05
-              remat train --model resnet20 --data ~/cifar-10-batches-bin --augment --policy sqrt --overlap
-              remat train --model lenet5 --data fashion-mnist --save run.safetensors --metrics run.jsonl
-              remat train --model lenet5 --data fashion-mnist --epochs 4 --resume run.safetensors
+              remat train --model lenet5 --data fashion-mnist --epochs 2 --lr 0.05
+              remat train --model resnet20 --data ~/cifar10 --augment --policy sqrt
+              remat train --model lenet5 --data fashion-mnist --save run.st
+              remat train --model lenet5 --data fashion-mnist --epochs 4 --resume run.st
+              remat train --model resnet20 --log-every 10 > log   # progress in a file
             """)
 
     enum OptimizerChoice: String, ExpressibleByArgument, CaseIterable { case sgd, adamw }
@@ -48,6 +42,7 @@ struct Train: ParsableCommand {
     @Option(help: "Write the training state here after every epoch (atomically).") var save: String?
     @Option(help: "Continue from this saved state.") var resume: String?
     @Option(help: "Append metrics as JSON lines (one per step and per epoch) to this file.") var metrics: String?
+    @Option(help: "Also print a line every N steps (besides the one per epoch).") var logEvery: Int?
 
     func validate() throws {
         guard options.batch >= 2 else { throw ValidationError("--batch must be at least 2 for training (BatchNorm needs two images).") }
@@ -55,18 +50,27 @@ struct Train: ParsableCommand {
         if let n = trainSize, n < 2 { throw ValidationError("--train-size must be at least 2 (got \(n)).") }
         if let n = testSize, n < 1 { throw ValidationError("--test-size must be at least 1 (got \(n)).") }
         if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be a positive number (got \(lr)).") }
+        guard momentum >= 0 && momentum < 1 else {
+            throw ValidationError("--momentum must be at least 0 and below 1, e.g. 0.9 (got \(momentum)).")
+        }
+        guard weightDecay >= 0 && weightDecay.isFinite else {
+            throw ValidationError("--weight-decay must be 0 or a positive number, e.g. 5e-4 (got \(weightDecay)).")
+        }
+        if let n = logEvery, n < 1 { throw ValidationError("--log-every must be at least 1 (got \(n)).") }
         guard warmupSteps >= 0 else { throw ValidationError("--warmup-steps cannot be negative.") }
         try validateSize(budget, option: "--budget", example: "80MiB")
         if let r = resume, !FileManager.default.fileExists(atPath: r) {
             throw ValidationError("--resume \(r): no such file. Give the path a --save wrote.")
         }
+        if let path = save ?? resume { try checkWritable(path, option: save != nil ? "--save" : "--resume") }
     }
 
     func run() throws {
         // under mpirun: data-parallel over the ranks; rank 0 alone prints, logs and saves
         let communicator = Communicator.launchedSize > 1 ? try Communicator.world() : nil
         let lead = (communicator?.rank ?? 0) == 0
-        func print(_ text: String) { if lead { Swift.print(text) } }
+        // written at once, also into a file or a pipe, so `remat train > log` shows progress as it goes
+        func print(_ text: String) { if lead { FileHandle.standardOutput.write(Data((text + "\n").utf8)) } }
         let settings = try threading.resolve(model: options.model, batch: options.batch)
         KernelRuntime.threads = settings.threads
         if let note = settings.note { print(note) }
@@ -75,6 +79,10 @@ struct Train: ParsableCommand {
         guard train.imageShape == model.imageShape, train.classes <= model.classes else {
             throw ValidationError("\(options.model) takes \(model.imageShape) images in \(model.classes) classes; \(data) has "
                                   + "\(train.imageShape) images in \(train.classes). Pick a model that fits (lenet5 for 28x28 grey, the others for 32x32 colour).")
+        }
+        if let test, test.imageShape != train.imageShape || test.classes > model.classes {
+            throw ValidationError("--data \(data): the test set has \(test.imageShape) images in \(test.classes) classes, the training set "
+                                  + "\(train.imageShape) in \(train.classes). Give a test set of the same kind (t10k-* beside train-*).")
         }
         let opt: Optimizer = optimizer == .sgd
             ? SGD(learningRate: lr ?? 0.01, momentum: momentum, weightDecay: weightDecay)
@@ -85,7 +93,7 @@ struct Train: ParsableCommand {
         var first = 0
         if let resume {
             let meta = try TrainingState.load(into: trainer, from: resume)
-            first = Int(meta["next_epoch"] ?? "") ?? 0
+            first = try nextEpoch(meta, path: resume)
             print("resumed \(resume): step \(trainer.step), continuing at epoch \(first + 1) of \(epochs)")
             if first >= epochs { print("nothing to do: \(epochs) epoch(s) already trained"); return }
         }
@@ -102,6 +110,9 @@ struct Train: ParsableCommand {
         let log = lead ? try metrics.map { try MetricsLog(path: $0) } : nil
         let progress = Progress(quiet: !lead)
         let interrupt = Interrupt()
+        let clock = Stopwatch()
+        var runSteps = 0
+        let runTotal = perEpoch * (epochs - first)
         print("\(options.model) on \(data): \(train.count) training images" + (test.map { ", \($0.count) test images" } ?? "")
               + ", batch \(options.batch), \(settings.threads) thread(s), checkpointing \(chosen)" + (overlap ? " overlapped" : "")
               + (communicator.map { ", \($0.size) ranks (a shard of \(options.batch / $0.size) images each)" } ?? ""))
@@ -115,9 +126,18 @@ struct Train: ParsableCommand {
                     if e != epoch { (epoch, seen, correct, lossSum) = (e, 0, 0, 0) }
                     seen += m.images; correct += m.correct; lossSum += Double(m.loss) * Double(m.images)
                     let done = (seen + options.batch - 1) / options.batch
+                    runSteps += 1
+                    let elapsed = clock.seconds, left = elapsed / Double(runSteps) * Double(runTotal - runSteps)
                     let bar = String(repeating: "=", count: 20 * done / max(perEpoch, 1)).padding(toLength: 20, withPad: " ", startingAt: 0)
-                    progress.show(String(format: "epoch %d/%d [%@] %d/%d loss %.4f acc %.1f%% %.0f img/s", e + 1, epochs, bar, done, perEpoch,
-                                         lossSum / Double(seen), 100 * Double(correct) / Double(seen), m.imagesPerSecond))
+                    progress.show(String(format: "epoch %d/%d [%@] %d/%d loss %.4f acc %.1f%% %.0f img/s, %@ elapsed, about %@ left",
+                                         e + 1, epochs, bar, done, perEpoch, lossSum / Double(seen), 100 * Double(correct) / Double(seen),
+                                         m.imagesPerSecond, duration(elapsed), duration(left)))
+                    if let n = logEvery, m.step % n == 0 {
+                        progress.clear()
+                        print(String(format: "epoch %d/%d step %d (%d/%d): loss %.4f, accuracy %.2f%%, %.0f images/s, %@ elapsed",
+                                     e + 1, epochs, m.step, done, perEpoch, lossSum / Double(seen), 100 * Double(correct) / Double(seen),
+                                     m.imagesPerSecond, duration(elapsed)))
+                    }
                     try log?.write(["type": "step", "epoch": e + 1, "step": m.step, "loss": Double(m.loss), "accuracy": m.accuracy,
                                     "images_per_second": m.imagesPerSecond, "peak_activation_mib": Double(m.peakActivationBytes) / 1_048_576,
                                     "rss_mib": PeakRSS.currentMiB])
@@ -157,6 +177,17 @@ struct Train: ParsableCommand {
             }
             throw ExitCode(130)
         }
+    }
+
+    /// The epoch a saved state continues at: its `next_epoch` field, a whole number from 0;
+    /// a state saved without one (by the library) starts at the first epoch.
+    func nextEpoch(_ meta: [String: String], path: String) throws -> Int {
+        guard let text = meta["next_epoch"] else { return 0 }
+        guard let epoch = Int(text), epoch >= 0 else {
+            throw ValidationError("--resume \(path): its next_epoch field is \"\(text)\", not a whole number from 0; "
+                                  + "the file is damaged or was not written by remat train. Nothing was changed.")
+        }
+        return epoch
     }
 
     /// The training set and, where there is one, the test set.
@@ -205,7 +236,22 @@ struct Train: ParsableCommand {
 
 struct Interrupted: Error { let epoch: Int }
 
-/// Ctrl-C asks the loop to stop after the current step (a second Ctrl-C exits at once).
+/// "42 s", "3 min 05 s", "1 h 02 min".
+func duration(_ seconds: Double) -> String {
+    let s = Int(seconds.rounded())
+    if s < 60 { return "\(s) s" }
+    if s < 3600 { return String(format: "%d min %02d s", s / 60, s % 60) }
+    return String(format: "%d h %02d min", s / 3600, s % 3600 / 60)
+}
+
+/// Seconds since it was made.
+struct Stopwatch {
+    let start = DispatchTime.now()
+    var seconds: Double { Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9 }
+}
+
+/// Ctrl-C asks the loop to stop after the current step or evaluation, and says so at once (a
+/// second Ctrl-C exits at once).
 final class Interrupt: @unchecked Sendable {
     private let lock = NSLock()
     private var count = 0
@@ -217,6 +263,7 @@ final class Interrupt: @unchecked Sendable {
         source.setEventHandler { [unowned self] in
             let n = lock.withLock { count += 1; return count }
             if n > 1 { _exit(130) }
+            FileHandle.standardError.write(Data("\ninterrupted: stopping after the step or evaluation under way (Ctrl-C again quits at once, without saving)\n".utf8))
         }
         source.resume()
     }

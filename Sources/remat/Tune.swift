@@ -6,22 +6,15 @@ import Remat
 struct Tune: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Find the fastest thread configuration (team size, overlap split, lookahead, GEMM blocking) for a model and batch.",
+        usage: "remat tune [--model <m>] [--batch <n>] [--policy <p>] [<options>]",
         discussion: """
-            Times training steps under the policy for each configuration it tries, searching one
-            coordinate at a time: the team size (recompute on the backward thread), then the
-            split of cores between the backward and the recompute team, then the lookahead, then
-            variants of the GEMM cache blocking; a change must be 2% faster to win, as less is
-            noise on a shared machine. --exhaustive times every combination instead.
-            Finally the default (all cores, no overlap, default blocking) and the winner are
-            timed again, alternately, and the speed-up is the ratio of those medians. The winner
-            is saved to the tuning file under this CPU, model and batch; bench and train use it
-            from then on unless given --no-tuning.
+            Times training steps under the policy for each configuration it tries, searching one coordinate at a time: the team size (recompute on the backward thread), then the split of cores between the backward and the recompute team, then the lookahead, then variants of the GEMM cache blocking; a change must be 2% faster to win, as less is noise on a shared machine. --exhaustive times every combination instead. Finally the default (all cores, no overlap, default blocking) and the search's fastest are timed again, a round of each at a time, for 3 to 8 rounds until every round agrees which is faster. The search's fastest is kept only if it beat the default in every round and by at least 2% overall; otherwise the default is kept (a winner within the noise is no winner). What is kept is saved to the tuning file under this CPU, model and batch, and printed; bench and train use it from then on unless given --no-tuning.
 
             Examples:
               remat tune                                    # resnet56, batch 64, sqrt(n)
               remat tune --model vgg11 --batch 32 --time-limit 60
               remat tune --exhaustive --json --no-save      # the whole space
-              remat tune --check-exhaustive --no-save       # search, then check it against the whole space
+              remat tune --check-exhaustive --no-save  # search, then the whole space
             """)
 
     @OptionGroup var options: ModelOptions
@@ -39,7 +32,9 @@ struct Tune: ParsableCommand {
     func validate() throws {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1 (got \(steps)).") }
         guard timeLimit > 0 else { throw ValidationError("--time-limit must be positive (got \(timeLimit)).") }
-        if let m = maxThreads, m < 1 { throw ValidationError("--max-threads must be at least 1 (got \(m)).") }
+        if let m = maxThreads, !(1...KernelRuntime.maxThreads).contains(m) {
+            throw ValidationError("--max-threads must be between 1 and \(KernelRuntime.maxThreads), four per core on this machine (got \(m)).")
+        }
     }
 
     /// One point of the search space.
@@ -132,20 +127,20 @@ struct Tune: ParsableCommand {
             }
             check = (fastest, median(a), median(b))
         }
-        // the final comparison: default and winner alternately, so drift hits both alike
-        var againDefault: [Double] = [], againBest: [Double] = []
-        for _ in 0..<3 {
-            progress.show("timing the default and the winner again")
-            againDefault += try time(defaultConfig, steps: steps)
-            againBest += try time(best, steps: steps)
-        }
+        // the final comparison: default and winner alternately, so drift hits both alike,
+        // until the rounds agree which is faster; the winner is kept only if it is
+        let verdict = best == defaultConfig ? nil : try compareWithDefault(best, time: { try time($0, steps: steps) }, progress: progress)
         for b in defaults { try KernelRuntime.setGemmBlocking(b) }
         progress.clear()
-        let speedup = median(againDefault) / median(againBest)
+        let searched = best
+        if let verdict, !verdict.winnerFaster { best = defaultConfig }
+        let stepSeconds = verdict.map { $0.winnerFaster ? $0.winner : $0.default } ?? bestTime
+        let defaultSeconds = verdict?.default ?? bestTime
+        let speedup = defaultSeconds / stepSeconds
         let tuning = Tuning(cpu: Tuning.thisCPU, model: options.model, batch: options.batch, policy: policy.description,
                             threads: best.threads, overlap: best.overlap, isa: KernelRuntime.isa,
                             blocking: best.blocking.map { b in defaults.map { $0.mr == b.mr && $0.nr == b.nr ? b : $0 } },
-                            stepSeconds: median(againBest), defaultStepSeconds: median(againDefault),
+                            stepSeconds: stepSeconds, defaultStepSeconds: defaultSeconds,
                             tunedAt: ISO8601DateFormatter().string(from: Date()))
         var savedTo: String?
         if !noSave {
@@ -157,7 +152,9 @@ struct Tune: ParsableCommand {
             printJSON(["model": options.model, "batch": options.batch, "policy": policy.description, "cpu": tuning.cpu,
                        "exhaustive": exhaustive, "seconds": elapsed,
                        "tried": tried.map { ["config": $0.config.description, "step_seconds_median": $0.median] as [String: Any] },
-                       "winner": best.description, "winner_step_seconds": tuning.stepSeconds,
+                       "searched_fastest": searched.description, "winner": best.description,
+                       "kept_default": best == defaultConfig, "rounds": verdict?.rounds ?? 0,
+                       "winner_step_seconds": tuning.stepSeconds,
                        "default_step_seconds": tuning.defaultStepSeconds, "speedup": speedup, "saved_to": savedTo ?? NSNull(),
                        "exhaustive_best": check.map { $0.config.description } ?? NSNull(),
                        "searched_over_exhaustive": check.map { $0.searched / $0.exhaustive } ?? NSNull()])
@@ -166,16 +163,51 @@ struct Tune: ParsableCommand {
         print("\(options.model), batch \(options.batch), policy \(policy), \(tuning.cpu), \(KernelRuntime.isa)")
         print("tried (median of \(steps) steps each):")
         for (c, m) in tried { print(String(format: "  %8.1f ms  ", m * 1e3) + c.description) }
-        print("winner: \(best)")
-        print(String(format: "again, alternating with the default: %.1f ms vs %.1f ms, speed-up %.2fx", tuning.stepSeconds * 1e3,
-                     tuning.defaultStepSeconds * 1e3, speedup))
+        print("search's fastest: \(searched)")
+        if let v = verdict {
+            print(String(format: "again, alternating with the default over %d rounds: %.1f ms vs %.1f ms (per-round ratios %@)",
+                         v.rounds, v.winner * 1e3, v.default * 1e3, v.ratios.map { String(format: "%.3f", $0) }.joined(separator: " ")))
+            print(v.winnerFaster ? String(format: "faster than the default in every round: keeping it (speed-up %.2fx)", speedup)
+                  : v.winnerSlower ? "slower than the default when timed again: keeping the default"
+                  : "within the noise of the default: keeping the default")
+        } else {
+            print("the default is the fastest")
+        }
         if let check {
             print("exhaustive sweep's fastest: \(check.config)")
             print(String(format: "again, alternating: search's winner %.1f ms, exhaustive's %.1f ms: the search is within %+.1f%%",
                          check.searched * 1e3, check.exhaustive * 1e3, 100 * (check.searched / check.exhaustive - 1)))
         }
-        print(savedTo.map { "saved to \($0)" } ?? "not saved (--no-save)")
+        print(savedTo.map { "saved \(best) to \($0)" } ?? "not saved (--no-save)")
     }
+}
+
+/// The search's winner timed again against the default, a round of each at a time.
+struct Verdict {
+    var winner: Double, `default`: Double
+    /// default / winner, per round.
+    var ratios: [Double]
+    var rounds: Int { ratios.count }
+    /// At least 2 % faster over the rounds, and faster in every one of them.
+    var winnerFaster: Bool { median(ratios) >= 1.02 && ratios.allSatisfy { $0 > 1 } }
+    /// Slower in every round.
+    var winnerSlower: Bool { ratios.allSatisfy { $0 < 1 } }
+}
+
+/// Times `winner` and the default alternately, at least 3 rounds and at most 8, stopping as
+/// soon as every round agrees on which is faster.
+func compareWithDefault(_ winner: Tune.Config, time: (Tune.Config) throws -> [Double], progress: Progress) throws -> Verdict {
+    var a: [Double] = [], b: [Double] = []
+    var v = Verdict(winner: 0, default: 0, ratios: [])
+    for round in 1...8 {
+        progress.show("timing the default and the search's fastest again, round \(round)")
+        let d = try time(Tune.Config(threads: KernelRuntime.cores, overlap: nil, blocking: nil))
+        let w = try time(winner)
+        a += d; b += w
+        v = Verdict(winner: median(b), default: median(a), ratios: v.ratios + [median(d) / median(w)])
+        if round >= 3 && (v.winnerFaster || v.winnerSlower) { break }
+    }
+    return v
 }
 
 func median(_ values: [Double]) -> Double {

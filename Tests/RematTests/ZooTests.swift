@@ -1,12 +1,10 @@
 import Testing
 @testable import Remat
 
-/// Parameter counts worked out by hand from WORKLOADS.md (weights + biases + BN affine), and
-/// the forward GFLOP/img column of that table, to the digits it gives. One exception:
-/// WORKLOADS.md lists resnet20 at 0.041, which counts a multiply-add once, against its own
-/// rule (multiply-add = 2) and its other rows (resnet56's 0.251 counts it twice); by that
-/// rule resnet20 is 0.0816 (nine blocks of 9.44 or 7.34 MFLOP, stem 0.88 MFLOP).
-@Suite("Model zoo matches WORKLOADS.md")
+/// Parameter counts worked out by hand from docs/WORKLOADS.md (weights + biases + BN affine),
+/// and the forward GFLOP/img column of its table, to the digits it gives (resnet20: nine
+/// blocks of 9.44 or 7.34 MFLOP, stem 0.88 MFLOP, a multiply-add counted as two).
+@Suite("Model zoo matches docs/WORKLOADS.md")
 struct ZooTests {
     @Test(arguments: [
         ("lenet5", 61_706, 0.00083),

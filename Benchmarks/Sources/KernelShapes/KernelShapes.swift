@@ -1,7 +1,7 @@
 import Foundation
 import RematKernels
 
-/// One convolution layer of a WORKLOADS.md model, with how many times the model uses it.
+/// One convolution layer of a docs/WORKLOADS.md model, with how many times the model uses it.
 public struct ConvLayer: Sendable {
     public let model: String, name: String
     public let C: Int, H: Int, K: Int, R: Int, stride: Int, pad: Int

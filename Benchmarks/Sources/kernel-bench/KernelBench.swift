@@ -1,4 +1,4 @@
-// kernel-bench: GFLOP/s of Remat's SGEMM and conv kernels on the WORKLOADS.md shapes, with the
+// kernel-bench: GFLOP/s of Remat's SGEMM and conv kernels on the docs/WORKLOADS.md shapes, with the
 // fraction of this machine's measured FMA peak. Human-readable by default; --json prints one
 // object per line for Benchmarks/peers/compare_kernels.py.
 import ArgumentParser

@@ -154,7 +154,12 @@ struct CheckpointEngine {
     private static func loss(_ logits: Tensor, _ labels: [Int32], _ context: ForwardContext) throws -> (Float, Tensor, Int) {
         let (loss, dlogits) = try SoftmaxCrossEntropy.evaluate(logits: logits, labels: labels)
         guard loss.isFinite else {
-            throw RematError.nonFinite("the loss became \(loss) at step \(context.step); lower the learning rate (parameters left as they were)")
+            // a loss that was finite before and is not now points at the step size; one that
+            // never was, at the data or the weights it started from
+            let advice = context.step == 0
+                ? "check the images and the initial weights for NaN or infinite values"
+                : "the learning rate is the likely cause: lower it"
+            throw RematError.nonFinite("the loss became \(loss) at step \(context.step); \(advice) (parameters left as they were)")
         }
         return (loss, dlogits, SoftmaxCrossEntropy.correct(logits: logits, labels: labels))
     }

@@ -35,14 +35,14 @@ public struct IDXDataset: Dataset {
     /// The same from the bytes of the two files (gzipped or not), already in memory; the
     /// names appear in error messages.
     public init(imageBytes: [UInt8], labelBytes: [UInt8], classes: Int = 10, mean: Float = 0.5, std: Float = 0.5,
-                imagesName images: String = "the image file", labelsName labels: String = "the label file") throws {
-        let (imageDims, pixels) = try IDXDataset.decode(imageBytes, expectRank: 3, path: images)
-        let (labelDims, labels) = try IDXDataset.decode(labelBytes, expectRank: 1, path: labels)
+                imagesName: String = "the image file", labelsName: String = "the label file") throws {
+        let (imageDims, pixels) = try IDXDataset.decode(imageBytes, expectRank: 3, path: imagesName)
+        let (labelDims, labels) = try IDXDataset.decode(labelBytes, expectRank: 1, path: labelsName)
         guard imageDims[0] == labelDims[0] else {
-            throw RematError.malformedFile("\(images) has \(imageDims[0]) images but \(labels) has \(labelDims[0]) labels")
+            throw RematError.malformedFile("\(imagesName) has \(imageDims[0]) images but \(labelsName) has \(labelDims[0]) labels")
         }
-        if let bad = labels.first(where: { Int($0) >= classes }) {
-            throw RematError.malformedFile("\(labels) holds label \(bad), outside [0, \(classes))")
+        if let (at, bad) = labels.enumerated().first(where: { Int($0.element) >= classes }) {
+            throw RematError.malformedFile("\(labelsName) holds label \(bad) at index \(at), outside [0, \(classes))")
         }
         guard std > 0 else { throw RematError.invalidArgument("std must be positive, got \(std)") }
         count = imageDims[0]

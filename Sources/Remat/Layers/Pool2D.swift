@@ -18,7 +18,7 @@ public final class Pool2D: Layer {
         self.padding = padding
     }
 
-    /// Max-pool 2x2 stride 2, the `M` of WORKLOADS.md.
+    /// Max-pool 2x2 stride 2, the `M` of docs/WORKLOADS.md.
     public static func max2x2() -> Pool2D { Pool2D(.max, kernel: 2) }
 
     public var name: String { (kind == .max ? "maxpool" : "avgpool") + "\(kernel)x\(kernel) s\(stride)" }

@@ -1,6 +1,6 @@
 import RematKernels
 
-/// A network as a chain of blocks (WORKLOADS.md: one block per conv or fc layer with its BN,
+/// A network as a chain of blocks (docs/WORKLOADS.md: one block per conv or fc layer with its BN,
 /// ReLU and pooling; for ResNets the stem, each BasicBlock and the head), with its
 /// parameters and their gradients each in one arena, so an optimizer is one flat loop.
 ///

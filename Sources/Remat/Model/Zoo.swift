@@ -1,4 +1,4 @@
-/// The benchmark models of WORKLOADS.md, built exactly as written there.
+/// The benchmark models of docs/WORKLOADS.md, built exactly as written there.
 public enum Zoo {
     /// Every model name `model(named:)` accepts.
     public static let names = ["lenet5", "vgg11", "resnet20", "resnet56", "plain-deep-D (e.g. plain-deep-32)"]

@@ -6,11 +6,15 @@ import RematKernels
 /// backward pass and the recompute thread) may each set their own team size and run kernels at
 /// the same time; results are bitwise identical whatever the team sizes.
 public enum KernelRuntime {
-    /// Team size for kernels called from the current thread (at least 1).
+    /// Team size for kernels called from the current thread, clamped to 1...`maxThreads`.
     public static var threads: Int {
         get { Int(kn_get_num_threads()) }
-        set { kn_set_num_threads(Int32(clamping: max(1, newValue))) }
+        set { kn_set_num_threads(Int32(min(max(1, newValue), maxThreads))) }
     }
+
+    /// The largest team a thread may ask for: four threads a core. More only oversubscribes
+    /// the cores, and thousands exhaust the system's threads inside the OpenMP runtime.
+    public static var maxThreads: Int { 4 * cores }
 
     /// The round trip of a cache line between two threads of this thread's team, in ns (0 with
     /// one thread); takes about 0.01 s. About 100 ns where the cores share a last-level cache,

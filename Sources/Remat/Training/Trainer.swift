@@ -24,7 +24,7 @@ public struct StepMetrics: Sendable {
     public var imagesPerSecond: Double { Double(images) / max(seconds, 1e-12) }
 }
 
-/// The training step of WORKLOADS.md: forward, mean softmax cross-entropy, backward,
+/// The training step of docs/WORKLOADS.md: forward, mean softmax cross-entropy, backward,
 /// optimizer step. A non-finite loss stops the step before any parameter changes.
 public final class Trainer {
     /// The model it trains (its parameters change every step).

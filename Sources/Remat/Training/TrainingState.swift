@@ -171,6 +171,7 @@ public enum TrainingState {
     /// new one, never a mixture.
     static func writeAtomically(_ data: Data, to path: String) throws {
         let url = URL(fileURLWithPath: path)
+        removeStaleTemporaries(of: url)
         let temp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
         let fd = open(temp.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else {
@@ -194,5 +195,19 @@ public enum TrainingState {
         }
         let dir = open(url.deletingLastPathComponent().path, O_RDONLY)
         if dir >= 0 { fsync(dir); close(dir) } // make the rename itself durable
+    }
+
+    /// Deletes the temporary files (`.NAME.PID.tmp`) that saves of this target left when their
+    /// process was killed mid-write; those of a process still running are its own business.
+    static func removeStaleTemporaries(of url: URL) {
+        let folder = url.deletingLastPathComponent()
+        let prefix = ".\(url.lastPathComponent).", suffix = ".tmp"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        for name in names where name.hasPrefix(prefix) && name.hasSuffix(suffix) {
+            guard let pid = Int32(name.dropFirst(prefix.count).dropLast(suffix.count)), pid > 0 else { continue }
+            if pid == getpid() || (kill(pid, 0) != 0 && errno == ESRCH) {
+                unlink(folder.appendingPathComponent(name).path)
+            }
+        }
     }
 }
