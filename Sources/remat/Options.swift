@@ -23,12 +23,18 @@ func checkWritable(_ path: String, option: String) throws {
     guard FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder), isFolder.boolValue else {
         throw ValidationError("\(option) \(path): the folder \(folder) does not exist. Create it or give another path.")
     }
-    guard access(folder, W_OK) == 0 else {
-        throw ValidationError("\(option) \(path): the folder \(folder) is not writable. Give a path in a folder you can write to.")
-    }
     if FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder), isFolder.boolValue {
         throw ValidationError("\(option) \(path) is a folder. Give a file name, e.g. \(path)/run.safetensors.")
     }
+    // a file made and removed at once: permissions alone miss a read-only mount (and root)
+    let probe = "\(folder)/.remat-probe-\(getpid())"
+    let fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+    guard fd >= 0 else {
+        let reason = String(cString: strerror(errno))
+        throw ValidationError("\(option) \(path): cannot create files in \(folder) (\(reason)). Give a path in a folder you can write to.")
+    }
+    close(fd)
+    unlink(probe)
 }
 
 /// The model and batch every subcommand works on.

@@ -165,13 +165,15 @@ struct Train: ParsableCommand {
                         try TrainingState.save(trainer, to: savePath, metadata: ["next_epoch": String(m.epoch + 1)])
                         print("saved \(savePath)")
                     }
+                    // Ctrl-C during the evaluation: stop here rather than after the next step
+                    if interrupt.requested && m.epoch + 1 < epochs { throw Interrupted(epoch: m.epoch + 1) }
                 }
             }
         } catch let stop as Interrupted {
             progress.clear()
             if let savePath {
                 try TrainingState.save(trainer, to: savePath, metadata: ["next_epoch": String(stop.epoch), "interrupted": "true"])
-                print("interrupted: saved \(savePath) at step \(trainer.step); --resume repeats epoch \(stop.epoch + 1)")
+                print("interrupted: saved \(savePath) at step \(trainer.step); --resume continues with epoch \(stop.epoch + 1) from its start")
             } else {
                 print("interrupted at step \(trainer.step) (nothing saved: no --save)")
             }
