@@ -27,7 +27,7 @@
 #endif
 #ifndef KN_SHIFT_CHUNK
 // floats of padded input + padded output per implicit chunk: small enough that a chunk stays
-// in cache between padding, the GEMM and cropping (measured: 2 MiB beats 16 MiB by ~1.4x)
+// in cache between padding, the GEMM and cropping (docs/ARCHITECTURE.md, Convolution)
 #define KN_SHIFT_CHUNK (1u << 19)
 #endif
 
@@ -322,11 +322,9 @@ static void nchw_to_chunk(const kn_conv2d *cv, float *t, size_t ld, const float 
 // The im2col forward pass of planes of 16 outputs and more as one GEMM over the batch: B is
 // the im2col view, packed by the GEMM straight from x (no column matrix written and read
 // back, the weights packed once per column block instead of once per chunk or image), C the
-// NCHW output itself. Measured: vgg11's 8x8 and 4x4 layers +3 % on one thread, +4 to +20 %
-// on two; resnet56's 32x32 stride-2 layer +16 % and +32 %; on 2x2 planes every output tile
-// straddles images and goes through the edge tile, 3-5 % slower, so those keep chunks. (The
-// stride-1 layers the plan gives the implicit GEMM stay there: the view's gathers measured
-// 1.2 to 2.7x slower than its shifted runs.)
+// NCHW output itself. On 2x2 planes every output tile straddles images and goes through the
+// edge tile, which is slower, so those keep chunks. (The stride-1 layers the plan gives the
+// implicit GEMM stay there: the view's gathers lose to its shifted runs.)
 static int forward_im2col_view(const kn_conv2d *cv, float *y, const float *x, const float *w,
                                const float *bias) {
     int *taps = im2col_taps(cv);
@@ -391,8 +389,7 @@ static void backward_data_chunk(const void *p, int chunk, float *slot) {
 
 // Chunks of several images go across the team, each thread running its own chunks alone
 // (kn_run_items): no barrier inside a chunk, and the same packing of the weights in all (each
-// chunk's, once). Measured in the far placement (docs/ARCHITECTURE.md, Placement) on vgg11's
-// 8x8 and 4x4 layers at 2 threads: 16.0-16.7 -> 12.5-12.7 ms on 256->256.
+// chunk's, once); see docs/ARCHITECTURE.md, Placement.
 static void backward_data_im2col(const kn_conv2d *cv, float *dx, const float *dy, const float *w,
                                  float *scratch) {
     const int K = cv->K, C = cv->C, CRS = C * cv->R * cv->S, PQ = cv->P * cv->Q;
@@ -423,7 +420,7 @@ static void backward_weights_im2col(const kn_conv2d *cv, float *dw, float *dbias
     for (int n0 = 0; n0 < cv->N; n0 += chunk) {
         const int nb = cv->N - n0 < chunk ? cv->N - n0 : chunk;
         // reduction length of this chunk, and the row stride: col is B^T here, packed by the
-        // GEMM, where chunk_ld's padding measured 5-10 % slower
+        // GEMM, where chunk_ld's padding is slower
         const int L = nb * PQ;
         const float *a, *col;
         if (chunk == 1) {

@@ -17,7 +17,7 @@
 // BATCH INNERMOST (KN_CONV_IMPLICIT_BATCH, for narrow planes): a chunk is laid out (C, Hp,
 // Wp, nb), the images innermost. Output row p of all nb images, (q, n) for q < Q, is then one
 // contiguous run of Q*nb columns, and tap (r, s) shifts it by (r*Wp + s)*nb: the same shifted
-// runs with no junk column at all (the padded grid is 20 % junk at 8x8, 33 % at 4x4), and
+// runs with no junk column at all (the padded grid's share of junk grows as planes narrow), and
 // rows long enough for the micro-tiles. Padding transposes each chunk in, and the output is
 // transposed back to NCHW.
 //
@@ -26,9 +26,8 @@
 // slots), each thread takes a contiguous run of chunks and runs it alone, in a slot of its
 // own: no barrier inside a chunk, and each thread reads the images that the elementwise
 // kernels (split the same way, contiguous ranges in thread order) wrote on its own core.
-// Measured on this 2-core VM when the host places its two vCPUs on cores that share no L3 (a
-// cache line's round trip 400 ns instead of 100): a team splitting every chunk paid that on
-// each barrier and on every image the other core had written. Otherwise (one thread, or more
+// Where two cores share no L3 (a slow cache-line round trip), a team splitting every chunk
+// pays that on each barrier and on every image the other core had written. Otherwise (one thread, or more
 // threads than chunks) the chunks go one after another, each on the whole team. Forward and
 // backward-data give the same bits either way. Backward-weights sums its chunks in
 // `shift_groups` fixed runs, each in order into a partial dw^T of its own, and the partials
@@ -59,7 +58,7 @@ KN_BODY size_t plane(grid g) { return (size_t)g.hp * g.wp; }
 
 // The padded grid computes Wp - Q junk columns per output row; im2col instead writes and
 // re-reads the column matrix, a cost that each of the GEMM's rows (output channels) shares.
-// Measured on the WORKLOADS layers (Benchmarks/peers): the padded grid wins while junk
+// On the docs/WORKLOADS.md layers (kernel-bench --algo) the padded grid wins while junk
 // fraction x rows <= 16, and loses with under 8 rows (a mostly empty micro-tile).
 static int grid_pays(const kn_conv2d *cv, int out_channels) {
     const int wp = cv->W + 2 * cv->pad_w;
@@ -69,10 +68,9 @@ static int grid_pays(const kn_conv2d *cv, int out_channels) {
 kn_conv_algo kn_conv2d_choose_implicit(const kn_conv2d *cv, kn_conv_pass pass) {
     const int rows = pass == KN_PASS_BACKWARD_DATA ? cv->C : cv->K;
     // Planes narrower than 16 (the 8x8 to 2x2 layers) take the batch-innermost layout, whose
-    // GEMM has no junk, where it measured faster than im2col or as fast (kernel-bench --algo
-    // batch and --algo im2col, 1 and 2 threads, vgg11 and resnet56): forward and
-    // backward-data everywhere; backward-weights from 8x8 up (at 4x4 they tie, at 2x2 its
-    // one-chunk GEMM and transposed partial are 16-20 % slower).
+    // GEMM has no junk, where it is faster than im2col or as fast (kernel-bench --algo batch
+    // and --algo im2col): forward and backward-data everywhere; backward-weights from 8x8 up
+    // (at 2x2 its one-chunk GEMM and transposed partial lose).
     if (cv->Q < 16 && cv->W < 16) {
         const int pays = pass != KN_PASS_BACKWARD_WEIGHTS || cv->Q >= 8;
         return pays && rows >= 8 ? KN_CONV_IMPLICIT_BATCH : KN_CONV_IM2COL;
@@ -94,8 +92,6 @@ static int grid_cols(const kn_conv2d *cv, grid g) { return batch_inner(cv) ? g.c
 // Images per batch-innermost chunk: enough that a row of the output (cols x images) spans
 // several micro-tiles (a tile crossing rows is packed instead of read in place), but at most
 // 32, so a batch of 64 makes two chunks, one per thread of a team of two (kn_run_items).
-// Measured on vgg11's 4x4 and 2x2 layers, 2 threads, cores without a shared L3: 9-35 %
-// faster than one 64-image chunk split across the team; 1 thread: -10 to +3 %.
 #ifndef KN_BATCH_COLS
 #define KN_BATCH_COLS 256
 #endif
@@ -407,7 +403,7 @@ static void dw_group(const void *p, int group, float *slot) {
 // dw (K, CRS) += the partials dw^T (CRS, K) of the groups, in group order; blocks [lo, hi) of
 // KN_T_BLOCK rows of dw. Through a KN_T_BLOCK-square tile in L1: the sums run along the
 // partials' rows and the adds along dw's, both contiguous (a loop along either alone missed
-// on every element of the other: 10 % of vgg11's 256->256 backward-weights).
+// on every element of the other).
 KN_BODY void add_partials(float *dw, const float *partials, int groups, int K, int CRS, size_t lo,
                           size_t hi) {
     float tile[KN_T_BLOCK][KN_T_BLOCK], sum[KN_T_BLOCK];

@@ -223,8 +223,7 @@ int kn_get_num_threads(void) { return team_size > 0 ? team_size : kn_num_cores()
 //
 // Taking threads back waits for the borrower's region that still runs on them: otherwise the
 // lender starts work on its own cores while the borrowed workers are still busy there, and a
-// third thread on two cores stalls the borrower's barrier for a scheduler slice (measured:
-// the first backward block after each hand-off ran 1.4-1.9x slower). A borrower registers
+// third thread on two cores stalls the borrower's barrier for a scheduler slice. A borrower registers
 // what it uses (in_use) and re-reads the offer; the lender lowers the offer and then reads
 // in_use. Both sequentially consistent, so either the borrower sees the lowered offer or the
 // lender sees its registration.
@@ -254,8 +253,7 @@ void kn_set_team_lease(kn_lease *l) { borrowed = l; }
 
 // libomp's idle workers spin for 200 ms after a parallel region before they sleep. With two
 // teams on the same cores (backward and recompute), one team's spinning workers steal the
-// cores the other needs (measured: overlapped resnet56 +54 % instead of +22 % over none on
-// 2 cores). 1 ms keeps back-to-back kernels warm and lets idle workers yield. An explicit
+// cores the other needs. 1 ms keeps back-to-back kernels warm and lets idle workers yield. An explicit
 // KMP_BLOCKTIME wins.
 static _Thread_local int blocktime_set;
 
@@ -372,9 +370,8 @@ void kn_solo_end(kn_solo saved) {
 // MARK: - Large buffers
 
 // Buffers of 2 MiB and more are 2 MiB-aligned and asked to be backed by transparent huge
-// pages (the kernel's default here is "madvise": only asked-for memory gets them). Measured
-// on resnet56 at 2 threads: with 4 KiB pages about one process in three ran every step at
-// ~180 img/s instead of ~290 (all 8 of 8 fast with huge pages). Freed with free().
+// pages (Debian's default is "madvise": only asked-for memory gets them): with 4 KiB pages
+// some processes ran every step far slower (docs/ARCHITECTURE.md, Threads). Freed with free().
 void *kn_alloc(size_t bytes) {
     const size_t huge = (size_t)2 << 20;
     if (bytes < huge) return aligned_alloc(64, (bytes + 63) & ~(size_t)63);

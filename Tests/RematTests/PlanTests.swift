@@ -168,7 +168,7 @@ struct PlanTests {
     /// itself, never beside a backward span; every step keeps the bits of no
     /// checkpointing; and the pacer lets a block through under the lookahead's bound but not
     /// under 1 byte.
-    @Test(arguments: ["resnet20", "plain-deep-6", "dropout-net"])
+    @Test(arguments: testModels(["resnet20", "plain-deep-6", "dropout-net"]))
     func memoryLimitPacesTheRecompute(model name: String) throws {
         let batch = 4
         let make = { try Self.model(name) }

@@ -19,9 +19,8 @@ public struct BlockCost: Sendable, Equatable {
     /// keeps and kernel scratch).
     public var forwardPeak: Int
     /// Seconds and peak (as for the forward pass) of a checkpoint recompute of the block,
-    /// which takes its BatchNorm statistics back instead of reducing again (resnet56's sqrt(n)
-    /// plan at batch 64: 32-35 ms of recompute, 34 in a trace, where its blocks' forward
-    /// passes take 35-39).
+    /// which takes its BatchNorm statistics back instead of reducing again, so it is cheaper
+    /// than the block's forward pass.
     public var recomputeSeconds: Double
     public var recomputePeak: Int
     /// What the forward pass keeps for the backward pass besides its input and output, and

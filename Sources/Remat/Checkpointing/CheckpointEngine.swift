@@ -249,8 +249,8 @@ final class RecomputeWorker: @unchecked Sendable {
                     // comes back when the backward pass is done with s, as for any segment)
                     guard let saved = try rebuild(s) else { continue }
                     // handed over, not shared: a copy kept here would keep every block the
-                    // backward pass frees alive until this thread next runs (measured: 430 KiB
-                    // over the sequential peak on resnet20 at batch 4, one run in three)
+                    // backward pass frees alive until this thread next runs, over the
+                    // predicted peak
                     publish(s, consume saved)
                 } catch {
                     fail(error)
@@ -327,7 +327,7 @@ final class RecomputeWorker: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         // the team stays lent while this thread checks again at each block the backward pass
-        // reports: taking it back for each check (as at first) cost each backward block 10-15 %
+        // reports: taking it back for each check would slow every backward block
         while !cancelled && !mayRun(block: i, segment: k) {
             lend(true)
             condition.wait()
@@ -357,9 +357,8 @@ final class RecomputeWorker: @unchecked Sendable {
         condition.lock()
         // the last reference moves in under the lock: a parameter released after unlock()
         // outlives the hand-off if this thread is descheduled there, and the backward pass's
-        // first `saved[j] = Saved()` then copies the array and frees nothing (measured:
-        // resnet20 at batch 4 under a 1-byte limit 14 % over the sequential peak, in one step
-        // in four to eight on a loaded machine)
+        // first `saved[j] = Saved()` then copies the array and frees nothing, breaking the
+        // memory limit's bound
         ready[s] = consume saved
         condition.broadcast()
         condition.unlock()
@@ -375,8 +374,7 @@ final class RecomputeWorker: @unchecked Sendable {
     /// Takes segment s's activations: rebuilt by the recompute thread (waiting for it, and
     /// rethrowing its failure), or, under a memory limit, if that thread has not started s,
     /// by `rebuild` here from s's checkpoint and statistics, the recompute thread held back
-    /// meanwhile (as a sequential step would, without a hand-off: at a 1-byte limit resnet56
-    /// went from +27 to +20 % over none, sequential +18 %).
+    /// meanwhile (as a sequential step would, without the cost of a hand-off).
     func take(segment s: Int, rebuild: (Tensor, ActivationStash?) throws -> [Saved]) throws -> [Saved] {
         condition.lock()
         // only under a memory limit: without one the recompute thread had its slot for s

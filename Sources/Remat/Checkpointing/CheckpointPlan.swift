@@ -27,8 +27,8 @@ public struct CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
             return
         }
         try self.init(policy: policy, blocks: b.count, blockBytes: b.map(\.keptBytes))
-        // sqrt(n) sets the memory; at that peak, the program finds the least recompute (on
-        // vgg11 at batch 64: 2 segments instead of 3, +1 % instead of +10 % step time)
+        // sqrt(n) sets the memory; at that peak, the program finds the least recompute (often
+        // fewer segments than the balanced split)
         if policy == .sqrtN {
             let balanced = predict(profile)
             if let better = CheckpointPlan.cheapest(within: balanced.peakBytes, profile),
