@@ -62,9 +62,18 @@ void kn_set_num_threads(int n);
 /// Team size kernels called from this thread will use. Defaults to the number of usable cores.
 int kn_get_num_threads(void);
 
-/// Memory for `bytes` (64-byte aligned; from 2 MiB on, 2 MiB-aligned and backed by huge
-/// pages where the kernel allows). Free it with free(). NULL when out of memory.
+/// Memory for `bytes` (64-byte aligned; from 128 KiB on mapped on its own, in whole pages;
+/// from 2 MiB on, 2 MiB-aligned and backed by huge pages where the kernel allows). Free it with kn_free and the same `bytes`.
+/// NULL when out of memory.
 void *kn_alloc(size_t bytes);
+
+/// Resident bytes of the GEMM packing space all threads hold now (each thread that runs a
+/// GEMM keeps its own, grown to the largest it needed).
+size_t kn_packing_bytes(void);
+
+/// Frees what kn_alloc(bytes) returned (NULL is ignored); a mapped buffer's pages go back to
+/// the system at once.
+void kn_free(void *p, size_t bytes);
 
 /// Threads one team lends another while it is idle (opaque). The lender offers a count
 /// (0 while it is busy); a thread that set the lease with kn_set_team_lease runs its kernels

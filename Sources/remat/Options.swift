@@ -37,6 +37,32 @@ func checkWritable(_ path: String, option: String) throws {
     unlink(probe)
 }
 
+/// `--memory SIZE|auto`: a limit on the whole process's resident memory.
+struct MemoryOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Fit the whole process in this much memory, e.g. 1GiB, choosing the fastest plan that does; auto: the container's limit, else the memory available, less 10%.",
+                               valueName: "size|auto"))
+    var memory: String?
+
+    func validate() throws {
+        if let m = memory, m != "auto" { try validateSize(m, option: "--memory", example: "1GiB") }
+    }
+
+    /// The limit given or found, said where it came from; nil without --memory.
+    func resolve() throws -> MemoryLimit? {
+        guard let m = memory else { return nil }
+        if m == "auto" { return try MemoryLimit.automatic() }
+        return MemoryLimit(bytes: CheckpointPolicy.parseBytes(m)!, source: "--memory \(m)")
+    }
+}
+
+/// "total MiB (runtime a, parameters b, ...)": a prediction's parts.
+func describe(_ m: ProcessMemory) -> String {
+    let parts: [(String, Int)] = [("runtime", m.runtime), ("parameters and gradients", m.parameters), ("optimizer", m.optimizer),
+                 ("BatchNorm statistics", m.statistics), ("GEMM packing", m.kernelWorkspace), ("data", m.data),
+                 ("activations", m.activations)]
+    return "\(mib(m.total)) MiB (" + parts.filter { $0.1 > 0 }.map { "\($0.0) \(mib($0.1))" }.joined(separator: ", ") + ")"
+}
+
 /// The model and batch every subcommand works on.
 struct ModelOptions: ParsableArguments {
     @Option(help: "Model: \(Zoo.names.joined(separator: ", ")).") var model = "resnet56"
@@ -45,7 +71,7 @@ struct ModelOptions: ParsableArguments {
 
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1 (got \(batch)).") }
-        do { _ = try Zoo.model(named: model) } catch { throw ValidationError("\(error)") }
+        do { try Zoo.checkName(model) } catch { throw ValidationError("\(error)") } // no model built: nothing to free
     }
 
     func makeModel() throws -> Model { try Zoo.model(named: model, seed: seed) }

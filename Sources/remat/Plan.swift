@@ -18,7 +18,9 @@ struct Plan: ParsableCommand {
             """)
 
     @OptionGroup var options: ModelOptions
-    @Option(help: "Policy: none, sqrt, every-K, selective, budget-SIZE.") var policy: CheckpointPolicy = .sqrtN
+    @Option(help: "Policy: none, sqrt, every-K, selective, budget-SIZE (default: sqrt).") var policy: CheckpointPolicy?
+    @OptionGroup var memoryOptions: MemoryOptions
+    @Flag(help: "With --memory: the largest batch each policy fits in it.") var maxBatch = false
     @Option(help: "A memory budget (bytes, or with KiB/MiB/GiB); overrides --policy.") var budget: String?
     @Option(help: "Predict the overlapped peak bound with this lookahead too.") var lookahead: Int?
     @Option(help: ArgumentHelp("... and with the recompute thread paced under this many bytes (lookahead 1 unless given).", valueName: "bytes"))
@@ -30,11 +32,23 @@ struct Plan: ParsableCommand {
         try validateSize(budget, option: "--budget", example: "60MiB")
         if let l = lookahead, l < 1 { throw ValidationError("--lookahead must be at least 1 (got \(l)).") }
         try validateSize(overlapMemoryLimit, option: "--overlap-memory-limit", example: "100MiB")
+        if memoryOptions.memory != nil && (policy != nil || budget != nil || estimate) {
+            throw ValidationError("--memory chooses the plan on a measured profile: drop --policy, --budget and --estimate.")
+        }
+        if maxBatch && memoryOptions.memory == nil { throw ValidationError("--max-batch needs --memory SIZE: the memory to fit.") }
     }
 
     func run() throws {
         let model = try options.makeModel()
-        let chosen = budget.flatMap(CheckpointPolicy.parseBytes).map(CheckpointPolicy.budget) ?? policy
+        var chosen = budget.flatMap(CheckpointPolicy.parseBytes).map(CheckpointPolicy.budget) ?? policy ?? .sqrtN
+        var fit: MemoryFit?
+        let processLimit = try memoryOptions.resolve()
+        if let limit = processLimit {
+            let trainer = Trainer(model: model, optimizer: SGD(learningRate: 0.01, momentum: 0.9), seed: options.seed)
+            if maxBatch { return try printMaxBatch(trainer, limit) }
+            fit = try trainer.fitting(memory: limit.bytes, batch: options.batch)
+            chosen = fit!.checkpointing.policy
+        }
         let profile = estimate ? try ChainProfile.estimate(model, batch: options.batch)
                                : try ChainProfile.measure(model, batch: options.batch, seed: options.seed)
         let plan = try CheckpointPlan(policy: chosen, profile: profile)
@@ -59,6 +73,11 @@ struct Plan: ParsableCommand {
                      "backward_seconds": bc.1.backwardSeconds] as [String: Any]
                 }]
             if let bound = p.overlappedPeakBound { object["overlapped_peak_bound_bytes"] = bound }
+            if let fit, let limit = processLimit {
+                object["memory_limit_bytes"] = limit.bytes
+                object["memory_limit_source"] = limit.source
+                object["predicted_process_peak_bytes"] = fit.memory.total
+            }
             printJSON(object)
             return
         }
@@ -85,6 +104,28 @@ struct Plan: ParsableCommand {
         print("extra forward work: \(p.recomputedBlocks) block(s), " + String(format: "%.3f GFLOP, %.1f ms (%.0f%% of a %.1f ms step)",
               Double(p.extraForwardFLOPs) / 1e9, p.extraForwardSeconds * 1e3, 100 * p.extraForwardSeconds / max(p.stepSeconds, 1e-12), p.stepSeconds * 1e3))
         print("smallest feasible budget: \(smallest) bytes (\(mib(smallest)) MiB)")
+        if let fit, let limit = processLimit {
+            print("memory limit \(mib(limit.bytes)) MiB (\(limit.source)): the fastest plan that fits is \(chosen)")
+            print("predicted peak resident memory of the whole process: \(describe(fit.memory))")
+        }
+    }
+
+    /// --memory SIZE --max-batch: the largest batch each policy's plan fits in the limit.
+    func printMaxBatch(_ trainer: Trainer, _ limit: MemoryLimit) throws {
+        let rows: [(String, CheckpointPolicy?)] = [("none", CheckpointPolicy.none), ("selective", .selective), ("sqrt(n)", .sqrtN),
+                                                   ("any plan (the smallest budget)", nil)]
+        var results: [(String, Int?)] = []
+        for (name, policy) in rows {
+            results.append((name, try trainer.largestBatch(within: limit.bytes, policy: policy)))
+        }
+        if json {
+            printJSON(["model": options.model, "memory_limit_bytes": limit.bytes, "memory_limit_source": limit.source,
+                       "largest_batch": Dictionary(uniqueKeysWithValues: results.map { ($0.0, $0.1 ?? 0) })])
+            return
+        }
+        print("\(options.model) in \(mib(limit.bytes)) MiB (\(limit.source)); estimated from a one-image profile "
+              + "(confirm one with --batch B --memory SIZE, which measures it):")
+        for (name, batch) in results { print("  " + pad(name, 32) + (batch.map { "largest batch \($0)" } ?? "does not fit one image")) }
     }
 
     /// Bytes a block's record keeps beyond its input (which the block before it counts).

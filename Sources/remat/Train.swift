@@ -36,7 +36,8 @@ struct Train: ParsableCommand {
     var schedule: ScheduleChoice = .constant
     @Option(help: "Steps of linear learning-rate warm-up.") var warmupSteps = 0
     @Flag(help: "Random crops (pad 4) and flips of the training images.") var augment = false
-    @Option(help: "Checkpointing: none, sqrt, every-K, selective, budget-SIZE.") var policy: CheckpointPolicy = .none
+    @Option(help: "Checkpointing: none, sqrt, every-K, selective, budget-SIZE (default: none).") var policy: CheckpointPolicy?
+    @OptionGroup var memoryOptions: MemoryOptions
     @Option(help: "A memory budget (bytes, or with KiB/MiB/GiB); overrides --policy.") var budget: String?
     @Flag(help: "Recompute on its own thread, overlapped with the backward pass.") var overlap = false
     @Option(help: "Write the training state here after every epoch (atomically).") var save: String?
@@ -57,6 +58,9 @@ struct Train: ParsableCommand {
             throw ValidationError("--weight-decay must be 0 or a positive number, e.g. 5e-4 (got \(weightDecay)).")
         }
         if let n = logEvery, n < 1 { throw ValidationError("--log-every must be at least 1 (got \(n)).") }
+        if memoryOptions.memory != nil && (policy != nil || budget != nil) {
+            throw ValidationError("--memory chooses the checkpointing plan: drop --policy and --budget.")
+        }
         guard warmupSteps >= 0 else { throw ValidationError("--warmup-steps cannot be negative.") }
         try validateSize(budget, option: "--budget", example: "80MiB")
         if let r = resume, !FileManager.default.fileExists(atPath: r) {
@@ -88,8 +92,17 @@ struct Train: ParsableCommand {
             ? SGD(learningRate: lr ?? 0.01, momentum: momentum, weightDecay: weightDecay)
             : AdamW(learningRate: lr ?? 1e-3, weightDecay: weightDecay)
         let trainer = Trainer(model: model, optimizer: opt, seed: options.seed)
-        let chosen = budget.flatMap(CheckpointPolicy.parseBytes).map(CheckpointPolicy.budget) ?? policy
+        var chosen = budget.flatMap(CheckpointPolicy.parseBytes).map(CheckpointPolicy.budget) ?? policy ?? .none
         trainer.checkpointing = Checkpointing(policy: chosen, overlap: overlap ? settings.overlap : nil)
+        var predictedRSS: Int?
+        if let limit = try memoryOptions.resolve() {
+            let fit = try trainer.fit(memory: limit.bytes, batch: options.batch, overlap: trainer.checkpointing.overlap,
+                                          datasetBytes: train.residentBytes + (test?.residentBytes ?? 0))
+            chosen = fit.checkpointing.policy
+            predictedRSS = fit.memory.total
+            print("memory limit \(mib(limit.bytes)) MiB (\(limit.source)): checkpointing \(chosen), "
+                  + "predicted peak resident memory \(describe(fit.memory))")
+        }
         var first = 0
         if let resume {
             let meta = try TrainingState.load(into: trainer, from: resume)
@@ -156,10 +169,14 @@ struct Train: ParsableCommand {
                     var line = String(format: "epoch %d/%d: loss %.4f, accuracy %.2f%%, %.0f images/s, peak activations %@ MiB",
                                       m.epoch + 1, epochs, m.loss, 100 * m.accuracy, m.imagesPerSecond, mib(m.peakActivationBytes))
                     if let l = m.testLoss, let a = m.testAccuracy { line += String(format: "; test loss %.4f, accuracy %.2f%%", l, 100 * a) }
+                    let peakRSS = ProcessMemory.peakResidentBytes()
+                    if let predictedRSS { line += "; peak RSS \(mib(peakRSS)) MiB (predicted \(mib(predictedRSS)))" }
                     print(line)
                     var fields: [String: Any] = ["type": "epoch", "epoch": m.epoch + 1, "loss": m.loss, "accuracy": m.accuracy,
                                                  "images_per_second": m.imagesPerSecond, "peak_activation_mib": Double(m.peakActivationBytes) / 1_048_576]
                     if let l = m.testLoss, let a = m.testAccuracy { fields["test_loss"] = l; fields["test_accuracy"] = a }
+                    fields["peak_rss_mib"] = Double(peakRSS) / 1_048_576
+                    if let predictedRSS { fields["predicted_peak_rss_mib"] = Double(predictedRSS) / 1_048_576 }
                     try log?.write(fields)
                     if let savePath {
                         try TrainingState.save(trainer, to: savePath, metadata: ["next_epoch": String(m.epoch + 1)])
@@ -290,3 +307,4 @@ final class MetricsLog {
         handle.write(data)
     }
 }
+

@@ -145,6 +145,9 @@ public struct ChainProfile: Sendable {
                 }
                 costs.append(cost)
                 x = y
+                // what this block's runs left cached goes back: the profile holds no more than
+                // one block's memory at a time, in the process's resident memory too
+                account.releaseCache()
             }
             return costs
         }
@@ -154,7 +157,12 @@ public struct ChainProfile: Sendable {
     /// Before any measurement: bytes from a one-image forward scaled to the batch, times from
     /// FLOPs at `gflops` plus activation traffic at `gigabytesPerSecond`; no kernel scratch.
     public static func estimate(_ model: Model, batch: Int, gflops: Double = 100, gigabytesPerSecond: Double = 10) throws -> ChainProfile {
-        let one = try measure(model, batch: 1)
+        try measure(model, batch: 1).scaled(to: batch, gflops: gflops, gigabytesPerSecond: gigabytesPerSecond)
+    }
+
+    /// A one-image profile scaled to `batch` images, as `estimate` does.
+    func scaled(to batch: Int, gflops: Double = 100, gigabytesPerSecond: Double = 10) -> ChainProfile {
+        let one = self
         let costs = one.blocks.map { c -> BlockCost in
             var e = c // statisticsBytes included: a BatchNorm's statistics do not grow with the batch
             func scale(_ b: Int) -> Int { b * batch }

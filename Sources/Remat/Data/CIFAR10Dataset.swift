@@ -11,6 +11,8 @@ public struct CIFAR10Dataset: Dataset {
     /// Ten classes.
     public let classes = 10
     private let records: [UInt8]
+    /// The records (label and pixels), as bytes.
+    public var residentBytes: Int { records.count }
     static let recordSize = 1 + 3072
     static let mean: [Float] = [0.4914, 0.4822, 0.4465], std: [Float] = [0.2470, 0.2435, 0.2616]
 

@@ -5,9 +5,14 @@ public protocol Dataset: Sendable {
     var classes: Int { get }
     /// The images (N, C, H, W) and labels of the given indices.
     func batch(_ indices: [Int]) throws -> (images: Tensor, labels: [Int32])
+    /// Bytes the dataset holds in memory (0 for one that makes its images on demand): part of
+    /// a whole-process memory prediction.
+    var residentBytes: Int { get }
 }
 
 extension Dataset {
+    public var residentBytes: Int { 0 }
+
     /// Indices 0..<count in a seeded random order (one epoch).
     public func shuffledIndices(seed: UInt64) -> [Int] {
         var rng = SeededGenerator(seed: seed)
@@ -23,6 +28,7 @@ public struct DatasetPrefix<Base: Dataset>: Dataset {
     public let count: Int
     public var imageShape: Shape { base.imageShape }
     public var classes: Int { base.classes }
+    public var residentBytes: Int { base.residentBytes }
 
     /// The first `count` images of `base` (clamped to its size).
     public init(_ base: Base, count: Int) {

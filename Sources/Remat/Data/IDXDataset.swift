@@ -20,6 +20,8 @@ public struct IDXDataset: Dataset {
     public let mean: Float, std: Float
     private let pixels: [UInt8]
     private let labels: [UInt8]
+    /// The pixels and labels, as bytes.
+    public var residentBytes: Int { pixels.count + labels.count }
 
     /// Largest IDX payload accepted (1 GiB): a header claiming more is corrupt.
     static let maxBytes = 1 << 30

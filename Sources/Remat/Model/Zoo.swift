@@ -18,6 +18,13 @@ public enum Zoo {
         }
     }
 
+    /// Throws as `model(named:)` does for a name it does not know, without building a model.
+    public static func checkName(_ name: String) throws {
+        if ["lenet5", "vgg11", "resnet20", "resnet56"].contains(name) { return }
+        if name.hasPrefix("plain-deep-"), let d = Int(name.dropFirst("plain-deep-".count)), d >= 1 { return }
+        _ = try model(named: name) // the same error as building it
+    }
+
     /// conv5x5 1->6 p2, ReLU, M; conv5x5 6->16, ReLU, M; flatten; fc 400->120, ReLU; fc 120->84, ReLU; fc 84->10.
     public static func lenet5(seed: UInt64 = 0) throws -> Model {
         try Model(name: "lenet5", imageShape: Shape(1, 28, 28), blocks: [

@@ -20,6 +20,17 @@ public final class MemoryAccount: @unchecked Sendable {
     private var cachedBytes = 0
     private static let cacheLimit = 1 << 30
 
+    /// The most bytes the account may hold, live and cached together, before it hands cached
+    /// blocks back to the system to take fresh memory (nil: no cap). Under a limit on the
+    /// whole process the trainer sets it to the plan's predicted peak, so the cache never
+    /// holds memory the limit does not have; the price is faulting pages in again for the
+    /// sizes it gave back.
+    public var ownedLimit: Int? {
+        get { lock.withLock { limit } }
+        set { lock.withLock { limit = newValue } }
+    }
+    private var limit: Int?
+
     /// An account with nothing live.
     public init() {}
 
@@ -57,13 +68,24 @@ public final class MemoryAccount: @unchecked Sendable {
     /// 64-byte-aligned memory for `count` floats (uninitialised).
     func allocate(floats count: Int) -> UnsafeMutablePointer<Float> {
         let bytes = MemoryAccount.bytes(floats: count)
+        var evicted: [(UnsafeMutableRawPointer, Int)] = []
         let reused: UnsafeMutableRawPointer? = lock.withLock {
             live += bytes
             peak = max(peak, live)
-            guard let p = cache[bytes]?.popLast() else { return nil }
-            cachedBytes -= bytes
-            return p
+            if let p = cache[bytes]?.popLast() {
+                cachedBytes -= bytes
+                return p
+            }
+            // fresh memory: first give back cached blocks of other sizes the cap has no room for
+            if let limit {
+                while live + cachedBytes > limit, let size = cache.first(where: { !$0.value.isEmpty })?.key {
+                    evicted.append((cache[size]!.removeLast(), size))
+                    cachedBytes -= size
+                }
+            }
+            return nil
         }
+        for (p, size) in evicted { kn_free(p, size) }
         guard let raw = reused ?? kn_alloc(bytes) else {
             fatalError("Remat: out of memory allocating \(bytes) bytes")
         }
@@ -79,16 +101,16 @@ public final class MemoryAccount: @unchecked Sendable {
             cachedBytes += bytes
             return true
         }
-        if !keep { Foundation.free(pointer) }
+        if !keep { kn_free(pointer, bytes) }
     }
 
     /// Returns the cached free blocks to the system.
     public func releaseCache() {
-        let blocks: [UnsafeMutableRawPointer] = lock.withLock {
+        let blocks: [(UnsafeMutableRawPointer, Int)] = lock.withLock {
             defer { cache.removeAll(); cachedBytes = 0 }
-            return cache.values.flatMap { $0 }
+            return cache.flatMap { size, list in list.map { ($0, size) } }
         }
-        for p in blocks { Foundation.free(p) }
+        for (p, size) in blocks { kn_free(p, size) }
     }
 
     deinit { releaseCache() }

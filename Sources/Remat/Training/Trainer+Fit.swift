@@ -74,7 +74,7 @@ extension Trainer {
                                        accuracy: Double(correct) / Double(max(images, 1)),
                                        imagesPerSecond: Double(images) / max(seconds, 1e-12), peakActivationBytes: peak)
             if let test {
-                let (l, a) = try evaluate(test)
+                let (l, a) = try evaluate(test, batchSize: batchSize) // no larger than training's: memory stays as planned
                 metrics.testLoss = l
                 metrics.testAccuracy = a
             }

@@ -89,7 +89,7 @@ public final class Trainer {
         (try stepPlan(batch: batch), try profile(batch: batch))
     }
 
-    private func profile(batch: Int) throws -> ChainProfile {
+    func profile(batch: Int) throws -> ChainProfile {
         if let p = profiles[batch] { return p }
         let p = try ChainProfile.measure(model, batch: batch, seed: seed)
         profiles[batch] = p
