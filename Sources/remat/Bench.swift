@@ -49,6 +49,7 @@ struct Bench: ParsableCommand {
 
     @OptionGroup var options: ModelOptions
     @OptionGroup var threading: ThreadOptions
+    @OptionGroup var memoryOptions: MemoryOptions
     @Option(help: "Timed steps per configuration.") var steps = 6
     @Option(help: "Untimed steps first.") var warmup = 2
     @Option(parsing: .upToNextOption, help: "Policies: none, sqrt, every-K, selective, budget-SIZE (e.g. budget-80MiB).")
@@ -74,6 +75,8 @@ struct Bench: ParsableCommand {
         var segments: Int
         var median: Double, spread: Double
         var activationBytes: Int, predictedBytes: Int, rssMiB: Double
+        /// With --memory: the whole process's predicted peak.
+        var predictedRSS: Int? = nil
         /// Under mpirun: median seconds a step spent averaging gradients, and waited for it.
         var communication = 0.0, waited = 0.0
         /// With --ideal, sequential rows: the median step on one thread.
@@ -110,8 +113,16 @@ struct Bench: ParsableCommand {
             }
             configs += overlaps.map { Checkpointing(policy: policy, overlap: $0 ? settings.overlap : nil) }
         }
+        let limit = try memoryOptions.resolve()
+        if let limit {
+            // the fastest plan that fits runs too
+            let fit = try Trainer(model: try options.makeModel(), optimizer: SGD(learningRate: 0.01, momentum: 0.9), seed: options.seed)
+                .fitting(memory: limit.bytes, batch: options.batch, overlap: overlap == .on ? settings.overlap : nil)
+            if !configs.contains(fit.checkpointing) { configs.append(fit.checkpointing) }
+            if !json && !csv { print("memory limit \(mib(limit.bytes)) MiB (\(limit.source)); the fastest plan that fits: \(fit.checkpointing.policy)") }
+        }
         let before = KernelRuntime.coreRoundTripNanoseconds
-        let rows = try measure(configs, progress: progress)
+        let rows = try limit.map { try measureWithin($0, configs, progress: progress) } ?? measure(configs, progress: progress)
         let roundTrip = (before, KernelRuntime.coreRoundTripNanoseconds)
         progress.clear()
         if let path = trace { try writeTrace(path, overlap: overlap == .off ? nil : settings.overlap) }
@@ -188,6 +199,48 @@ struct Bench: ParsableCommand {
         }
     }
 
+    /// With --memory: each configuration alone, one after another in a trainer of its own
+    /// (so the process holds one model at a time), and only those whose predicted peak RSS
+    /// fits the limit; the others are named and skipped.
+    func measureWithin(_ limit: MemoryLimit, _ configs: [Checkpointing], progress: Progress) throws -> [Row] {
+        let batch = options.batch
+        var rows: [Row] = []
+        for c in configs {
+            PeakRSS.reset() // the previous configuration's trainer is gone
+            let t = Trainer(model: try options.makeModel(), optimizer: SGD(learningRate: 0.01, momentum: 0.9), seed: options.seed)
+            t.checkpointing = c
+            let (plan, profile) = try t.plan(batch: batch)
+            let p = plan.predict(profile, overlap: c.effectiveOverlap)
+            let activations = p.overlappedPeakBound ?? p.peakBytes
+            let memory = ProcessMemory.predict(trainer: t, batch: batch, activations: activations, overlap: c.overlap != nil,
+                                               runtime: ProcessMemory.runtime(of: t))
+            let name = c.policy.description + (c.overlap != nil ? " overlapped" : "")
+            guard memory.total <= limit.bytes else {
+                if !json && !csv { print("skipped \(name): predicted peak RSS \(mib(memory.total)) MiB is over the limit") }
+                continue
+            }
+            t.account.ownedLimit = activations
+            let data = try SyntheticDataset(count: batch * 2, imageShape: t.model.imageShape, classes: t.model.classes, seed: options.seed)
+            let batches = try (0..<2).map { b in try data.batch(Array(b * batch..<(b + 1) * batch)) }
+            var times: [Double] = [], peak = 0
+            for step in 0..<(warmup + steps) {
+                progress.show("\(name): step \(step + 1)/\(warmup + steps) (\(warmup) warm-up)")
+                let m = try t.train(images: batches[step % 2].images, labels: batches[step % 2].labels)
+                if step >= warmup { times.append(m.seconds); peak = max(peak, m.peakActivationBytes) }
+            }
+            let sorted = times.sorted()
+            var row = Row(policy: c.policy, overlap: c.overlap != nil, segments: plan.segments.count, median: median(sorted),
+                          spread: (sorted.last! - sorted.first!) / 2, activationBytes: peak, predictedBytes: activations,
+                          rssMiB: PeakRSS.mebibytes)
+            row.predictedRSS = memory.total
+            rows.append(row)
+        }
+        guard !rows.isEmpty else {
+            throw RematError.invalidArgument("no configuration fits \(mib(limit.bytes)) MiB: raise --memory or lower --batch")
+        }
+        return rows
+    }
+
     func writeTrace(_ path: String, overlap: Overlap?) throws {
         let net = try options.makeModel()
         let (x, y) = try SyntheticDataset(count: options.batch, imageShape: net.imageShape, classes: net.classes, seed: options.seed)
@@ -240,6 +293,7 @@ struct Bench: ParsableCommand {
              ("allreduce_hidden", r.communication > 0 ? 1 - r.waited / r.communication : NSNull()),
              ("peak_activation_mib", Double(r.activationBytes) / 1_048_576),
              ("predicted_activation_mib", Double(r.predictedBytes) / 1_048_576), ("peak_rss_mib", r.rssMiB),
+             ("predicted_peak_rss_mib", r.predictedRSS.map { Double($0) / 1_048_576 } ?? NSNull()),
              ("overhead_vs_none", base.map { r.median / $0 - 1 } ?? NSNull()),
              ("overlap_hidden", hidden(r, in: rows, base: base) ?? NSNull()),
              ("one_thread_step_seconds", r.oneThread ?? NSNull()),
@@ -282,7 +336,7 @@ struct Bench: ParsableCommand {
                   + pad(String(format: "%8.1f +- %.1f", r.median * 1e3, r.spread * 1e3), 32)
                   + pad(String(format: "%8.1f", Double(ranks * options.batch) / r.median), 10)
                   + pad("\(mib(r.activationBytes)) (\(mib(r.predictedBytes)))", 22)
-                  + pad(String(format: "%12.1f", r.rssMiB), 14) + pad(versus, 9) + (ideal ? pad(hid, 18) + best : hid))
+                  + pad(String(format: "%12.1f", r.rssMiB) + (r.predictedRSS.map { " (\(mib($0)))" } ?? ""), 14) + pad(versus, 9) + (ideal ? pad(hid, 18) + best : hid))
         }
     }
 }

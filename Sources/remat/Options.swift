@@ -59,7 +59,7 @@ struct MemoryOptions: ParsableArguments {
 func describe(_ m: ProcessMemory) -> String {
     let parts: [(String, Int)] = [("runtime", m.runtime), ("parameters and gradients", m.parameters), ("optimizer", m.optimizer),
                  ("BatchNorm statistics", m.statistics), ("GEMM packing", m.kernelWorkspace), ("data", m.data),
-                 ("activations", m.activations)]
+                 ("training loop", m.trainingLoop), ("activations", m.activations)]
     return "\(mib(m.total)) MiB (" + parts.filter { $0.1 > 0 }.map { "\($0.0) \(mib($0.1))" }.joined(separator: ", ") + ")"
 }
 

@@ -94,6 +94,8 @@ struct Train: ParsableCommand {
         let trainer = Trainer(model: model, optimizer: opt, seed: options.seed)
         var chosen = budget.flatMap(CheckpointPolicy.parseBytes).map(CheckpointPolicy.budget) ?? policy ?? .none
         trainer.checkpointing = Checkpointing(policy: chosen, overlap: overlap ? settings.overlap : nil)
+        // opened (and its encoder first used) before a memory limit's runtime is measured
+        let log = lead ? try metrics.map { try MetricsLog(path: $0) } : nil
         var predictedRSS: Int?
         if let limit = try memoryOptions.resolve() {
             let fit = try trainer.fit(memory: limit.bytes, batch: options.batch, overlap: trainer.checkpointing.overlap,
@@ -120,7 +122,6 @@ struct Train: ParsableCommand {
         case .cosine: rate = LearningRateSchedule(base: opt.learningRate, shape: .cosine(total: total, minimum: 0), warmup: warmupSteps)
         case .step: rate = LearningRateSchedule(base: opt.learningRate, shape: .step(every: max(1, total / 3), factor: 0.1), warmup: warmupSteps)
         }
-        let log = lead ? try metrics.map { try MetricsLog(path: $0) } : nil
         let progress = Progress(quiet: !lead)
         let interrupt = Interrupt()
         let clock = Stopwatch()
@@ -300,6 +301,7 @@ final class MetricsLog {
         }
         handle = h
         handle.seekToEndOfFile()
+        _ = try? JSONSerialization.data(withJSONObject: ["warm": 1.5], options: [.sortedKeys]) // load the encoder now
     }
     func write(_ object: [String: Any]) throws {
         var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])

@@ -36,6 +36,12 @@ struct TrainingTests {
         #expect(account.peakBytes == 512)
         account.resetPeak()
         #expect(account.peakBytes == 448)
+        do { // charged as placed: whole 4 KiB pages from 128 KiB, whole 2 MiB pages from 2 MiB
+            let pages = Tensor(uninitialized: Shape(33_000), account: account)     // 132,000 bytes
+            let huge = Tensor(uninitialized: Shape(600_000), account: account)     // 2,400,000 bytes
+            #expect(account.liveBytes == 448 + 135_168 + 4 << 20)
+            _ = (pages, huge)
+        }
         _ = a
         let data = try SyntheticDataset(count: 8, imageShape: Shape(3, 32, 32))
         let (x, y) = try data.batch(Array(0..<8))

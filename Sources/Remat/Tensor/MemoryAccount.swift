@@ -62,8 +62,14 @@ public final class MemoryAccount: @unchecked Sendable {
     /// Starts a new peak measurement from the current live bytes.
     public func resetPeak() { lock.withLock { peak = live } }
 
-    /// Bytes a tensor of `count` floats is charged: whole 64-byte lines, at least one.
-    static func bytes(floats count: Int) -> Int { max(64, (count * MemoryLayout<Float>.stride + 63) / 64 * 64) }
+    /// Bytes a tensor of `count` floats is charged: what its buffer occupies as `kn_alloc`
+    /// places it (whole 64-byte lines, at least one; from 128 KiB whole 4 KiB pages; from
+    /// 2 MiB whole 2 MiB pages), so the account's bytes are resident bytes.
+    static func bytes(floats count: Int) -> Int {
+        let raw = count * MemoryLayout<Float>.stride
+        let unit = raw >= 2 << 20 ? 2 << 20 : raw >= 128 << 10 ? 4096 : 64
+        return max(64, (raw + unit - 1) / unit * unit)
+    }
 
     /// 64-byte-aligned memory for `count` floats (uninitialised).
     func allocate(floats count: Int) -> UnsafeMutablePointer<Float> {

@@ -104,8 +104,8 @@ extension Trainer {
             } else {
                 activations = CheckpointPlan.smallestBudget(profile)
             }
-            // no profile ran at this batch: a full set of packing space for each kernel thread
-            let packing = max(Int(kn_packing_bytes()), KernelRuntime.threads * ProcessMemory.fullPackingBytes)
+            // no profile ran at this batch: at least a full set of packing space
+            let packing = max(Int(kn_packing_bytes()), ProcessMemory.fullPackingBytes)
             return ProcessMemory.predict(trainer: self, batch: batch, activations: activations, overlap: overlap != nil,
                                          datasetBytes: datasetBytes, runtime: runtime, packing: packing).total <= limit
         }
