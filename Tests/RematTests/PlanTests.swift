@@ -240,9 +240,10 @@ struct PlanTests {
 
     /// Selective recomputation keeps less than no checkpointing where blocks have BatchNorm
     /// (the conv output is kept, BN and ReLU outputs rebuilt), and refuses overlap clearly.
+    /// Batch 4: at 2, vgg11's page-rounded kernel scratch is a large share of the little kept.
     @Test func selectiveKeepsLessAndRefusesOverlap() throws {
         for name in ["resnet20", "vgg11"] {
-            let profile = try ChainProfile.measure(try Zoo.model(named: name), batch: 2)
+            let profile = try ChainProfile.measure(try Zoo.model(named: name), batch: 4)
             let none = try CheckpointPlan(policy: .none, profile: profile).predict(profile)
             let selective = try CheckpointPlan(policy: .selective, profile: profile).predict(profile)
             #expect(selective.peakBytes < none.peakBytes * 85 / 100, "\(name): selective \(selective.peakBytes) vs none \(none.peakBytes)")

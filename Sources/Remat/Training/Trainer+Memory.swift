@@ -43,12 +43,17 @@ extension Trainer {
             return best
         }
         let smallest = try smallestLimit(batch: batch, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime)
+        // the estimate leaves out kernel scratch, which does not shrink with the batch:
+        // bisect below it on profiles measured at each batch tried
         var largest = try largestBatch(within: limit, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime)
-        // the estimate has no kernel scratch: confirm on the profile measured at that batch
-        for _ in 0..<4 {
-            guard let b = largest, b > 1,
-                  try smallestLimit(batch: b, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime) > limit else { break }
-            largest = max(1, b * 15 / 16)
+        if let top = largest,
+           try smallestLimit(batch: top, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime) > limit {
+            var lo = 0, hi = top // lo fits (0: none known), hi does not
+            while hi - lo > 1 {
+                let mid = (lo + hi) / 2
+                if try smallestLimit(batch: mid, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime) <= limit { lo = mid } else { hi = mid }
+            }
+            largest = lo > 0 ? lo : nil
         }
         throw RematError.invalidArgument(
             "no plan for \(model.name) at batch \(batch) fits a process in \(Self.size(limit)): the smallest limit at this batch is "
