@@ -114,15 +114,18 @@ struct Bench: ParsableCommand {
             configs += overlaps.map { Checkpointing(policy: policy, overlap: $0 ? settings.overlap : nil) }
         }
         let limit = try memoryOptions.resolve()
+        var runtime = 0
         if let limit {
             // the fastest plan that fits runs too
             let fit = try Trainer(model: try options.makeModel(), optimizer: SGD(learningRate: 0.01, momentum: 0.9), seed: options.seed)
                 .fitting(memory: limit.bytes, batch: options.batch, overlap: overlap == .on ? settings.overlap : nil)
             if !configs.contains(fit.checkpointing) { configs.append(fit.checkpointing) }
+            runtime = fit.memory.runtime // measured once: later trainers would read the first one's leftovers
             if !json && !csv { print("memory limit \(mib(limit.bytes)) MiB (\(limit.source)); the fastest plan that fits: \(fit.checkpointing.policy)") }
         }
         let before = KernelRuntime.coreRoundTripNanoseconds
-        let rows = try limit.map { try measureWithin($0, configs, progress: progress) } ?? measure(configs, progress: progress)
+        let rows = try limit.map { try measureWithin($0, runtime: runtime, configs, progress: progress) }
+            ?? measure(configs, progress: progress)
         let roundTrip = (before, KernelRuntime.coreRoundTripNanoseconds)
         progress.clear()
         if let path = trace { try writeTrace(path, overlap: overlap == .off ? nil : settings.overlap) }
@@ -202,7 +205,7 @@ struct Bench: ParsableCommand {
     /// With --memory: each configuration alone, one after another in a trainer of its own
     /// (so the process holds one model at a time), and only those whose predicted peak RSS
     /// fits the limit; the others are named and skipped.
-    func measureWithin(_ limit: MemoryLimit, _ configs: [Checkpointing], progress: Progress) throws -> [Row] {
+    func measureWithin(_ limit: MemoryLimit, runtime: Int, _ configs: [Checkpointing], progress: Progress) throws -> [Row] {
         let batch = options.batch
         var rows: [Row] = []
         for c in configs {
@@ -213,7 +216,7 @@ struct Bench: ParsableCommand {
             let p = plan.predict(profile, overlap: c.effectiveOverlap)
             let activations = p.overlappedPeakBound ?? p.peakBytes
             let memory = ProcessMemory.predict(trainer: t, batch: batch, activations: activations, overlap: c.overlap != nil,
-                                               runtime: ProcessMemory.runtime(of: t))
+                                               runtime: runtime)
             let name = c.policy.description + (c.overlap != nil ? " overlapped" : "")
             guard memory.total <= limit.bytes else {
                 if !json && !csv { print("skipped \(name): predicted peak RSS \(mib(memory.total)) MiB is over the limit") }

@@ -195,6 +195,10 @@ struct CLITests {
         #expect(t.status == 0, "\(t.stderr)")
         let r = try #require(t.json.first)
         #expect((r["speedup"] as! Double) > 0 && !(r["tried"] as! [Any]).isEmpty)
+        // what was kept (the search's fastest only if it beat the default in every re-timed round) is what was saved
+        let kept = try #require(r["kept_default"] as? Bool), rounds = try #require(r["rounds"] as? Int)
+        #expect(r["saved_to"] is String && (kept ? r["winner"] as? String != r["searched_fastest"] as? String || rounds == 0 : rounds >= 3),
+                "\(r)")
         let file = try TuningFile(path: folder.appendingPathComponent("tuning.json").path)
         #expect(file.matching(model: "lenet5", batch: 8) != nil)
         let bench = ["bench", "--model", "lenet5", "--batch", "8", "--steps", "1", "--warmup", "0", "--policies", "none"]
