@@ -175,7 +175,7 @@ struct Bench: ParsableCommand {
             let sorted = times[k].sorted()
             var row = Row(policy: configs[k].policy, overlap: configs[k].overlap != nil, segments: plan.segments.count,
                           median: median(sorted), spread: (sorted.last! - sorted.first!) / 2, activationBytes: peaks[k],
-                          predictedBytes: p.overlappedPeakBound ?? p.peakBytes, rssMiB: 0,
+                          predictedBytes: p.activationPeak, rssMiB: 0,
                           communication: median(communication[k]), waited: median(waited[k]),
                           oneThread: oneThread[k].isEmpty ? nil : median(oneThread[k].sorted()))
             if let c = communicator { // the slowest rank sets the pace
@@ -214,7 +214,7 @@ struct Bench: ParsableCommand {
             t.checkpointing = c
             let (plan, profile) = try t.plan(batch: batch)
             let p = plan.predict(profile, overlap: c.effectiveOverlap)
-            let activations = p.overlappedPeakBound ?? p.peakBytes
+            let activations = p.activationPeak
             let memory = ProcessMemory.predict(trainer: t, batch: batch, activations: activations, overlap: c.overlap != nil,
                                                runtime: runtime)
             let name = c.policy.description + (c.overlap != nil ? " overlapped" : "")

@@ -1,6 +1,10 @@
 /// What a plan is predicted to cost, from a chain profile: the peak of activation bytes the
 /// allocator will see and the forward work done twice.
 public struct PlanPrediction: Sendable, Equatable {
+    /// The most activation bytes a step can hold: the overlapped bound where there is one,
+    /// else the peak.
+    public var activationPeak: Int { overlappedPeakBound ?? peakBytes }
+
     /// Peak activation bytes of a step run sequentially (recompute on the backward thread).
     public var peakBytes: Int
     /// With overlap: an upper bound on the peak, reached when the recompute thread has

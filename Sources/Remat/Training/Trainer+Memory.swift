@@ -31,8 +31,9 @@ extension Trainer {
     ///
     /// `datasetBytes` is what the dataset holds in memory; `runtime` the resident bytes of
     /// the rest of the process (its code, libraries and runtimes), by default measured once
-    /// the chain is profiled (`ProcessMemory.runtime(of:datasetBytes:)`). A limit no plan meets throws, naming the smallest limit that works at this
-    /// batch and the largest batch that fits this limit.
+    /// the chain is profiled (`ProcessMemory.runtime(of:datasetBytes:)`). A limit no plan
+    /// meets throws, naming the smallest limit that works at this batch and the largest batch
+    /// that fits this limit.
     public func fitting(memory limit: Int, batch: Int, overlap: Overlap? = nil, datasetBytes: Int = 0,
                         runtime given: Int? = nil) throws -> MemoryFit {
         _ = try profile(batch: batch) // the kernel threads and their packing space as a step has them
@@ -48,10 +49,8 @@ extension Trainer {
         var largest = try largestBatch(within: limit, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime)
         if let top = largest,
            try smallestLimit(batch: top, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime) > limit {
-            var lo = 0, hi = top // lo fits (0: none known), hi does not
-            while hi - lo > 1 {
-                let mid = (lo + hi) / 2
-                if try smallestLimit(batch: mid, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime) <= limit { lo = mid } else { hi = mid }
+            let lo = try Self.largest(fitting: 0, notFitting: top) {
+                try smallestLimit(batch: $0, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime) <= limit
             }
             largest = lo > 0 ? lo : nil
         }
@@ -64,9 +63,8 @@ extension Trainer {
 
     /// The predicted process peak of each plan the limit may choose: none, selective and
     /// the budget plan that takes what the limit leaves (when there is room for one).
-    func memoryCandidates(limit: Int, batch: Int, overlap: Overlap?, datasetBytes: Int, runtime: Int,
-                          profile given: ChainProfile? = nil) throws -> [MemoryFit] {
-        let profile = try given ?? self.profile(batch: batch)
+    func memoryCandidates(limit: Int, batch: Int, overlap: Overlap?, datasetBytes: Int, runtime: Int) throws -> [MemoryFit] {
+        let profile = try self.profile(batch: batch)
         let fixed = ProcessMemory.predict(trainer: self, batch: batch, activations: 0, overlap: overlap != nil,
                                           datasetBytes: datasetBytes, runtime: runtime)
         // 1 % of the limit stays free: the runtime measured again later reads a MiB or two apart
@@ -74,14 +72,25 @@ extension Trainer {
         var policies: [CheckpointPolicy] = [.none, .selective]
         if room > 0, CheckpointPlan.cheapest(within: room, profile) != nil { policies.append(.budget(room)) }
         return try policies.map { policy in
-            let checkpointing = Checkpointing(policy: policy, overlap: policy == .selective ? nil : overlap)
-            let plan = try CheckpointPlan(policy: policy, profile: profile)
-            let p = plan.predict(profile, overlap: checkpointing.effectiveOverlap)
-            let memory = ProcessMemory.predict(trainer: self, batch: batch, activations: p.overlappedPeakBound ?? p.peakBytes,
+            let (checkpointing, p) = try Self.planned(policy, profile, overlap: overlap)
+            let memory = ProcessMemory.predict(trainer: self, batch: batch, activations: p.activationPeak,
                                                overlap: checkpointing.overlap != nil, datasetBytes: datasetBytes,
                                                runtime: runtime)
             return MemoryFit(checkpointing: checkpointing, memory: memory, prediction: p)
         }
+    }
+
+    /// `policy` with `overlap` where it can overlap (selective cannot), and its prediction.
+    static func planned(_ policy: CheckpointPolicy, _ profile: ChainProfile, overlap: Overlap?) throws -> (Checkpointing, PlanPrediction) {
+        let checkpointing = Checkpointing(policy: policy, overlap: policy == .selective ? nil : overlap)
+        return (checkpointing, try CheckpointPlan(policy: policy, profile: profile).predict(profile, overlap: checkpointing.effectiveOverlap))
+    }
+
+    /// The largest batch in (`lo`, `hi`) that `fits`, or `lo`: `lo` fits (or is 0), `hi` does not.
+    static func largest(fitting lo: Int, notFitting hi: Int, _ fits: (Int) throws -> Bool) rethrows -> Int {
+        var (lo, hi) = (lo, hi)
+        while hi - lo > 1 { let mid = (lo + hi) / 2; if try fits(mid) { lo = mid } else { hi = mid } }
+        return lo
     }
 
     /// The smallest process limit any plan meets at `batch` (the smallest activation budget
@@ -104,9 +113,7 @@ extension Trainer {
             let profile = one.scaled(to: batch)
             let activations: Int
             if let policy {
-                let checkpointing = Checkpointing(policy: policy, overlap: policy == .selective ? nil : overlap)
-                let p = try CheckpointPlan(policy: policy, profile: profile).predict(profile, overlap: checkpointing.effectiveOverlap)
-                activations = p.overlappedPeakBound ?? p.peakBytes
+                activations = try Self.planned(policy, profile, overlap: overlap).1.activationPeak
             } else {
                 activations = CheckpointPlan.smallestBudget(profile)
             }
@@ -118,8 +125,7 @@ extension Trainer {
         guard try fits(1) else { return nil }
         var lo = 1, hi = 2
         while try fits(hi) { lo = hi; hi *= 2; if hi > 1 << 24 { return lo } }
-        while hi - lo > 1 { let mid = (lo + hi) / 2; if try fits(mid) { lo = mid } else { hi = mid } }
-        return lo
+        return try Self.largest(fitting: lo, notFitting: hi, fits)
     }
 
     static func size(_ bytes: Int) -> String {
