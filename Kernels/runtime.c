@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 // MARK: - Status
 
@@ -420,6 +423,12 @@ static size_t mapped(size_t bytes) {
     return bytes < KN_MAPPED ? bytes : bytes < KN_HUGE ? page_size(bytes) : huge_size(bytes);
 }
 size_t kn_packing_bytes(void) { return packing_total; }
+
+void kn_trim_heap(void) {
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+}
 
 static void scratch_free(void *v) {
     scratch_set *s = v;

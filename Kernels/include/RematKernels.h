@@ -70,6 +70,9 @@ void *kn_alloc(size_t bytes);
 /// Resident bytes of the GEMM packing space all threads hold now (each thread that runs a
 /// GEMM keeps its own, grown to the largest it needed).
 size_t kn_packing_bytes(void);
+/// Hands the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing),
+/// so the resident bytes measured next are what the process holds.
+void kn_trim_heap(void);
 
 /// Frees what kn_alloc(bytes) returned (NULL is ignored); a mapped buffer's pages go back to
 /// the system at once.

@@ -75,14 +75,15 @@ public struct ChainProfile: Sendable {
     /// at `batch` on synthetic images (BatchNorm running statistics untouched, gradients zeroed afterwards).
     public static func measure(_ model: Model, batch: Int, seed: UInt64 = 0) throws -> ChainProfile {
         guard batch >= 1 else { throw RematError.invalidArgument("a profile needs a batch of at least 1, got \(batch)") }
-        let images = try SyntheticDataset(count: batch, imageShape: model.imageShape, classes: model.classes, seed: seed)
-            .batch(Array(0..<batch)).images
         var context = ForwardContext(training: true, seed: seed)
         context.updateRunningStatistics = false
         let account = MemoryAccount()
         defer { model.zeroGradients() }
         let costs: [BlockCost] = try account.withCurrent {
-            var x = images, costs: [BlockCost] = []
+            // the images too are this account's, so none of the profile's memory stays cached after it
+            var x = try SyntheticDataset(count: batch, imageShape: model.imageShape, classes: model.classes, seed: seed)
+                .batch(Array(0..<batch)).images
+            var costs: [BlockCost] = []
             for (i, block) in model.blocks.enumerated() {
                 func peak<T>(_ body: () throws -> T) rethrows -> (T, Int, Double) {
                     let before = account.liveBytes
@@ -184,6 +185,40 @@ public struct ChainProfile: Sendable {
             e.outputRebuildSeconds = Double(2 * e.outputBytes) / (gigabytesPerSecond * 1e9)
             e.outputRebuildPeak = c.outputRebuildPeak.map(scale)
             e.outputRebuildBytes = scale(c.outputRebuildBytes)
+            return e
+        }
+        return ChainProfile(batch: batch, blocks: costs, measured: false)
+    }
+
+    /// The line through two measured profiles at other batches, read at `batch`: every byte
+    /// count and time of a block, kernel scratch included, grows linearly with the batch as
+    /// long as the kernels choose the same algorithms.
+    static func extrapolated(_ a: ChainProfile, _ b: ChainProfile, to batch: Int) -> ChainProfile {
+        precondition(a.blocks.count == b.blocks.count && a.batch != b.batch)
+        let t = Double(batch - a.batch) / Double(b.batch - a.batch)
+        func line(_ x: Int, _ y: Int) -> Int { max(0, Int((Double(x) + t * Double(y - x)).rounded(.up))) }
+        func line(_ x: Double, _ y: Double) -> Double { max(0, x + t * (y - x)) }
+        let costs = zip(a.blocks, b.blocks).map { x, y -> BlockCost in
+            var e = y
+            e.forwardSeconds = line(x.forwardSeconds, y.forwardSeconds)
+            e.backwardSeconds = line(x.backwardSeconds, y.backwardSeconds)
+            e.recomputeSeconds = line(x.recomputeSeconds, y.recomputeSeconds)
+            e.rebuildSeconds = line(x.rebuildSeconds, y.rebuildSeconds)
+            e.outputRebuildSeconds = line(x.outputRebuildSeconds, y.outputRebuildSeconds)
+            e.forwardFLOPs = line(x.forwardFLOPs, y.forwardFLOPs)
+            e.inputBytes = line(x.inputBytes, y.inputBytes)
+            e.outputBytes = line(x.outputBytes, y.outputBytes)
+            e.forwardPeak = line(x.forwardPeak, y.forwardPeak)
+            e.recomputePeak = line(x.recomputePeak, y.recomputePeak)
+            e.savedBytes = line(x.savedBytes, y.savedBytes)
+            e.backwardPeak = line(x.backwardPeak, y.backwardPeak)
+            e.inputGradientBytes = line(x.inputGradientBytes, y.inputGradientBytes)
+            e.stashBytes = line(x.stashBytes, y.stashBytes)
+            e.rebuildPeak = line(x.rebuildPeak, y.rebuildPeak)
+            e.rebuildBytes = line(x.rebuildBytes, y.rebuildBytes)
+            if let p = x.outputRebuildPeak, let q = y.outputRebuildPeak { e.outputRebuildPeak = line(p, q) }
+            e.outputRebuildBytes = line(x.outputRebuildBytes, y.outputRebuildBytes)
+            e.statisticsBytes = line(x.statisticsBytes, y.statisticsBytes)
             return e
         }
         return ChainProfile(batch: batch, blocks: costs, measured: false)

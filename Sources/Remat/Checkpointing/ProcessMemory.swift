@@ -71,6 +71,7 @@ public struct ProcessMemory: Sendable, Equatable {
     /// the kernel threads have run (after a profile), and while nothing else large is held.
     public static func runtime(of trainer: Trainer, datasetBytes: Int = 0) -> Int {
         let held = 8 * trainer.model.parameterCount + 4 * trainer.optimizer.state.values.reduce(0) { $0 + $1.count }
+        kn_trim_heap() // the C heap's free pages are not the runtime's
         return max(0, residentBytes() - held - Int(kn_packing_bytes()) - datasetBytes)
     }
 

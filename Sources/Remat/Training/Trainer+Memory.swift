@@ -44,16 +44,7 @@ extension Trainer {
             return best
         }
         let smallest = try smallestLimit(batch: batch, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime)
-        // the estimate leaves out kernel scratch, which does not shrink with the batch:
-        // bisect below it on profiles measured at each batch tried
-        var largest = try largestBatch(within: limit, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime)
-        if let top = largest,
-           try smallestLimit(batch: top, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime) > limit {
-            let lo = try Self.largest(fitting: 0, notFitting: top) {
-                try smallestLimit(batch: $0, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime) <= limit
-            }
-            largest = lo > 0 ? lo : nil
-        }
+        let largest = try largestBatch(within: limit, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime)
         throw RematError.invalidArgument(
             "no plan for \(model.name) at batch \(batch) fits a process in \(Self.size(limit)): the smallest limit at this batch is "
             + "\(Self.size(smallest))" + (largest.map { ", and the largest batch that fits \(Self.size(limit)) is \($0)" }
@@ -61,15 +52,15 @@ extension Trainer {
             + ". Raise the limit or lower the batch.")
     }
 
-    /// The predicted process peak of each plan the limit may choose: none, selective and
-    /// the budget plan that takes what the limit leaves (when there is room for one).
+    /// The predicted process peak of each plan the limit may choose: none, selective, sqrt(n)
+    /// and the budget plan that takes what the limit leaves (when there is room for one).
     func memoryCandidates(limit: Int, batch: Int, overlap: Overlap?, datasetBytes: Int, runtime: Int) throws -> [MemoryFit] {
         let profile = try self.profile(batch: batch)
         let fixed = ProcessMemory.predict(trainer: self, batch: batch, activations: 0, overlap: overlap != nil,
                                           datasetBytes: datasetBytes, runtime: runtime)
         // 1 % of the limit stays free: the runtime measured again later reads a MiB or two apart
         let room = limit - fixed.total - limit / 100
-        var policies: [CheckpointPolicy] = [.none, .selective]
+        var policies: [CheckpointPolicy] = [.none, .selective, .sqrtN]
         if room > 0, CheckpointPlan.cheapest(within: room, profile) != nil { policies.append(.budget(room)) }
         return try policies.map { policy in
             let (checkpointing, p) = try Self.planned(policy, profile, overlap: overlap)
@@ -93,39 +84,60 @@ extension Trainer {
         return lo
     }
 
+    /// The fewest activation bytes of any plan the limit may choose: the smallest budget, or
+    /// sqrt(n)'s peak where the two models of a segment's peak differ by a few bytes.
+    static func leastActivations(_ profile: ChainProfile) throws -> Int {
+        min(CheckpointPlan.smallestBudget(profile), try planned(.sqrtN, profile, overlap: nil).1.activationPeak)
+    }
+
     /// The smallest process limit any plan meets at `batch` (the smallest activation budget
     /// and everything else).
     public func smallestLimit(batch: Int, overlap: Overlap? = nil, datasetBytes: Int = 0, runtime given: Int? = nil) throws -> Int {
         let profile = try self.profile(batch: batch)
         let runtime = given ?? ProcessMemory.runtime(of: self, datasetBytes: datasetBytes)
-        return ProcessMemory.predict(trainer: self, batch: batch, activations: CheckpointPlan.smallestBudget(profile),
+        return ProcessMemory.predict(trainer: self, batch: batch, activations: try Self.leastActivations(profile),
                                      overlap: overlap != nil, datasetBytes: datasetBytes, runtime: runtime).total
     }
 
-    /// The largest batch whose smallest process limit is within `limit`, on a profile
-    /// estimated from one image (nil if not even one image fits). With `policy`, the largest
-    /// batch that policy's plan fits instead.
+    /// The largest batch whose smallest process limit is within `limit` (nil if not even one
+    /// image fits); with `policy`, the largest batch that policy's plan fits instead.
+    ///
+    /// A secant search on measured profiles: the line through the profile at 32 images and the
+    /// last one measured (first the one at 16) estimates the largest batch that fits, a profile
+    /// measured there says whether it does, and the search ends where no batch is left between
+    /// the largest that fit and the smallest that did not, or after eight profiles (the answer
+    /// then fits, and the next batch that did not is at most 1 % above it).
     public func largestBatch(within limit: Int, policy: CheckpointPolicy? = nil, overlap: Overlap? = nil,
                              datasetBytes: Int = 0, runtime given: Int? = nil) throws -> Int? {
-        let one = try ChainProfile.measure(model, batch: 1, seed: seed)
+        let anchor = try profile(batch: 32)
+        var latest = try profile(batch: 16)
         let runtime = given ?? ProcessMemory.runtime(of: self, datasetBytes: datasetBytes)
-        func fits(_ batch: Int) throws -> Bool {
-            let profile = one.scaled(to: batch)
-            let activations: Int
-            if let policy {
-                activations = try Self.planned(policy, profile, overlap: overlap).1.activationPeak
-            } else {
-                activations = CheckpointPlan.smallestBudget(profile)
-            }
-            // no profile ran at this batch: at least a full set of packing space
-            let packing = max(Int(kn_packing_bytes()), ProcessMemory.fullPackingBytes)
-            return ProcessMemory.predict(trainer: self, batch: batch, activations: activations, overlap: overlap != nil,
+        func fits(_ profile: ChainProfile, packing: Int = Int(kn_packing_bytes())) throws -> Bool {
+            let activations = try policy.map { try Self.planned($0, profile, overlap: overlap).1.activationPeak }
+                ?? Self.leastActivations(profile)
+            return ProcessMemory.predict(trainer: self, batch: profile.batch, activations: activations, overlap: overlap != nil,
                                          datasetBytes: datasetBytes, runtime: runtime, packing: packing).total <= limit
         }
-        guard try fits(1) else { return nil }
-        var lo = 1, hi = 2
-        while try fits(hi) { lo = hi; hi *= 2; if hi > 1 << 24 { return lo } }
-        return try Self.largest(fitting: lo, notFitting: hi, fits)
+        var (fitted, failed) = (0, 1 << 24)
+        for p in [latest, anchor] {
+            if try fits(p) { fitted = max(fitted, p.batch) } else { failed = min(failed, p.batch) }
+        }
+        // an estimated batch may take more packing space than the profiles did: at least a full set
+        let packing = max(Int(kn_packing_bytes()), ProcessMemory.fullPackingBytes)
+        for _ in 0..<8 where failed - fitted > max(1, fitted / 100) {
+            let through = latest
+            func estimated(_ batch: Int) throws -> Bool {
+                try fits(ChainProfile.extrapolated(anchor, through, to: batch), packing: packing)
+            }
+            var lo = fitted, top = max(1, 2 * fitted)
+            while top < failed, try estimated(top) { lo = top; top *= 2 }
+            var guess = try Self.largest(fitting: lo, notFitting: min(top, failed), estimated)
+            // the line crossed the limit where a measured profile fit: the kernels changed algorithm
+            if guess <= fitted { guess = min(fitted + (failed - fitted) / 2, 2 * fitted) }
+            latest = try profile(batch: guess)
+            if try fits(latest) { fitted = guess } else { failed = guess }
+        }
+        return fitted > 0 ? fitted : nil
     }
 
     static func size(_ bytes: Int) -> String {
