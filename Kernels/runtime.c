@@ -430,6 +430,13 @@ void kn_trim_heap(void) {
 #endif
 }
 
+#if defined(__GLIBC__)
+// glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB), after
+// which blocks of that size (a batch of images) come from the heap and stay resident when
+// freed; a fixed threshold maps them on their own, as kn_alloc does, so freed means returned.
+__attribute__((constructor)) static void fixed_mmap_threshold(void) { mallopt(M_MMAP_THRESHOLD, (int)KN_MAPPED); }
+#endif
+
 static void scratch_free(void *v) {
     scratch_set *s = v;
     for (int slot = 0; slot < 2; slot++) {

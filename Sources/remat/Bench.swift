@@ -218,7 +218,7 @@ struct Bench: ParsableCommand {
             let memory = ProcessMemory.predict(trainer: t, batch: batch, activations: activations, overlap: c.overlap != nil,
                                                runtime: runtime)
             let name = c.policy.description + (c.overlap != nil ? " overlapped" : "")
-            guard memory.total <= limit.bytes else {
+            guard memory.fits(limit.bytes) else {
                 if !json && !csv { print("skipped \(name): predicted peak RSS \(mib(memory.total)) MiB is over the limit") }
                 continue
             }

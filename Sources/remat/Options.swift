@@ -164,16 +164,10 @@ struct Progress {
     func clear() { show("") }
 }
 
-#if os(Linux)
-@_silgen_name("malloc_trim") private func glibcMallocTrim(_ pad: Int) -> Int32
-#endif
-
 /// The process's peak resident memory, reset between measurements (Linux clear_refs).
 enum PeakRSS {
     static func reset() {
-        #if os(Linux)
-        _ = glibcMallocTrim(0) // hand freed heap back first, so an earlier run's pages do not count
-        #endif
+        ProcessMemory.trimHeap() // hand freed heap back first, so an earlier run's pages do not count
         if let f = fopen("/proc/self/clear_refs", "w") { fputs("5", f); fclose(f) }
     }
     /// VmRSS now, in MiB (0 where /proc is unavailable).

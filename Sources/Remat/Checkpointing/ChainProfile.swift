@@ -92,14 +92,23 @@ public struct ChainProfile: Sendable {
                     let r = try body()
                     return (r, account.peakBytes - before, DispatchTimeSource.seconds(since: start))
                 }
+                account.ownedLimit = nil
+                account.resetPeak()
                 do { // warm, both ways: kernel plans made, pages touched (a cold backward ran 2-5x slower)
-                    let (y, saved) = try block.forward(x, context)
-                    _ = try block.backward(Tensor(zeros: y.shape), saved)
+                    var (y, saved): (Tensor?, Saved) = try block.forward(x, context)
+                    let g = Tensor(zeros: y!.shape)
+                    y = nil // as in a step, the block's output is gone by its backward (unless its records keep it)
+                    _ = try block.backward(g, saved)
                 }
+                // the cache may hold what the warm run needed at once, no more: the profile's
+                // resident memory stays what one step of this block takes
+                account.ownedLimit = account.peakBytes
                 // timed as a checkpointed segment's forward runs it: recording its BatchNorm statistics
                 var recording = context
                 recording.statistics = ActivationStash()
-                let ((y, saved), fPeak, fSeconds) = try peak { try block.forward(x, recording) }
+                var ((output, saved), fPeak, fSeconds) = try peak { try block.forward(x, recording) }
+                var y: Tensor! = output
+                output = Tensor(zeros: Shape(1))
                 var kept = saved.storages
                 let keepsInput = kept.removeValue(forKey: x.storageID) != nil && i > 0
                 let keepsOutput = kept.removeValue(forKey: y.storageID) != nil
@@ -111,14 +120,16 @@ public struct ChainProfile: Sendable {
                 cost.statisticsBytes = recording.statistics!.tensors.reduce(0) { $0 + $1.accountBytes }
                 do {
                     let g = Tensor(zeros: y.shape)
+                    y = nil // taken back from the recompute below
                     let (dx, bPeak, bSeconds) = try peak { try block.backward(g, saved) }
                     (cost.backwardPeak, cost.backwardSeconds, cost.inputGradientBytes) = (bPeak, bSeconds, dx.accountBytes)
                 }
+                saved = Saved() // what a step frees after the backward: the runs below do not hold it
                 do { // as its recompute runs it, taking its statistics back (warm: the forward just ran)
                     recording.statistics!.rewind()
                     let (replayed, rPeak, rSeconds) = try peak { try block.forward(x, recording) }
                     (cost.recomputePeak, cost.recomputeSeconds) = (rPeak, rSeconds)
-                    withExtendedLifetime(replayed) {}
+                    y = replayed.0 // the same bits as the forward's output
                 }
                 // selective: record the expensive outputs, then rebuild from them
                 let stash = ActivationStash()

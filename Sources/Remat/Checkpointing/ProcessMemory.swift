@@ -36,6 +36,13 @@ public struct ProcessMemory: Sendable, Equatable {
     /// The predicted peak resident bytes of the process.
     public var total: Int { fixed + activations }
 
+    /// Whether the prediction fits `limit` with 1 % of it free: the runtime measured again
+    /// later reads a MiB or two apart.
+    public func fits(_ limit: Int) -> Bool { total <= ProcessMemory.usable(limit) }
+
+    /// What a limit leaves a prediction: all of it but 1 %.
+    static func usable(_ limit: Int) -> Int { limit - limit / 100 }
+
     /// Everything but the activations: what a limit leaves the plan.
     public var fixed: Int { runtime + parameters + optimizer + statistics + kernelWorkspace + data + trainingLoop }
 
@@ -71,9 +78,13 @@ public struct ProcessMemory: Sendable, Equatable {
     /// the kernel threads have run (after a profile), and while nothing else large is held.
     public static func runtime(of trainer: Trainer, datasetBytes: Int = 0) -> Int {
         let held = 8 * trainer.model.parameterCount + 4 * trainer.optimizer.state.values.reduce(0) { $0 + $1.count }
-        kn_trim_heap() // the C heap's free pages are not the runtime's
+        trimHeap() // the C heap's free pages are not the runtime's
         return max(0, residentBytes() - held - Int(kn_packing_bytes()) - datasetBytes)
     }
+
+    /// Hands the C heap's free pages back to the system (glibc), so that what is resident next
+    /// is what the process holds.
+    public static func trimHeap() { kn_trim_heap() }
 
     /// The resident bytes of this process now (VmRSS; 0 where /proc is unavailable).
     public static func residentBytes() -> Int { status("VmRSS:") }

@@ -39,7 +39,7 @@ extension Trainer {
         _ = try profile(batch: batch) // the kernel threads and their packing space as a step has them
         let runtime = given ?? ProcessMemory.runtime(of: self, datasetBytes: datasetBytes)
         let candidates = try memoryCandidates(limit: limit, batch: batch, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime)
-        let fits = candidates.filter { $0.memory.total <= limit }
+        let fits = candidates.filter { $0.memory.fits(limit) }
         if let best = fits.min(by: { $0.prediction.extraForwardSeconds < $1.prediction.extraForwardSeconds }) {
             return best
         }
@@ -58,8 +58,7 @@ extension Trainer {
         let profile = try self.profile(batch: batch)
         let fixed = ProcessMemory.predict(trainer: self, batch: batch, activations: 0, overlap: overlap != nil,
                                           datasetBytes: datasetBytes, runtime: runtime)
-        // 1 % of the limit stays free: the runtime measured again later reads a MiB or two apart
-        let room = limit - fixed.total - limit / 100
+        let room = ProcessMemory.usable(limit) - fixed.total
         var policies: [CheckpointPolicy] = [.none, .selective, .sqrtN]
         if room > 0, CheckpointPlan.cheapest(within: room, profile) != nil { policies.append(.budget(room)) }
         return try policies.map { policy in
@@ -95,8 +94,9 @@ extension Trainer {
     public func smallestLimit(batch: Int, overlap: Overlap? = nil, datasetBytes: Int = 0, runtime given: Int? = nil) throws -> Int {
         let profile = try self.profile(batch: batch)
         let runtime = given ?? ProcessMemory.runtime(of: self, datasetBytes: datasetBytes)
-        return ProcessMemory.predict(trainer: self, batch: batch, activations: try Self.leastActivations(profile),
-                                     overlap: overlap != nil, datasetBytes: datasetBytes, runtime: runtime).total
+        let total = ProcessMemory.predict(trainer: self, batch: batch, activations: try Self.leastActivations(profile),
+                                          overlap: overlap != nil, datasetBytes: datasetBytes, runtime: runtime).total
+        return (total * 100 + 98) / 99 // with the 1 % a limit keeps free
     }
 
     /// The largest batch whose smallest process limit is within `limit` (nil if not even one
@@ -116,7 +116,7 @@ extension Trainer {
             let activations = try policy.map { try Self.planned($0, profile, overlap: overlap).1.activationPeak }
                 ?? Self.leastActivations(profile)
             return ProcessMemory.predict(trainer: self, batch: profile.batch, activations: activations, overlap: overlap != nil,
-                                         datasetBytes: datasetBytes, runtime: runtime, packing: packing).total <= limit
+                                         datasetBytes: datasetBytes, runtime: runtime, packing: packing).fits(limit)
         }
         var (fitted, failed) = (0, 1 << 24)
         for p in [latest, anchor] {
