@@ -59,6 +59,10 @@ struct Bench: ParsableCommand {
     @Option(help: "Write the Chrome trace (JSON) of one sqrt(n) step to this file: overlapped, or sequential with --overlap off.") var trace: String?
     @Flag(help: "Also time each sequential step on one thread: the overhead of its work spread evenly over the threads.")
     var ideal = false
+    @Flag(help: "Run the trade-off curve that 'remat plan --frontier' predicts: none, selective, sqrt(n) and budget plans from the smallest feasible to none's peak.")
+    var frontier = false
+    @Option(help: ArgumentHelp("Draw step time against peak activation memory, measured and predicted, into this SVG file.", valueName: "file.svg"))
+    var plot: String?
     @Flag(help: "One JSON object per row instead of a table.") var json = false
     @Flag(help: "CSV with a header row instead of a table.") var csv = false
 
@@ -68,6 +72,8 @@ struct Bench: ParsableCommand {
         guard !(json && csv) else { throw ValidationError("choose one of --json and --csv.") }
         try validateSize(budget, option: "--budget", example: "80MiB")
         if let trace { try checkWritable(trace, option: "--trace") }
+        if let plot { try checkWritable(plot, option: "--plot") }
+        if frontier && memoryOptions.memory != nil { throw ValidationError("--frontier runs every plan along the curve: drop --memory.") }
     }
 
     struct Row {
@@ -75,6 +81,8 @@ struct Bench: ParsableCommand {
         var segments: Int
         var median: Double, spread: Double
         var activationBytes: Int, predictedBytes: Int, rssMiB: Double
+        /// The plan's predicted extra time as a share of its predicted unchecked step.
+        var predictedOverhead = 0.0
         /// With --memory: the whole process's predicted peak.
         var predictedRSS: Int? = nil
         /// Under mpirun: median seconds a step spent averaging gradients, and waited for it.
@@ -102,6 +110,9 @@ struct Bench: ParsableCommand {
             print("selective rebuilds each block on the backward thread (nothing to overlap): its row runs with overlap off")
         }
         var all = policies
+        if frontier {
+            all = try CheckpointPlan.frontier(ChainProfile.measure(try options.makeModel(), batch: options.batch, seed: options.seed))
+        }
         if let b = budget.flatMap(CheckpointPolicy.parseBytes) { all.append(.budget(b)) }
         var configs: [Checkpointing] = []
         for policy in all {
@@ -129,6 +140,7 @@ struct Bench: ParsableCommand {
         let roundTrip = (before, KernelRuntime.coreRoundTripNanoseconds)
         progress.clear()
         if let path = trace { try writeTrace(path, overlap: overlap == .off ? nil : settings.overlap) }
+        if let path = plot { try writePlot(rows, to: path, settings: settings) }
         report(rows, settings: settings, roundTrip: roundTrip)
     }
 
@@ -178,6 +190,7 @@ struct Bench: ParsableCommand {
                           predictedBytes: p.activationPeak, rssMiB: 0,
                           communication: median(communication[k]), waited: median(waited[k]),
                           oneThread: oneThread[k].isEmpty ? nil : median(oneThread[k].sorted()))
+            row.predictedOverhead = p.extraForwardSeconds / max(p.stepSeconds, 1e-12)
             if let c = communicator { // the slowest rank sets the pace
                 let worst = c.maximum([row.median, row.communication, row.waited])
                 (row.median, row.communication, row.waited) = (worst[0], worst[1], worst[2])
@@ -236,6 +249,7 @@ struct Bench: ParsableCommand {
                           spread: (sorted.last! - sorted.first!) / 2, activationBytes: peak, predictedBytes: activations,
                           rssMiB: PeakRSS.mebibytes)
             row.predictedRSS = memory.total
+            row.predictedOverhead = p.extraForwardSeconds / max(p.stepSeconds, 1e-12)
             rows.append(row)
         }
         guard !rows.isEmpty else {
@@ -265,6 +279,25 @@ struct Bench: ParsableCommand {
             + "(open it in ui.perfetto.dev or chrome://tracing)\n"
         // beside --json or --csv, standard output holds only the rows
         FileHandle.standardError.write(Data(note.utf8))
+    }
+
+    /// --plot: the measured rows and their predictions (the predicted extra time on the
+    /// measured none step) on the axes peak activation MiB and step ms.
+    func writePlot(_ rows: [Row], to path: String, settings: ThreadOptions.Resolved) throws {
+        let base = rows.first { $0.policy == .none }?.median
+        var points: [TradeOffPlot.Point] = rows.map { r in
+            .init(mebibytes: Double(r.activationBytes) / 1_048_576, milliseconds: r.median * 1e3,
+                  kind: r.overlap ? .overlapped : .measured, label: r.overlap ? nil : r.policy.description)
+        }
+        if let base {
+            points += rows.filter { !$0.overlap }.map { r in
+                .init(mebibytes: Double(r.predictedBytes) / 1_048_576, milliseconds: base * (1 + r.predictedOverhead) * 1e3,
+                      kind: .predicted, label: nil)
+            }
+        }
+        let title = "\(options.model), batch \(options.batch), \(settings.threads) thread(s), \(KernelRuntime.isa)"
+        try TradeOffPlot(title: title, points: points).svg.write(toFile: path, atomically: true, encoding: .utf8)
+        if !json && !csv { print("wrote the trade-off plot to \(path): open it in a browser") }
     }
 
     /// Share of the recompute time the overlap hid, per policy run both ways.
@@ -298,6 +331,8 @@ struct Bench: ParsableCommand {
              ("predicted_activation_mib", Double(r.predictedBytes) / 1_048_576), ("peak_rss_mib", r.rssMiB),
              ("predicted_peak_rss_mib", r.predictedRSS.map { Double($0) / 1_048_576 } ?? NSNull()),
              ("overhead_vs_none", base.map { r.median / $0 - 1 } ?? NSNull()),
+             ("step_ms", r.median * 1e3), ("overhead", base.map { r.median / $0 - 1 } ?? NSNull()),
+             ("predicted_overhead", r.predictedOverhead),
              ("overlap_hidden", hidden(r, in: rows, base: base) ?? NSNull()),
              ("one_thread_step_seconds", r.oneThread ?? NSNull()),
              ("ideal_overhead_vs_none", idealOverhead(r, threads: settings.threads, base: base) ?? NSNull()),

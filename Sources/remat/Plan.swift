@@ -14,6 +14,7 @@ struct Plan: ParsableCommand {
               remat plan                                    # resnet56, batch 64, sqrt(n)
               remat plan --model vgg11 --policy selective
               remat plan --budget 60MiB --json
+              remat plan --frontier                         # the memory / time curve
               remat plan --lookahead 1 --overlap-memory-limit 100MiB  # paced bound
             """)
 
@@ -26,6 +27,9 @@ struct Plan: ParsableCommand {
     @Option(help: ArgumentHelp("... and with the recompute thread paced under this many bytes (lookahead 1 unless given).", valueName: "bytes"))
     var overlapMemoryLimit: String?
     @Flag(help: "Predict from FLOPs and a one-image run instead of profiling at the batch.") var estimate = false
+    @Flag(help: "The trade-off curve: none, selective, sqrt(n) and budgets from the smallest feasible to none's peak, each with its predicted peak and extra time.")
+    var frontier = false
+    @Option(help: "With --frontier: budget plans spread between the smallest budget and none's peak.") var budgets = 8
     @Flag(help: "One JSON object instead of a table.") var json = false
 
     func validate() throws {
@@ -36,6 +40,10 @@ struct Plan: ParsableCommand {
             throw ValidationError("--memory chooses the plan on a measured profile: drop --policy, --budget and --estimate.")
         }
         if maxBatch && memoryOptions.memory == nil { throw ValidationError("--max-batch needs --memory SIZE: the memory to fit.") }
+        if frontier && (memoryOptions.memory != nil || policy != nil || budget != nil) {
+            throw ValidationError("--frontier prints every policy along the curve: drop --memory, --policy and --budget.")
+        }
+        if budgets < 1 || budgets > 100 { throw ValidationError("--budgets must be 1 to 100 (got \(budgets)).") }
     }
 
     func run() throws {
@@ -51,6 +59,7 @@ struct Plan: ParsableCommand {
         }
         let profile = estimate ? try ChainProfile.estimate(model, batch: options.batch)
                                : try ChainProfile.measure(model, batch: options.batch, seed: options.seed)
+        if frontier { return try printFrontier(profile) }
         let plan = try CheckpointPlan(policy: chosen, profile: profile)
         let limit = overlapMemoryLimit.flatMap(CheckpointPolicy.parseBytes)
         let overlap = (lookahead ?? limit.map { _ in 1 }).map {
@@ -107,6 +116,33 @@ struct Plan: ParsableCommand {
         if let fit, let limit = processLimit {
             print("memory limit \(mib(limit.bytes)) MiB (\(limit.source)): the fastest plan that fits is \(chosen)")
             print("predicted peak resident memory of the whole process: \(describe(fit.memory))")
+        }
+    }
+
+    /// --frontier: each policy along the trade-off curve with its predicted peak and extra time.
+    func printFrontier(_ profile: ChainProfile) throws {
+        let none = try CheckpointPlan(policy: .none, profile: profile).predict(profile)
+        let points = try CheckpointPlan.frontier(profile, budgets: budgets).map { policy in
+            let plan = try CheckpointPlan(policy: policy, profile: profile)
+            return (policy, plan, plan.predict(profile))
+        }.sorted { $0.2.activationPeak > $1.2.activationPeak }
+        if json {
+            for (policy, plan, p) in points {
+                printJSON(["model": options.model, "batch": options.batch, "policy": policy.description, "segments": plan.segments.count,
+                           "predicted_peak_activation_mib": Double(p.activationPeak) / 1_048_576,
+                           "predicted_extra_ms": p.extraForwardSeconds * 1e3,
+                           "predicted_overhead": p.extraForwardSeconds / max(p.stepSeconds, 1e-12)])
+            }
+            return
+        }
+        print("\(options.model), batch \(options.batch) (\(estimate ? "estimated" : "measured") profile); a step without checkpointing: "
+              + String(format: "%.1f ms, %@ MiB of activations", none.stepSeconds * 1e3, mib(none.activationPeak)))
+        print("policy            segs  peak MiB  of none  extra ms  overhead")
+        for (policy, plan, p) in points {
+            print(pad(policy.description, 18) + pad(String(plan.segments.count), 6) + pad(String(format: "%8@", mib(p.activationPeak)), 10)
+                  + pad(String(format: "%6.0f%%", 100 * Double(p.activationPeak) / Double(max(none.activationPeak, 1))), 9)
+                  + pad(String(format: "%8.1f", p.extraForwardSeconds * 1e3), 10)
+                  + String(format: "%+7.1f%%", 100 * p.extraForwardSeconds / max(p.stepSeconds, 1e-12)))
         }
     }
 

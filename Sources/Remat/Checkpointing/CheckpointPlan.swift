@@ -195,3 +195,24 @@ extension BlockCost {
     /// Bytes the block's record keeps (what sqrt(n) balances).
     var keptBytes: Int { savedBytes + (keepsInput ? inputBytes : 0) + (keepsOutput ? outputBytes : 0) }
 }
+
+// MARK: - The trade-off curve
+
+extension CheckpointPlan {
+    /// Policies along the trade-off between activation memory and recompute, for one chain:
+    /// none, selective, sqrt(n), and `budgets` budget plans spread evenly from the smallest
+    /// feasible budget to no checkpointing's peak (each budget the peak of the plan it gives,
+    /// distinct plans only).
+    public static func frontier(_ profile: ChainProfile, budgets: Int = 8) throws -> [CheckpointPolicy] {
+        let none = try CheckpointPlan(policy: .none, profile: profile).predict(profile).peakBytes
+        let smallest = smallestBudget(profile)
+        var policies: [CheckpointPolicy] = [.none, .selective, .sqrtN], seen: [[Range<Int>]] = []
+        for k in 0..<max(budgets, 0) {
+            let bound = smallest + (none - smallest) * k / max(1, budgets - 1)
+            guard let plan = cheapest(within: bound, profile), plan.segments.count > 1, !seen.contains(plan.segments) else { continue }
+            seen.append(plan.segments)
+            policies.append(.budget(plan.predict(profile).peakBytes))
+        }
+        return policies
+    }
+}
