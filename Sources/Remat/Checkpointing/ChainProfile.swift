@@ -92,7 +92,7 @@ public struct ChainProfile: Sendable {
                     let r = try body()
                     return (r, account.peakBytes - before, DispatchTimeSource.seconds(since: start))
                 }
-                account.ownedLimit = nil
+                account.ownedLimit = 0 // the warm run caches nothing, so the process holds what it needs at once
                 account.resetPeak()
                 do { // warm, both ways: kernel plans made, pages touched (a cold backward ran 2-5x slower)
                     var (y, saved): (Tensor?, Saved) = try block.forward(x, context)

@@ -102,7 +102,7 @@ public final class MemoryAccount: @unchecked Sendable {
         let bytes = MemoryAccount.bytes(floats: count)
         let keep: Bool = lock.withLock {
             live -= bytes
-            guard cachedBytes + bytes <= MemoryAccount.cacheLimit else { return false }
+            guard cachedBytes + bytes <= MemoryAccount.cacheLimit, live + cachedBytes + bytes <= limit ?? .max else { return false }
             cache[bytes, default: []].append(UnsafeMutableRawPointer(pointer))
             cachedBytes += bytes
             return true

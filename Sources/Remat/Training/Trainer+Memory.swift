@@ -36,6 +36,14 @@ extension Trainer {
     /// that fits this limit.
     public func fitting(memory limit: Int, batch: Int, overlap: Overlap? = nil, datasetBytes: Int = 0,
                         runtime given: Int? = nil) throws -> MemoryFit {
+        let images = 2 * batch * (model.imageShape.count * 4 + 4) // the batch training and the one prepared ahead
+        if images > ProcessMemory.usable(limit) { // no profile at this batch: it could take far more than the limit
+            let largest = try largestBatch(within: limit, overlap: overlap, datasetBytes: datasetBytes, runtime: given)
+            throw RematError.invalidArgument(
+                "no plan for \(model.name) at batch \(batch) fits a process in \(Self.size(limit)): its two batches of images alone take "
+                + "\(Self.size(images))" + (largest.map { ", and the largest batch that fits \(Self.size(limit)) is \($0)" } ?? "")
+                + ". Raise the limit or lower the batch.")
+        }
         _ = try profile(batch: batch) // the kernel threads and their packing space as a step has them
         let runtime = given ?? ProcessMemory.runtime(of: self, datasetBytes: datasetBytes)
         let candidates = try memoryCandidates(limit: limit, batch: batch, overlap: overlap, datasetBytes: datasetBytes, runtime: runtime)
