@@ -18,8 +18,11 @@ struct TradeOffPlot {
     var svg: String {
         let (width, height) = (760.0, 480.0), (left, right, top, bottom) = (70.0, 170.0, 40.0, 50.0)
         let xs = points.map(\.mebibytes), ys = points.map(\.milliseconds)
-        let xMax = (xs.max() ?? 1) * 1.05
-        let (yMin, yMax) = ((ys.min() ?? 0) * 0.95, max((ys.max() ?? 1) * 1.03, (ys.min() ?? 0) * 0.95 + 1))
+        let xStep = TradeOffPlot.roundStep((xs.max() ?? 1) / 5)
+        let xMax = ((xs.max() ?? 1) / xStep).rounded(.up) * xStep
+        let yStep = TradeOffPlot.roundStep(max((ys.max() ?? 1) - (ys.min() ?? 0), 1) / 5)
+        let yMin = ((ys.min() ?? 0) / yStep).rounded(.down) * yStep
+        let yMax = max(((ys.max() ?? 1) / yStep).rounded(.up) * yStep, yMin + yStep)
         func x(_ v: Double) -> Double { left + v / xMax * (width - left - right) }
         func y(_ v: Double) -> Double { height - bottom - (v - yMin) / (yMax - yMin) * (height - top - bottom) }
         var out = """
@@ -32,12 +35,13 @@ struct TradeOffPlot {
             <text transform="translate(18 \((top + height - bottom) / 2)) rotate(-90)" text-anchor="middle">step time (ms)</text>
 
             """
-        for k in 0...5 {
-            let vx = xMax * Double(k) / 5, vy = yMin + (yMax - yMin) * Double(k) / 5
+        for vx in stride(from: 0, through: xMax + xStep / 2, by: xStep) {
             out += "<line x1=\"\(x(vx))\" y1=\"\(height - bottom)\" x2=\"\(x(vx))\" y2=\"\(height - bottom + 5)\" stroke=\"black\"/>"
-            out += "<text x=\"\(x(vx))\" y=\"\(height - bottom + 18)\" text-anchor=\"middle\">\(String(format: "%.0f", vx))</text>\n"
+            out += "<text x=\"\(x(vx))\" y=\"\(height - bottom + 18)\" text-anchor=\"middle\">\(String(format: "%g", vx))</text>\n"
+        }
+        for vy in stride(from: yMin, through: yMax + yStep / 2, by: yStep) {
             out += "<line x1=\"\(left - 5)\" y1=\"\(y(vy))\" x2=\"\(left)\" y2=\"\(y(vy))\" stroke=\"black\"/>"
-            out += "<text x=\"\(left - 8)\" y=\"\(y(vy) + 4)\" text-anchor=\"end\">\(String(format: "%.0f", vy))</text>\n"
+            out += "<text x=\"\(left - 8)\" y=\"\(y(vy) + 4)\" text-anchor=\"end\">\(String(format: "%g", vy))</text>\n"
         }
         for p in points {
             let (cx, cy) = (x(p.mebibytes), y(p.milliseconds))
@@ -61,6 +65,12 @@ struct TradeOffPlot {
             out += "<g transform=\"translate(\(width - right + 20) \(ly))\">\(mark)<text x=\"10\" y=\"4\">\(name)</text></g>\n"
         }
         return out + "</svg>\n"
+    }
+
+    /// 1, 2 or 5 times a power of ten, at least `raw`: tick steps a reader can add up.
+    static func roundStep(_ raw: Double) -> Double {
+        let power = pow(10, (log10(max(raw, 1e-9))).rounded(.down))
+        return [1.0, 2, 5, 10].map { $0 * power }.first { $0 >= raw } ?? 10 * power
     }
 
     private func escape(_ s: String) -> String {
