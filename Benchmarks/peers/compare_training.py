@@ -5,7 +5,7 @@
     python3 Benchmarks/peers/compare_training.py [--threads 1 2] [--steps 10] [--torch PYTHON]
 
 Rows: lenet5 at batch 64 and 256, vgg11, resnet56 and plain-deep-32 at batch 64 (the
-issue's table). Both sides: forward, mean softmax cross-entropy, backward, SGD momentum 0.9
+rows of docs/BENCHMARKS.md). Both sides: forward, mean softmax cross-entropy, backward, SGD momentum 0.9
 lr 0.01, synthetic data, median step time after warm-up. PyTorch runs in its own process
 (its thread count and allocator its own); peak RSS is each process's ru_maxrss. Remat's
 activation peak is its allocator's; PyTorch's CPU allocator keeps none, so its column is the
