@@ -139,7 +139,7 @@ struct Plan: ParsableCommand {
               + String(format: "%.1f ms, %@ MiB of activations", none.stepSeconds * 1e3, mib(none.activationPeak)))
         print("policy            segs  peak MiB  of none  extra ms  overhead")
         for (policy, plan, p) in points {
-            print(pad(policy.description, 18) + pad(String(plan.segments.count), 6) + pad(String(format: "%8@", mib(p.activationPeak)), 10)
+            print(pad(policy.description, 18) + pad(String(plan.segments.count), 6) + pad(String(repeating: " ", count: max(0, 8 - mib(p.activationPeak).count)) + mib(p.activationPeak), 10)
                   + pad(String(format: "%6.0f%%", 100 * Double(p.activationPeak) / Double(max(none.activationPeak, 1))), 9)
                   + pad(String(format: "%8.1f", p.extraForwardSeconds * 1e3), 10)
                   + String(format: "%+7.1f%%", 100 * p.extraForwardSeconds / max(p.stepSeconds, 1e-12)))
