@@ -190,7 +190,7 @@ struct Bench: ParsableCommand {
                           predictedBytes: p.activationPeak, rssMiB: 0,
                           communication: median(communication[k]), waited: median(waited[k]),
                           oneThread: oneThread[k].isEmpty ? nil : median(oneThread[k].sorted()))
-            row.predictedOverhead = p.extraForwardSeconds / max(p.stepSeconds, 1e-12)
+            row.predictedOverhead = p.overhead
             if let c = communicator { // the slowest rank sets the pace
                 let worst = c.maximum([row.median, row.communication, row.waited])
                 (row.median, row.communication, row.waited) = (worst[0], worst[1], worst[2])
@@ -249,7 +249,7 @@ struct Bench: ParsableCommand {
                           spread: (sorted.last! - sorted.first!) / 2, activationBytes: peak, predictedBytes: activations,
                           rssMiB: PeakRSS.mebibytes)
             row.predictedRSS = memory.total
-            row.predictedOverhead = p.extraForwardSeconds / max(p.stepSeconds, 1e-12)
+            row.predictedOverhead = p.overhead
             rows.append(row)
         }
         guard !rows.isEmpty else {

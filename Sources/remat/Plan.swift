@@ -111,7 +111,7 @@ struct Plan: ParsableCommand {
             print("with overlap (lookahead \(o.lookahead)\(paced)): at most \(mib(bound)) MiB")
         }
         print("extra forward work: \(p.recomputedBlocks) block(s), " + String(format: "%.3f GFLOP, %.1f ms (%.0f%% of a %.1f ms step)",
-              Double(p.extraForwardFLOPs) / 1e9, p.extraForwardSeconds * 1e3, 100 * p.extraForwardSeconds / max(p.stepSeconds, 1e-12), p.stepSeconds * 1e3))
+              Double(p.extraForwardFLOPs) / 1e9, p.extraForwardSeconds * 1e3, 100 * p.overhead, p.stepSeconds * 1e3))
         print("smallest feasible budget: \(smallest) bytes (\(mib(smallest)) MiB)")
         if let fit, let limit = processLimit {
             print("memory limit \(mib(limit.bytes)) MiB (\(limit.source)): the fastest plan that fits is \(chosen)")
@@ -131,7 +131,7 @@ struct Plan: ParsableCommand {
                 printJSON(["model": options.model, "batch": options.batch, "policy": policy.description, "segments": plan.segments.count,
                            "predicted_peak_activation_mib": Double(p.activationPeak) / 1_048_576,
                            "predicted_extra_ms": p.extraForwardSeconds * 1e3,
-                           "predicted_overhead": p.extraForwardSeconds / max(p.stepSeconds, 1e-12)])
+                           "predicted_overhead": p.overhead])
             }
             return
         }
@@ -139,10 +139,11 @@ struct Plan: ParsableCommand {
               + String(format: "%.1f ms, %@ MiB of activations", none.stepSeconds * 1e3, mib(none.activationPeak)))
         print("policy            segs  peak MiB  of none  extra ms  overhead")
         for (policy, plan, p) in points {
-            print(pad(policy.description, 18) + pad(String(plan.segments.count), 6) + pad(String(repeating: " ", count: max(0, 8 - mib(p.activationPeak).count)) + mib(p.activationPeak), 10)
+            let peak = mib(p.activationPeak)
+            print(pad(policy.description, 18) + pad(String(plan.segments.count), 6) + pad(String(repeating: " ", count: max(0, 8 - peak.count)) + peak, 10)
                   + pad(String(format: "%6.0f%%", 100 * Double(p.activationPeak) / Double(max(none.activationPeak, 1))), 9)
                   + pad(String(format: "%8.1f", p.extraForwardSeconds * 1e3), 10)
-                  + String(format: "%+7.1f%%", 100 * p.extraForwardSeconds / max(p.stepSeconds, 1e-12)))
+                  + String(format: "%+7.1f%%", 100 * p.overhead))
         }
     }
 

@@ -106,20 +106,18 @@ public struct ChainProfile: Sendable {
                 // timed as a checkpointed segment's forward runs it: recording its BatchNorm statistics
                 var recording = context
                 recording.statistics = ActivationStash()
-                var ((output, saved), fPeak, fSeconds) = try peak { try block.forward(x, recording) }
-                var y: Tensor! = output
-                output = Tensor(zeros: Shape(1))
+                var ((y, saved), fPeak, fSeconds) = try peak { () -> (Tensor?, Saved) in try block.forward(x, recording) }
                 var kept = saved.storages
                 let keepsInput = kept.removeValue(forKey: x.storageID) != nil && i > 0
-                let keepsOutput = kept.removeValue(forKey: y.storageID) != nil
+                let keepsOutput = kept.removeValue(forKey: y!.storageID) != nil
                 var cost = BlockCost(forwardSeconds: fSeconds, backwardSeconds: 0, forwardFLOPs: block.forwardFLOPs(for: x.shape),
-                                     inputBytes: i == 0 ? 0 : x.accountBytes, outputBytes: y.accountBytes,
+                                     inputBytes: i == 0 ? 0 : x.accountBytes, outputBytes: y!.accountBytes,
                                      forwardPeak: fPeak, recomputeSeconds: 0, recomputePeak: 0, savedBytes: kept.values.reduce(0, +), keepsInput: keepsInput,
                                      keepsOutput: keepsOutput, backwardPeak: 0, inputGradientBytes: 0, stashBytes: 0,
                                      stashKeepsOutput: false, rebuildPeak: 0, rebuildBytes: 0)
                 cost.statisticsBytes = recording.statistics!.tensors.reduce(0) { $0 + $1.accountBytes }
                 do {
-                    let g = Tensor(zeros: y.shape)
+                    let g = Tensor(zeros: y!.shape)
                     y = nil // taken back from the recompute below
                     let (dx, bPeak, bSeconds) = try peak { try block.backward(g, saved) }
                     (cost.backwardPeak, cost.backwardSeconds, cost.inputGradientBytes) = (bPeak, bSeconds, dx.accountBytes)
@@ -156,7 +154,7 @@ public struct ChainProfile: Sendable {
                     withExtendedLifetime(out) {}
                 }
                 costs.append(cost)
-                x = y
+                x = y!
                 // what this block's runs left cached goes back: the profile holds no more than
                 // one block's memory at a time, in the process's resident memory too
                 account.releaseCache()

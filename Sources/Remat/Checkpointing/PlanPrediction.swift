@@ -5,6 +5,9 @@ public struct PlanPrediction: Sendable, Equatable {
     /// else the peak.
     public var activationPeak: Int { overlappedPeakBound ?? peakBytes }
 
+    /// The extra forward time as a share of the predicted step without checkpointing.
+    public var overhead: Double { extraForwardSeconds / max(stepSeconds, 1e-12) }
+
     /// Peak activation bytes of a step run sequentially (recompute on the backward thread).
     public var peakBytes: Int
     /// With overlap: an upper bound on the peak, reached when the recompute thread has

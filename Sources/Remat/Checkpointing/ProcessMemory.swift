@@ -61,9 +61,13 @@ public struct ProcessMemory: Sendable, Equatable {
         let threads = max(1, KernelRuntime.threads)
         return ProcessMemory(runtime: runtime, parameters: 8 * floats, optimizer: 4 * stateFloats, statistics: 8 * channels,
                              kernelWorkspace: packing + (overlap ? packing / threads : 0),
-                             data: 2 * batch * (model.imageShape.count * 4 + 4) + datasetBytes, // training and prepared batches
+                             data: batchBytes(model, batch: batch) + datasetBytes,
                              activations: activations)
     }
+
+    /// The data pipeline's batches in flight: the one training and the one prepared ahead
+    /// (images and labels).
+    static func batchBytes(_ model: Model, batch: Int) -> Int { 2 * batch * (model.imageShape.count * 4 + 4) }
 
     /// One thread's largest GEMM packing space: a block of A (MC x KC) and a panel of B
     /// (KC x NC) of the active instruction set's widest micro-kernel, as mapped (for batches

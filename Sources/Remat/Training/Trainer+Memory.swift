@@ -36,7 +36,7 @@ extension Trainer {
     /// that fits this limit.
     public func fitting(memory limit: Int, batch: Int, overlap: Overlap? = nil, datasetBytes: Int = 0,
                         runtime given: Int? = nil) throws -> MemoryFit {
-        let images = 2 * batch * (model.imageShape.count * 4 + 4) // the batch training and the one prepared ahead
+        let images = ProcessMemory.batchBytes(model, batch: batch)
         if images > ProcessMemory.usable(limit) { // no profile at this batch: it could take far more than the limit
             let largest = try largestBatch(within: limit, overlap: overlap, datasetBytes: datasetBytes, runtime: given)
             throw RematError.invalidArgument(
@@ -112,9 +112,9 @@ extension Trainer {
     ///
     /// A secant search on measured profiles: the line through the profile at 32 images and the
     /// last one measured (first the one at 16) estimates the largest batch that fits, a profile
-    /// measured there says whether it does, and the search ends where no batch is left between
-    /// the largest that fit and the smallest that did not, or after eight profiles (the answer
-    /// then fits, and the next batch that did not is at most 1 % above it).
+    /// measured there says whether it does. The search ends when the largest batch that fit and
+    /// the smallest that did not are neighbours or within 1 %, when the line allows nothing
+    /// between them, or after eight profiles; the answer was always measured to fit.
     public func largestBatch(within limit: Int, policy: CheckpointPolicy? = nil, overlap: Overlap? = nil,
                              datasetBytes: Int = 0, runtime given: Int? = nil) throws -> Int? {
         let anchor = try profile(batch: 32)
