@@ -72,7 +72,7 @@ struct Plan: ParsableCommand {
         if json {
             var object: [String: Any] = [
                 "model": options.model, "batch": options.batch, "policy": chosen.description, "profile": estimate ? "estimated" : "measured",
-                "segments": plan.segments.map { [$0.lowerBound, $0.upperBound - 1] }, "selective": plan.selective,
+                "segments": plan.segments.map { [$0.lowerBound, $0.upperBound - 1] }, "selective": plan == .selective(blocks: model.blocks.count),
                 "predicted_peak_bytes": p.peakBytes, "none_peak_bytes": none.peakBytes, "smallest_budget_bytes": smallest,
                 "recomputed_blocks": p.recomputedBlocks, "extra_forward_flops": p.extraForwardFLOPs,
                 "extra_forward_seconds": p.extraForwardSeconds, "step_seconds": p.stepSeconds,
@@ -174,7 +174,7 @@ struct Plan: ParsableCommand {
 
     /// What the plan does with each block's activations.
     func roles(_ plan: CheckpointPlan, blocks n: Int) -> [String] {
-        if plan.selective { return (0..<n).map { $0 == n - 1 ? "kept" : "conv/linear outputs kept, the rest rebuilt" } }
+        if case .selective = plan { return (0..<n).map { $0 == n - 1 ? "kept" : "conv/linear outputs kept, the rest rebuilt" } }
         var out = [String](repeating: "", count: n)
         for (s, r) in plan.segments.enumerated() {
             for i in r {

@@ -88,6 +88,33 @@ struct CheckpointTests {
         #expect(throws: RematError.self) { try CheckpointPlan(policy: .every(0), blocks: 5) }
     }
 
+    /// A plan compiles to the operations its step runs, in order; the executors and the
+    /// prediction read that one list.
+    @Test func plansCompileToTheirSchedule() throws {
+        let (a, b) = (Segment(index: 0, blocks: 0..<3), Segment(index: 1, blocks: 3..<5))
+        let segmented = StepSchedule(.segmented([0..<3, 3..<5]), rebuildsOutput: Array(repeating: true, count: 5))
+        #expect(segmented.operations == [
+            .checkpoint(a), .forward(block: 0, keep: .statistics), .forward(block: 1, keep: .statistics),
+            .forward(block: 2, keep: .statistics), .forward(block: 3, keep: .records), .forward(block: 4, keep: .records),
+            .loss, .backward(block: 4), .backward(block: 3), .release(b),
+            .rebuild(a), .backward(block: 2), .backward(block: 1), .backward(block: 0), .release(a),
+        ])
+        #expect(segmented.segmentOf == [0, 0, 0, 1, 1])
+        // selective: a block keeps its input where the block before cannot rebuild it
+        let selective = StepSchedule(.selective(blocks: 4), rebuildsOutput: [true, false, true, false])
+        #expect(selective.operations == [
+            .forward(block: 0, keep: .stash(keepsInput: true)), .forward(block: 1, keep: .stash(keepsInput: false)),
+            .forward(block: 2, keep: .stash(keepsInput: true)), .forward(block: 3, keep: .records),
+            .loss, .backward(block: 3), .rebuildFromStash(block: 2), .backward(block: 2),
+            .rebuildFromStash(block: 1), .backward(block: 1), .rebuildFromStash(block: 0), .backward(block: 0),
+        ])
+        // the model and its profile agree on which blocks rebuild their outputs
+        for name in ["resnet20", "vgg11", "plain-deep-6"] {
+            let model = try Zoo.model(named: name)
+            #expect(model.rebuildsOutput == (try ChainProfile.measure(model, batch: 1)).rebuildsOutput, "\(name)")
+        }
+    }
+
     static let overlaps: [Overlap?] = [nil, Overlap(backwardThreads: 1, recomputeThreads: 1),
                                        Overlap(backwardThreads: 2, recomputeThreads: 1, lookahead: 2)]
 

@@ -96,7 +96,7 @@ struct PlanTests {
             var segments: [Range<Int>] = [], start = 0
             for i in 0..<(n - 1) where mask & (1 << i) != 0 { segments.append(start..<(i + 1)); start = i + 1 }
             segments.append(start..<n)
-            let p = CheckpointPlan(segments: segments).predict(profile)
+            let p = CheckpointPlan.segmented(segments).predict(profile)
             all.append((p.peakBytes, p.extraForwardSeconds))
         }
         let smallest = CheckpointPlan.smallestBudget(profile)

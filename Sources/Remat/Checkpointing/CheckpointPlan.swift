@@ -1,13 +1,14 @@
-/// The segments of a checkpointed chain: the forward pass keeps the input of every segment
-/// (its checkpoint) and, for the last segment only, everything its backward pass needs; the
-/// backward pass recomputes each other segment from its checkpoint just before it needs it.
-/// The last segment is never recomputed. A selective plan instead rebuilds the cheap layers
-/// of every block but the last (see `CheckpointPolicy.selective`).
-public struct CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
-    /// Blocks of each segment, in order; together they cover 0..<blocks once.
-    public let segments: [Range<Int>]
-    /// Selective recomputation inside blocks instead of segments.
-    public let selective: Bool
+/// What a training step keeps and rebuilds.
+public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
+    /// Contiguous segments of blocks, in order, covering the chain once. The forward pass
+    /// keeps the input of every segment (its checkpoint) and, for the last segment only,
+    /// everything its backward pass needs; the backward pass rebuilds each other segment from
+    /// its checkpoint just before it needs it. One segment: nothing is rebuilt.
+    case segmented([Range<Int>])
+    /// Selective recomputation over a chain of this many blocks: every block but the last
+    /// keeps its expensive layers' outputs and rebuilds its cheap layers before its backward
+    /// pass (see `CheckpointPolicy.selective`).
+    case selective(blocks: Int)
 
     /// A plan from the policy and the chain's profile (bytes balance sqrt(n)'s segments; a
     /// budget is solved on the profile's times and bytes). A budget's plan is the same with
@@ -42,28 +43,32 @@ public struct CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
     /// A budget needs a profile: use `init(policy:profile:)`.
     public init(policy: CheckpointPolicy, blocks n: Int, blockBytes: [Int]? = nil) throws {
         guard n >= 1 else { throw RematError.invalidArgument("a plan needs at least one block") }
-        selective = policy == .selective
         switch policy {
-        case .none, .selective:
-            segments = [0..<n]
+        case .none:
+            self = .segmented([0..<n])
+        case .selective:
+            self = .selective(blocks: n)
         case .every(let k):
             guard k >= 1 else { throw RematError.invalidArgument("checkpoint every k blocks needs k >= 1, got \(k)") }
-            segments = stride(from: 0, to: n, by: k).map { $0..<min($0 + k, n) }
+            self = .segmented(stride(from: 0, to: n, by: k).map { $0..<min($0 + k, n) })
         case .sqrtN:
             let m = Int((Double(n).squareRoot()).rounded(.up))
             if let bytes = blockBytes, bytes.count == n {
-                segments = CheckpointPlan.balanced(bytes, into: m)
+                self = .segmented(CheckpointPlan.balanced(bytes, into: m))
             } else {
-                segments = stride(from: 0, to: n, by: m).map { $0..<min($0 + m, n) }
+                self = .segmented(stride(from: 0, to: n, by: m).map { $0..<min($0 + m, n) })
             }
         case .budget:
             throw RematError.invalidArgument("a budget plan needs the chain's profile: use CheckpointPlan(policy:profile:)")
         }
     }
 
-    init(segments: [Range<Int>]) {
-        self.segments = segments
-        selective = false
+    /// The segments of the plan (selective: the whole chain as one).
+    public var segments: [Range<Int>] {
+        switch self {
+        case .segmented(let ranges): return ranges
+        case .selective(let n): return [0..<n]
+        }
     }
 
     /// At most m contiguous segments whose largest byte total is as small as it can be (the
@@ -94,10 +99,13 @@ public struct CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Blocks whose forward runs twice in a step.
-    public var recomputedBlocks: Int { selective ? 0 : segments.dropLast().reduce(0) { $0 + $1.count } }
+    public var recomputedBlocks: Int {
+        guard case .segmented(let ranges) = self else { return 0 }
+        return ranges.dropLast().reduce(0) { $0 + $1.count }
+    }
 
     public var description: String {
-        if selective { return "selective (cheap layers of blocks 0-\(max(0, segments[0].upperBound - 2)) rebuilt)" }
+        if case .selective(let n) = self { return "selective (cheap layers of blocks 0-\(max(0, n - 2)) rebuilt)" }
         return segments.map { $0.count == 1 ? "[\($0.lowerBound)]" : "[\($0.lowerBound)-\($0.upperBound - 1)]" }
             .joined(separator: " ")
     }
@@ -145,17 +153,16 @@ extension CheckpointPlan {
             let sorted = fronts[i].sorted { (states[$0].bytes, states[$0].seconds) < (states[$1].bytes, states[$1].seconds) }
             var kept: [Int] = [], cheapest = Double.infinity
             for s in sorted where states[s].seconds < cheapest { kept.append(s); cheapest = states[s].seconds }
-            var recompute = 0.0, statistics = 0
+            var recompute = 0.0
             for j in (i + 1)...n {
                 recompute += b[j - 1].recomputeSeconds
-                statistics += b[j - 1].statisticsBytes
+                let checkpoint = profile.checkpointBytes(i..<j) // stays for the segments after it
                 for s in kept where states[s].bytes + peaks.own[i][j] <= budget {
                     let st = states[s]
                     if j == n {
                         if best == nil || st.seconds < best!.seconds { best = (st.seconds, s, i) }
                     } else {
-                        // the segment's checkpoint and its BatchNorms' statistics stay for later segments
-                        states.append(State(bytes: st.bytes + b[i].inputBytes + statistics, seconds: st.seconds + recompute,
+                        states.append(State(bytes: st.bytes + checkpoint, seconds: st.seconds + recompute,
                                             parent: s, start: i))
                         fronts[j].append(states.count - 1)
                     }
@@ -169,7 +176,7 @@ extension CheckpointPlan {
             end = states[s].start
             s = states[s].parent
         }
-        return CheckpointPlan(segments: segments)
+        return .segmented(segments)
     }
 }
 
@@ -184,8 +191,8 @@ private struct SegmentPeaks {
         own = (0..<n).map { i in
             (0...n).map { j in
                 if j <= i { return 0 }
-                if j == n { return profile.segmentPeak(i..<n, last: true) }
-                return max(profile.segmentPeak(i..<j, last: false), profile.rebuildPeak(i..<j))
+                let peaks = profile.segmentPeaks(i..<j, last: j == n)
+                return max(peaks.forward, peaks.backward)
             }
         }
     }

@@ -26,7 +26,7 @@ public struct PlanPrediction: Sendable, Equatable {
 
 /// Live activation bytes as a plan runs: named activations (block boundaries, shared by
 /// the records that hold them) are freed when their last holder lets go; other bytes are
-/// charged and freed directly. Mirrors the order of `CheckpointEngine` exactly.
+/// charged and freed directly.
 struct LiveBytes {
     private(set) var live = 0
     private(set) var peak = 0
@@ -36,6 +36,8 @@ struct LiveBytes {
     mutating func transient(_ extra: Int) { peak = max(peak, live + extra) }
     mutating func charge(_ bytes: Int) { live += bytes; peak = max(peak, live) }
     mutating func release(_ bytes: Int) { live -= bytes }
+    /// Starts a new peak from what is live now.
+    mutating func resetPeak() { peak = live }
 
     /// Activation `id` (of `bytes`) gains a holder; the first holder charges it.
     mutating func hold(_ id: Int, _ bytes: Int) {
@@ -47,127 +49,159 @@ struct LiveBytes {
     }
 }
 
-extension ChainProfile {
-    /// Block k's forward pass, or (`rebuild`) its recompute.
-    private func forward(_ k: Int, keep: Bool, rebuild: Bool = false, _ m: inout LiveBytes) {
-        let c = blocks[k]
-        m.transient(rebuild ? c.recomputePeak : c.forwardPeak)
-        m.hold(k + 1, c.outputBytes) // the output, held by the loop's variable
-        if keep {
-            m.charge(c.savedBytes)
-            if c.keepsInput { m.hold(k, c.inputBytes) }
-            if c.keepsOutput { m.hold(k + 1, c.outputBytes) }
+/// A step's schedule replayed against a profile's byte sizes: each operation allocates and
+/// frees what the executor's does. Activation k is block k's input (k = n: the logits); the
+/// images cost nothing (the caller owns them).
+struct ByteReplay {
+    let profile: ChainProfile
+    var bytes = LiveBytes()
+    /// What each block's record holds: bytes of its own and the activations it keeps.
+    private var records: [Int: (bytes: Int, holds: [Int])] = [:]
+
+    init(_ profile: ChainProfile) { self.profile = profile }
+
+    private var b: [BlockCost] { profile.blocks }
+
+    mutating func apply(_ op: StepOperation) {
+        switch op {
+        case .checkpoint(let s):
+            bytes.hold(s.blocks.lowerBound, b[s.blocks.lowerBound].inputBytes)
+        case .forward(let k, let keep):
+            forward(k, keep: keep, rebuild: false)
+        case .loss:
+            bytes.charge(b[b.count - 1].outputBytes) // d(loss)/d(logits); the logits stay held
+        case .rebuild(let s):
+            let (i, j) = (s.blocks.lowerBound, s.blocks.upperBound)
+            bytes.hold(i, b[i].inputBytes) // the rebuild's variable
+            for k in s.blocks { forward(k, keep: .records, rebuild: true) }
+            bytes.drop(j) // the rebuild returns its records, not its output
+            bytes.drop(i) // and lets the checkpoint go
+        case .rebuildFromStash(let k):
+            var r = records[k]!
+            if !r.holds.contains(k) { // the input, rebuilt from the previous block's stash
+                bytes.transient(b[k - 1].outputRebuildPeak ?? 0)
+                bytes.charge(b[k - 1].outputRebuildBytes)
+                r.bytes += b[k - 1].outputRebuildBytes
+            }
+            bytes.transient(b[k].rebuildPeak)
+            bytes.charge(b[k].rebuildBytes)
+            r.bytes += b[k].rebuildBytes
+            records[k] = r
+        case .backward(let k):
+            let c = b[k], r = records.removeValue(forKey: k)!
+            bytes.transient(c.backwardPeak)
+            bytes.charge(c.inputGradientBytes)
+            bytes.release(k == b.count - 1 ? c.outputBytes : b[k + 1].inputGradientBytes) // the gradient it consumed
+            bytes.release(r.bytes)
+            for id in r.holds { bytes.drop(id) }
+        case .release:
+            break
         }
-        m.drop(k) // the loop moves on to the output
     }
 
-    private func backward(_ k: Int, _ m: inout LiveBytes) {
-        let c = blocks[k]
-        m.transient(c.backwardPeak)
-        m.charge(c.inputGradientBytes)
-        m.release(k == blocks.count - 1 ? c.outputBytes : blocks[k + 1].inputGradientBytes) // the gradient it consumed
-        m.release(c.savedBytes)
-        if c.keepsInput { m.drop(k) }
-        if c.keepsOutput { m.drop(k + 1) }
+    /// Block k's forward pass from the current activation (held as activation k), or with
+    /// `rebuild` its recompute (its BatchNorm statistics, recorded by the forward, taken back).
+    private mutating func forward(_ k: Int, keep: StepOperation.Keep, rebuild: Bool) {
+        let c = b[k]
+        bytes.transient(rebuild ? c.recomputePeak : c.forwardPeak)
+        bytes.hold(k + 1, c.outputBytes) // the output, held by the loop's variable
+        var r = (bytes: 0, holds: [Int]())
+        switch keep {
+        case .records where rebuild:
+            r.bytes = records[k]!.bytes + c.savedBytes - c.statisticsBytes // the statistics join the records
+            bytes.charge(c.savedBytes - c.statisticsBytes)
+        case .records:
+            r.bytes = c.savedBytes
+            bytes.charge(c.savedBytes)
+        case .statistics:
+            r.bytes = c.statisticsBytes
+            bytes.charge(c.statisticsBytes)
+        case .stash(let keepsInput):
+            r.bytes = c.stashBytes
+            bytes.charge(c.stashBytes)
+            if keepsInput { r.holds.append(k) }
+            if c.stashKeepsOutput { r.holds.append(k + 1) }
+        }
+        if keep == .records {
+            if c.keepsInput { r.holds.append(k) }
+            if c.keepsOutput { r.holds.append(k + 1) }
+        }
+        for id in r.holds { bytes.hold(id, id == k ? c.inputBytes : c.outputBytes) }
+        records[k] = r
+        bytes.drop(k) // the loop moves on to the output
     }
 
-    /// Peak above the bytes of earlier segments' checkpoints while segment `range` runs:
-    /// its forward, and (last segment) the loss and its backward, or (other segments) its
-    /// rebuild from the checkpoint and its backward.
-    func segmentPeak(_ range: Range<Int>, last: Bool) -> Int {
-        let n = blocks.count, i = range.lowerBound
-        var m = LiveBytes()
-        m.hold(i, blocks[i].inputBytes) // the checkpoint
-        m.hold(i, blocks[i].inputBytes) // and the loop's variable
-        for k in range { forward(k, keep: last, &m) }
-        if !last { return m.peak } // the output stays as the next segment's checkpoint
-        m.drop(i) // the engine lets the last checkpoint go before the backward pass
-        m.charge(blocks[n - 1].outputBytes) // d(loss)/d(logits); the logits stay held
-        for k in range.reversed() { backward(k, &m) }
-        return m.peak
+    /// Sets up a segment's checkpoint and recorded statistics, as its forward left them.
+    mutating func checkpointed(_ range: Range<Int>) {
+        apply(.checkpoint(Segment(index: 0, blocks: range)))
+        for k in range {
+            records[k] = (b[k].statisticsBytes, [])
+            bytes.charge(b[k].statisticsBytes)
+        }
     }
 
-    /// Peak of a non-last segment's backward phase: with the logits and the incoming
-    /// gradient live, rebuild from the checkpoint, then back-propagate.
-    func rebuildPeak(_ range: Range<Int>) -> Int {
-        let n = blocks.count, (i, j) = (range.lowerBound, range.upperBound)
-        var m = LiveBytes()
-        m.charge(blocks[n - 1].outputBytes + blocks[j].inputGradientBytes)
-        m.hold(i, blocks[i].inputBytes) // the checkpoint
-        m.hold(i, blocks[i].inputBytes) // the rebuild's variable
-        for k in range { forward(k, keep: true, rebuild: true, &m) }
-        m.drop(j) // the rebuild returns its records, not its output
-        m.drop(i) // the checkpoint is let go
-        for k in range.reversed() { backward(k, &m) }
-        return m.peak
+    /// Sets up what the backward pass holds when it reaches the end of `range` from above:
+    /// the logits and the incoming gradient.
+    mutating func backwardEntered(at j: Int) {
+        let n = b.count
+        bytes.charge(b[n - 1].outputBytes + (j == n ? b[n - 1].outputBytes : b[j].inputGradientBytes))
+        if j == n { bytes.hold(n, 0) } // the logits, charged above, are the last record's output
+    }
+}
+
+extension ChainProfile {
+    /// Peaks of one segment of a plan, above the checkpoints of the segments before it: while
+    /// its forward phase runs (the last segment: with the loss and its backward), and while
+    /// its backward phase runs (the rebuild from its checkpoint, then its backward).
+    func segmentPeaks(_ range: Range<Int>, last: Bool) -> (forward: Int, backward: Int) {
+        let s = Segment(index: 0, blocks: range), i = range.lowerBound
+        var r = ByteReplay(self)
+        r.bytes.hold(i, blocks[i].inputBytes) // the step's current activation
+        for op in StepSchedule.forwardPhase(of: s, last: last) { r.apply(op) }
+        if last {
+            r.apply(.loss)
+            for op in StepSchedule.backwardPhase(of: s, last: true) { r.apply(op) }
+            return (r.bytes.peak, r.bytes.peak)
+        }
+        let forward = r.bytes.peak
+        r.bytes.drop(range.upperBound) // the output goes on as the next segment's activation
+        r.bytes.resetPeak()
+        r.backwardEntered(at: range.upperBound)
+        for op in StepSchedule.backwardPhase(of: s, last: false) { r.apply(op) }
+        return (forward, r.bytes.peak)
     }
 
     /// Peak of a segment's backward pass alone, its records already rebuilt (with overlap,
     /// by the other thread): the logits, the incoming gradient and the records live.
     func backwardOnlyPeak(_ range: Range<Int>) -> Int {
-        let n = blocks.count, j = range.upperBound
-        var m = LiveBytes()
-        m.charge(blocks[n - 1].outputBytes + (j == n ? blocks[n - 1].outputBytes : blocks[j].inputGradientBytes))
-        if j == n { m.hold(n, 0) } // the logits, charged above, are the last record's output
-        for k in range {
-            m.charge(blocks[k].savedBytes)
-            if blocks[k].keepsInput { m.hold(k, blocks[k].inputBytes) }
-            if blocks[k].keepsOutput { m.hold(k + 1, blocks[k].outputBytes) }
-        }
-        for k in range.reversed() { backward(k, &m) }
-        return m.peak
+        var r = ByteReplay(self)
+        r.backwardEntered(at: range.upperBound)
+        guard !range.isEmpty else { return r.bytes.peak }
+        r.checkpointed(range)
+        r.apply(.rebuild(Segment(index: 0, blocks: range)))
+        r.bytes.resetPeak()
+        for k in range.reversed() { r.apply(.backward(block: k)) }
+        return r.bytes.peak
     }
 
     /// Bytes a rebuilt segment holds until its backward pass (what a lookahead slot costs).
     func rebuiltBytes(_ range: Range<Int>) -> Int {
-        var m = LiveBytes()
-        m.hold(range.lowerBound, blocks[range.lowerBound].inputBytes)
-        for k in range { forward(k, keep: true, rebuild: true, &m) }
-        m.drop(range.upperBound)
-        return m.live
+        guard !range.isEmpty else { return 0 }
+        var r = ByteReplay(self)
+        r.checkpointed(range)
+        r.apply(.rebuild(Segment(index: 0, blocks: range)))
+        return r.bytes.live
     }
 
-    /// Selective recomputation of every block but the last: forward keeping block inputs
-    /// that cannot be rebuilt and the expensive layers' outputs; backward rebuilding each
-    /// block (and, where possible, its input) from them.
-    func selectivePeak() -> Int {
-        let n = blocks.count
-        var m = LiveBytes()
-        var inputKept = [Bool](repeating: true, count: n)
-        for k in 1..<max(n, 1) { inputKept[k] = blocks[k - 1].outputRebuildPeak == nil }
-        m.hold(0, 0) // the images: the loop's variable
-        m.hold(0, 0) // and the kept input of block 0
-        for k in 0..<n {
-            let c = blocks[k]
-            if k == n - 1 { forward(k, keep: true, &m); break }
-            m.transient(c.forwardPeak)
-            m.hold(k + 1, c.outputBytes)
-            m.charge(c.stashBytes)
-            if c.stashKeepsOutput { m.hold(k + 1, c.outputBytes) }
-            if inputKept[k + 1] { m.hold(k + 1, c.outputBytes) }
-            m.drop(k)
-        }
-        m.charge(blocks[n - 1].outputBytes)
-        backward(n - 1, &m)
-        for k in stride(from: n - 2, through: 0, by: -1) {
-            let c = blocks[k]
-            var rebuiltInput = 0
-            if !inputKept[k] {
-                let p = blocks[k - 1]
-                m.transient(p.outputRebuildPeak ?? 0)
-                rebuiltInput = p.outputRebuildBytes
-                m.charge(rebuiltInput)
-            }
-            m.transient(c.rebuildPeak)
-            m.charge(c.rebuildBytes)
-            m.transient(c.backwardPeak)
-            m.charge(c.inputGradientBytes)
-            m.release(blocks[k + 1].inputGradientBytes)
-            m.release(c.rebuildBytes + c.stashBytes + rebuiltInput)
-            if c.stashKeepsOutput { m.drop(k + 1) }
-            if inputKept[k] { m.drop(k) }
-        }
-        return m.peak
+    /// Whether each block can rebuild its output from its selective stash.
+    var rebuildsOutput: [Bool] { blocks.map { $0.outputRebuildPeak != nil } }
+
+    /// The peak of a whole step's schedule.
+    func replayPeak(_ schedule: StepSchedule) -> Int {
+        var r = ByteReplay(self)
+        r.bytes.hold(0, 0) // the images, the step's first activation
+        for op in schedule.operations { r.apply(op) }
+        return r.bytes.peak
     }
 }
 
@@ -189,7 +223,7 @@ struct RecomputePacer: Sendable {
         var bytes = 0, prefix: [Int] = []
         for r in plan.segments {
             prefix.append(bytes)
-            bytes += profile.blocks[r.lowerBound].inputBytes + r.reduce(0) { $0 + profile.blocks[$1].statisticsBytes }
+            bytes += profile.checkpointBytes(r)
         }
         self.prefix = prefix
     }
@@ -218,32 +252,37 @@ extension CheckpointPlan {
     public func predict(_ profile: ChainProfile, overlap: Overlap? = nil) -> PlanPrediction {
         let b = profile.blocks
         let step = b.reduce(0) { $0 + $1.forwardSeconds + $1.backwardSeconds }
-        if selective {
+        let peak = profile.replayPeak(StepSchedule(self, rebuildsOutput: profile.rebuildsOutput))
+        guard case .segmented(let segments) = self else {
             let seconds = b.dropLast().reduce(0) { $0 + $1.rebuildSeconds + ($1.outputRebuildPeak == nil ? 0 : $1.outputRebuildSeconds) }
-            return PlanPrediction(peakBytes: profile.selectivePeak(), overlappedPeakBound: nil, recomputedBlocks: b.count - 1,
+            return PlanPrediction(peakBytes: peak, overlappedPeakBound: nil, recomputedBlocks: b.count - 1,
                                   extraForwardFLOPs: 0, extraForwardSeconds: seconds, stepSeconds: step)
         }
-        var prefix = 0, peak = 0, bound = 0
-        for (s, r) in segments.enumerated() {
-            let last = s == segments.count - 1
-            let running = profile.segmentPeak(r, last: last) // forward (and, last, its backward)
-            let backward = last ? running : profile.rebuildPeak(r)
-            peak = max(peak, prefix + running, prefix + backward)
-            // with overlap, the main thread runs the forward and then only backward passes;
-            // while segment s's runs, the recompute thread may hold up to `lookahead` earlier
-            // segments rebuilt and be running a forward
-            bound = max(bound, prefix + running)
-            if let o = overlap {
+        var bound: Int?
+        if let o = overlap {
+            // the main thread runs the forward and then only backward passes; while segment
+            // s's runs, the recompute thread may hold up to `lookahead` earlier segments
+            // rebuilt and be running a forward
+            var prefix = 0, worst = 0
+            for (s, r) in segments.enumerated() {
+                worst = max(worst, prefix + profile.segmentPeaks(r, last: s == segments.count - 1).forward)
                 let ahead = segments[max(0, s - o.lookahead)..<s].reduce(0) { $0 + profile.rebuiltBytes($1) }
                 let transient = s > 0 ? segments[s - 1].map { b[$0].recomputePeak }.max() ?? 0 : 0
-                bound = max(bound, prefix + profile.backwardOnlyPeak(r) + ahead + transient)
+                worst = max(worst, prefix + profile.backwardOnlyPeak(r) + ahead + transient)
+                prefix += profile.checkpointBytes(r)
             }
-            prefix += b[r.lowerBound].inputBytes + r.reduce(0) { $0 + b[$1].statisticsBytes } // checkpoint, statistics
+            bound = o.memoryLimit.map { min(worst, max($0, peak)) } ?? worst
         }
-        if let limit = overlap?.memoryLimit { bound = min(bound, max(limit, peak)) }
         let again = segments.dropLast().flatMap { $0 }
-        return PlanPrediction(peakBytes: peak, overlappedPeakBound: overlap.map { _ in bound },
+        return PlanPrediction(peakBytes: peak, overlappedPeakBound: bound,
                               recomputedBlocks: again.count, extraForwardFLOPs: again.reduce(0) { $0 + b[$1].forwardFLOPs },
                               extraForwardSeconds: again.reduce(0) { $0 + b[$1].recomputeSeconds }, stepSeconds: step)
+    }
+}
+
+extension ChainProfile {
+    /// What a checkpointed segment keeps until its rebuild: its input and its BatchNorms' statistics.
+    func checkpointBytes(_ range: Range<Int>) -> Int {
+        blocks[range.lowerBound].inputBytes + range.reduce(0) { $0 + blocks[$1].statisticsBytes }
     }
 }

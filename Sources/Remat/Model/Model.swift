@@ -119,14 +119,10 @@ public final class Model {
     /// Runs every block, keeping what each backward pass needs. Returns the logits (N, classes).
     public func forward(_ images: Tensor, _ context: ForwardContext) throws -> (logits: Tensor, saved: [Saved]) {
         try check(images)
-        var x = images, saved: [Saved] = []
+        var saved: [Saved] = []
         saved.reserveCapacity(blocks.count)
-        for b in blocks {
-            let (y, s) = try b.forward(x, context)
-            saved.append(s)
-            x = y
-        }
-        return (x, saved)
+        let logits = try forward(blocks.indices, from: images, context, trace: nil, span: "forward", keep: { saved.append($1) })
+        return (logits, saved)
     }
 
     /// Back-propagates d(loss)/d(logits) through the chain, accumulating parameter gradients,
@@ -136,10 +132,25 @@ public final class Model {
     @discardableResult
     public func backward(_ dlogits: Tensor, _ saved: inout [Saved]) throws -> Tensor? {
         var g = dlogits
-        for (i, b) in blocks.enumerated().reversed() {
-            g = try b.backward(g, saved[i])
+        for i in blocks.indices.reversed() {
+            g = try blocks[i].backward(g, saved[i])
             saved[i] = Saved() // free this block's activations now
         }
         return g.shape.count == 0 ? nil : g
+    }
+
+    /// Runs blocks `range` forward from `x` and returns the last output: the loop over blocks
+    /// of every forward but the step's own (which its schedule runs block by block).
+    /// `before(i)` runs before block i; `keep(i, record)` gets each block's record.
+    func forward(_ range: Range<Int>, from x: Tensor, _ context: ForwardContext, trace: TraceRecorder?, span: String,
+                 before: (Int) throws -> Void = { _ in }, keep: (Int, Saved) -> Void = { _, _ in }) throws -> Tensor {
+        var x = x
+        for i in range {
+            try before(i)
+            let (y, saved) = try trace.span(span, block: i) { try blocks[i].forward(x, context) }
+            keep(i, saved)
+            x = y
+        }
+        return x
     }
 }

@@ -118,26 +118,21 @@ public final class Trainer {
         account.resetPeak()
         model.zeroGradients()
         let context = ForwardContext(training: true, seed: seed, step: step)
-        var engine = CheckpointEngine(model: model, plan: plan, overlap: checkpointing.overlap, account: account,
-                                      trace: trace)
-        if checkpointing.overlap != nil {
-            if recomputeThread == nil { recomputeThread = RecomputeThread() }
-            engine.recomputeThread = recomputeThread
-        }
-        if let limit = checkpointing.effectiveOverlap?.memoryLimit {
-            engine.pacer = RecomputePacer(limit: limit, profile: try profile(batch: labels.count), plan: plan)
-        }
+        var executor = StepExecutor(model: model, plan: plan, trace: trace)
         if let averager {
             averager.begin()
-            engine.blockDone = { averager.blockDone($0) }
+            executor.blockDone = { averager.blockDone($0) }
         }
+        // distributed: an error ends this rank, and mpirun ends the others (collectives
+        // cannot be matched up once one rank has left the step)
         let (loss, correct): (Float, Int)
-        do {
-            (loss, correct) = try engine.run(images: images, labels: labels, context: context)
-        } catch {
-            // distributed: this rank's error ends it, and mpirun ends the others (collectives
-            // cannot be matched up once one rank has left the step)
-            throw error
+        if let overlap = checkpointing.effectiveOverlap {
+            if recomputeThread == nil { recomputeThread = RecomputeThread() }
+            let pacer = try overlap.memoryLimit.map { RecomputePacer(limit: $0, profile: try profile(batch: labels.count), plan: plan) }
+            (loss, correct) = try executor.runOverlapped(images: images, labels: labels, context: context, overlap: overlap,
+                                                         thread: recomputeThread!, account: account, pacer: pacer)
+        } else {
+            (loss, correct) = try executor.run(images: images, labels: labels, context: context)
         }
         let communication = averager?.finish() ?? (0, 0)
         optimizer.step(model)
@@ -158,8 +153,7 @@ public final class Trainer {
             for start in stride(from: 0, to: data.count, by: batchSize) {
                 let (x, y) = try data.batch(Array(start..<min(start + batchSize, data.count)))
                 try model.check(x)
-                var logits = x
-                for b in model.blocks { logits = try b.forward(logits, context).0 }
+                let logits = try model.forward(model.blocks.indices, from: x, context, trace: nil, span: "forward")
                 total += Double(try SoftmaxCrossEntropy.evaluate(logits: logits, labels: y).loss) * Double(y.count)
                 correct += SoftmaxCrossEntropy.correct(logits: logits, labels: y)
             }
