@@ -53,7 +53,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed steps per configuration.") var steps = 6
     @Option(help: "Untimed steps first.") var warmup = 2
     @Option(parsing: .upToNextOption, help: "Policies: none, sqrt, every-K, selective, budget-SIZE (e.g. budget-80MiB).")
-    var policies: [CheckpointPolicy] = [.none, .sqrtN]
+    var policies: [CheckpointPolicy] = [.keepAll, .sqrtN]
     @Option(help: "Also run a memory-budget plan of this size (bytes, or with KiB/MiB/GiB).") var budget: String?
     @Option(help: "Recompute overlapped with backward: off, on or both.") var overlap: OverlapChoice = .both
     @Option(help: "Write the Chrome trace (JSON) of one sqrt(n) step to this file: overlapped, or sequential with --overlap off.") var trace: String?
@@ -113,12 +113,12 @@ struct Bench: ParsableCommand {
         if frontier {
             all = try CheckpointPlan.frontier(ChainProfile.measure(try options.makeModel(), batch: options.batch, seed: options.seed))
         }
-        if let b = budget.flatMap(CheckpointPolicy.parseBytes) { all.append(.budget(b)) }
+        if let b = budget.flatMap(CheckpointPolicy.parseBytes) { all.append(.budget(bytes: b)) }
         var configs: [Checkpointing] = []
         for policy in all {
             let overlaps: [Bool]
             switch (policy, overlap) {
-            case (.none, _), (.selective, _), (_, .off): overlaps = [false]
+            case (.keepAll, _), (.selective, _), (_, .off): overlaps = [false]
             case (_, .on): overlaps = [true]
             case (_, .both): overlaps = [false, true]
             }
@@ -284,7 +284,7 @@ struct Bench: ParsableCommand {
     /// --plot: the measured rows and their predictions (the predicted extra time on the
     /// measured none step) on the axes peak activation MiB and step ms.
     func writePlot(_ rows: [Row], to path: String, settings: ThreadOptions.Resolved) throws {
-        let base = rows.first { $0.policy == .none }?.median
+        let base = rows.first { $0.policy == .keepAll }?.median
         var points: [TradeOffPlot.Point] = rows.map { r in
             .init(mebibytes: Double(r.activationBytes) / 1_048_576, milliseconds: r.median * 1e3,
                   kind: r.overlap ? .overlapped : .measured, label: r.overlap ? nil : r.policy.description)
@@ -317,10 +317,10 @@ struct Bench: ParsableCommand {
 
     func report(_ rows: [Row], settings: ThreadOptions.Resolved, roundTrip: (Double, Double)) {
         guard (communicator?.rank ?? 0) == 0 else { return }
-        let base = rows.first { $0.policy == .none }?.median
+        let base = rows.first { $0.policy == .keepAll }?.median
         let split = "\(settings.overlap.backwardThreads)+\(settings.overlap.recomputeThreads)"
         func fields(_ r: Row) -> [(String, Any)] {
-            [("model", options.model), ("batch", options.batch), ("threads", settings.threads), ("isa", KernelRuntime.isa),
+            [("model", options.model), ("batch", options.batch), ("threads", settings.threads), ("isa", KernelRuntime.isa.rawValue),
              ("policy", r.policy.description), ("overlap", r.overlap), ("split", r.overlap ? split : ""),
              ("lookahead", r.overlap ? settings.overlap.lookahead : 0), ("segments", r.segments),
              ("step_seconds_median", r.median), ("step_seconds_spread", r.spread),

@@ -48,7 +48,7 @@ struct Plan: ParsableCommand {
 
     func run() throws {
         let model = try options.makeModel()
-        var chosen = budget.flatMap(CheckpointPolicy.parseBytes).map(CheckpointPolicy.budget) ?? policy ?? .sqrtN
+        var chosen = budget.flatMap(CheckpointPolicy.parseBytes).map(CheckpointPolicy.budget(bytes:)) ?? policy ?? .sqrtN
         var fit: MemoryFit?
         let processLimit = try memoryOptions.resolve()
         if let limit = processLimit {
@@ -66,7 +66,7 @@ struct Plan: ParsableCommand {
             Overlap(backwardThreads: 1, recomputeThreads: 1, lookahead: $0, memoryLimit: limit)
         }
         let p = plan.predict(profile, overlap: Checkpointing(policy: chosen, overlap: overlap).effectiveOverlap)
-        let none = try CheckpointPlan(policy: .none, profile: profile).predict(profile)
+        let none = try CheckpointPlan(policy: .keepAll, profile: profile).predict(profile)
         let smallest = CheckpointPlan.smallestBudget(profile)
         let roles = roles(plan, blocks: model.blocks.count)
         if json {
@@ -101,7 +101,7 @@ struct Plan: ParsableCommand {
         print("plan: \(plan)")
         print("predicted peak activations: \(mib(p.peakBytes)) MiB (no checkpointing: \(mib(none.peakBytes)) MiB, "
               + String(format: "%.0f%%", 100 * Double(p.peakBytes) / Double(max(none.peakBytes, 1))) + ")")
-        if p.peakBytes >= none.peakBytes && chosen != .none {
+        if p.peakBytes >= none.peakBytes && chosen != .keepAll {
             // selective on conv-ReLU chains: ReLU keeps only its output already, so recording
             // the conv outputs beside it keeps more, not less
             print("this plan keeps no less than no checkpointing on \(options.model): use sqrt or a budget to save memory")
@@ -121,7 +121,7 @@ struct Plan: ParsableCommand {
 
     /// --frontier: each policy along the trade-off curve with its predicted peak and extra time.
     func printFrontier(_ profile: ChainProfile) throws {
-        let none = try CheckpointPlan(policy: .none, profile: profile).predict(profile)
+        let none = try CheckpointPlan(policy: .keepAll, profile: profile).predict(profile)
         let points = try CheckpointPlan.frontier(profile, budgets: budgets).map { policy in
             let plan = try CheckpointPlan(policy: policy, profile: profile)
             return (policy, plan, plan.predict(profile))
@@ -149,7 +149,7 @@ struct Plan: ParsableCommand {
 
     /// --memory SIZE --max-batch: the largest batch each policy's plan fits in the limit.
     func printMaxBatch(_ trainer: Trainer, _ limit: MemoryLimit) throws {
-        let rows: [(String, CheckpointPolicy?)] = [("none", CheckpointPolicy.none), ("selective", .selective), ("sqrt(n)", .sqrtN),
+        let rows: [(String, CheckpointPolicy?)] = [("none", CheckpointPolicy.keepAll), ("selective", .selective), ("sqrt(n)", .sqrtN),
                                                    ("any plan (the smallest budget)", nil)]
         if !json {
             print("\(options.model) in \(mib(limit.bytes)) MiB (\(limit.source)); each answer fits on a profile measured "

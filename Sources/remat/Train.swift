@@ -92,7 +92,7 @@ struct Train: ParsableCommand {
             ? SGD(learningRate: lr ?? 0.01, momentum: momentum, weightDecay: weightDecay)
             : AdamW(learningRate: lr ?? 1e-3, weightDecay: weightDecay)
         let trainer = Trainer(model: model, optimizer: opt, seed: options.seed)
-        var chosen = budget.flatMap(CheckpointPolicy.parseBytes).map(CheckpointPolicy.budget) ?? policy ?? .none
+        var chosen = budget.flatMap(CheckpointPolicy.parseBytes).map(CheckpointPolicy.budget(bytes:)) ?? policy ?? .keepAll
         trainer.checkpointing = Checkpointing(policy: chosen, overlap: overlap ? settings.overlap : nil)
         // opened (and its encoder first used) before a memory limit's runtime is measured
         let log = lead ? try metrics.map { try MetricsLog(path: $0) } : nil

@@ -77,7 +77,7 @@ struct Tune: ParsableCommand {
         let cores = maxThreads ?? KernelRuntime.cores
         let teams = Array(1...cores)
         func splits(_ t: Int) -> [Overlap] { t < 2 ? [] : (1..<t).map { Overlap(backwardThreads: t - $0, recomputeThreads: $0) } }
-        let recomputes = policy != .none && policy != .selective
+        let recomputes = policy != .keepAll && policy != .selective
         let main = defaults.first!
         var variants = [GemmBlocking]()
         for (mc, kc) in [(main.mc, max(64, main.kc / 2)), (main.mc, min(4096, main.kc * 2)), (min(4096, main.mc * 2), main.kc)] {

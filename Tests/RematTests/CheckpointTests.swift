@@ -30,7 +30,7 @@ func runSteps(_ makeModel: () throws -> Model, batch: Int, checkpointing: Checkp
         let (x, y) = try data.batch(Array(s * batch..<(s + 1) * batch))
         loss = try trainer.train(images: x, labels: y).loss
     }
-    let bns = model.blocks.flatMap(Model.layers(of:)).compactMap { $0 as? BatchNorm2D }
+    let bns = model.leaves.compactMap { $0 as? BatchNorm2D }
     return StepResult(loss: loss.bitPattern, gradients: model.parameterGradients.map(\.bitPattern),
                       weights: model.parameters.map(\.bitPattern),
                       running: bns.flatMap { $0.runningMean + $0.runningVariance }.map(\.bitPattern))
@@ -83,9 +83,9 @@ struct CheckpointTests {
         // 27 bytes in 4 segments: 7 cannot fit (5 | 4 | 4 | 4 2 ... needs a fifth), 8 can
         #expect(b.segments == [0..<1, 1..<3, 3..<6, 6..<11])
         #expect(b.segments.map { bytes[$0].reduce(0, +) }.max() == 8)
-        #expect(try CheckpointPlan(policy: .none, blocks: 5).segments == [0..<5])
-        #expect(try CheckpointPlan(policy: .every(2), blocks: 5).segments == [0..<2, 2..<4, 4..<5])
-        #expect(throws: RematError.self) { try CheckpointPlan(policy: .every(0), blocks: 5) }
+        #expect(try CheckpointPlan(policy: .keepAll, blocks: 5).segments == [0..<5])
+        #expect(try CheckpointPlan(policy: .every(blocks: 2), blocks: 5).segments == [0..<2, 2..<4, 4..<5])
+        #expect(throws: RematError.self) { try CheckpointPlan(policy: .every(blocks: 0), blocks: 5) }
     }
 
     /// A plan compiles to the operations its step runs, in order; the executors and the
@@ -133,8 +133,8 @@ struct CheckpointTests {
             return try Zoo.model(named: name, seed: 3)
         }
         let batch = name == "vgg11" || name.hasPrefix("plain") ? 2 : 4
-        let baseline = try runSteps(make, batch: batch, checkpointing: .none)
-        for policy in [CheckpointPolicy.every(1), .every(2), .sqrtN, .selective] {
+        let baseline = try runSteps(make, batch: batch, checkpointing: .keepAll)
+        for policy in [CheckpointPolicy.every(blocks: 1), .every(blocks: 2), .sqrtN, .selective] {
             for overlap in Self.overlaps where policy != .selective || overlap == nil {
                 let r = try runSteps(make, batch: batch, checkpointing: Checkpointing(policy: policy, overlap: overlap))
                 #expect(r == baseline, "\(name) \(policy) overlap \(String(describing: overlap)) differs from no checkpointing")
@@ -151,7 +151,7 @@ struct CheckpointTests {
             trainer.checkpointing = c
             return try trainer.train(images: x, labels: y).peakActivationBytes
         }
-        let none = try peak(.none), sqrt = try peak(Checkpointing(policy: .sqrtN))
+        let none = try peak(.keepAll), sqrt = try peak(Checkpointing(policy: .sqrtN))
         let overlapped = try peak(Checkpointing(policy: .sqrtN, overlap: Overlap(backwardThreads: 1, recomputeThreads: 1)))
         #expect(Double(sqrt) < 0.5 * Double(none), "sqrt(n) peak \(sqrt) vs none \(none)")
         #expect(overlapped > sqrt && overlapped < none, "overlapped peak \(overlapped): one segment more than \(sqrt)")
@@ -169,7 +169,7 @@ struct CheckpointTests {
             Sequential([GlobalAvgPool(), Linear(4, 10)]),
         ])
         let trainer = Trainer(model: model, optimizer: SGD())
-        trainer.checkpointing = Checkpointing(policy: .every(1),
+        trainer.checkpointing = Checkpointing(policy: .every(blocks: 1),
                                               overlap: Overlap(backwardThreads: 1, recomputeThreads: 1, memoryLimit: memoryLimit))
         let trace = TraceRecorder()
         trainer.trace = trace
@@ -197,7 +197,7 @@ struct CheckpointTests {
                 Sequential([Conv2D(4, 4, kernel: 3, padding: 1), ReLU()]), Sequential([GlobalAvgPool(), Linear(4, 10)]),
             ])
             let trainer = Trainer(model: model, optimizer: SGD())
-            trainer.checkpointing = Checkpointing(policy: .every(2), overlap: Overlap(backwardThreads: 1, recomputeThreads: 1, bindsCores: binds))
+            trainer.checkpointing = Checkpointing(policy: .every(blocks: 2), overlap: Overlap(backwardThreads: 1, recomputeThreads: 1, bindsCores: binds))
             let (x, y) = try SyntheticDataset(count: 4, imageShape: Shape(3, 8, 8)).batch([0, 1, 2, 3])
             let before = CPUProbe.cpus()
             try trainer.train(images: x, labels: y)
@@ -216,7 +216,7 @@ struct CheckpointTests {
     /// thread of its own, the same one every step (the trainer keeps it).
     @Test func traceShowsTheOverlap() throws {
         let trainer = Trainer(model: try Zoo.resnet(blocksPerStage: 1), optimizer: SGD())
-        trainer.checkpointing = Checkpointing(policy: .every(2), overlap: Overlap(backwardThreads: 1, recomputeThreads: 1))
+        trainer.checkpointing = Checkpointing(policy: .every(blocks: 2), overlap: Overlap(backwardThreads: 1, recomputeThreads: 1))
         let trace = TraceRecorder()
         trainer.trace = trace
         let (x, y) = try SyntheticDataset(count: 4, imageShape: Shape(3, 32, 32)).batch([0, 1, 2, 3])
@@ -238,11 +238,11 @@ struct CheckpointTests {
         weak var thread: RecomputeThread?
         do {
             let trainer = Trainer(model: try Zoo.resnet(blocksPerStage: 1), optimizer: SGD())
-            trainer.checkpointing = Checkpointing(policy: .every(2), overlap: Overlap(backwardThreads: 1, recomputeThreads: 1))
+            trainer.checkpointing = Checkpointing(policy: .every(blocks: 2), overlap: Overlap(backwardThreads: 1, recomputeThreads: 1))
             let (x, y) = try SyntheticDataset(count: 4, imageShape: Shape(3, 32, 32)).batch([0, 1, 2, 3])
             try trainer.train(images: x, labels: y)
             thread = trainer.recomputeThread
-            trainer.checkpointing = .none
+            trainer.checkpointing = .keepAll
             try trainer.train(images: x, labels: y)
             #expect(thread != nil && trainer.recomputeThread === thread)
         }

@@ -23,9 +23,9 @@ struct GettingStartedTests {
         // stay within the budget.
         let batch = 32
         let profile = try ChainProfile.measure(model, batch: batch)
-        let unchecked = try CheckpointPlan(policy: .none, profile: profile).predict(profile).peakBytes
+        let unchecked = try CheckpointPlan(policy: .keepAll, profile: profile).predict(profile).peakBytes
         let overlap = Overlap(backwardThreads: 1, recomputeThreads: 1)
-        trainer.checkpointing = Checkpointing(policy: .budget(unchecked * 9 / 10), overlap: overlap)
+        trainer.checkpointing = Checkpointing(policy: .budget(bytes: unchecked * 9 / 10), overlap: overlap)
         let (plan, _) = try trainer.plan(batch: batch)
         let predicted = plan.predict(profile, overlap: trainer.checkpointing.effectiveOverlap)
         print("plan \(plan): at most \(predicted.overlappedPeakBound!) bytes, \(predicted.recomputedBlocks) blocks recomputed")

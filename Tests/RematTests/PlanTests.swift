@@ -26,7 +26,7 @@ struct PlanTests {
         let profile = try ChainProfile.measure(try Self.model(name), batch: batch)
         let data = try SyntheticDataset(count: batch, imageShape: try Self.model(name).imageShape, seed: 1)
         let (x, y) = try data.batch(Array(0..<batch))
-        for policy in [CheckpointPolicy.none, .every(1), .every(2), .sqrtN, .selective] {
+        for policy in [CheckpointPolicy.keepAll, .every(blocks: 1), .every(blocks: 2), .sqrtN, .selective] {
             for overlap in [nil, Overlap(backwardThreads: 1, recomputeThreads: 1, lookahead: 2)] where !(policy == .selective && overlap != nil) {
                 let trainer = Trainer(model: try Self.model(name), optimizer: SGD())
                 trainer.checkpointing = Checkpointing(policy: policy, overlap: overlap)
@@ -58,9 +58,9 @@ struct PlanTests {
         for i in b.indices { (zero[i].statisticsBytes, big[i].statisticsBytes) = (0, 0) }
         big[0].statisticsBytes = 1 << 30
         let (plain, heavy) = (ChainProfile(batch: 4, blocks: zero, measured: true), ChainProfile(batch: 4, blocks: big, measured: true))
-        let once = try CheckpointPlan(policy: .none, blocks: b.count)
+        let once = try CheckpointPlan(policy: .keepAll, blocks: b.count)
         #expect(once.predict(heavy).peakBytes == once.predict(plain).peakBytes)
-        let segmented = try CheckpointPlan(policy: .every(3), blocks: b.count)
+        let segmented = try CheckpointPlan(policy: .every(blocks: 3), blocks: b.count)
         let peak = segmented.predict(heavy).peakBytes
         #expect(peak > 1 << 30 && peak - (1 << 30) <= segmented.predict(plain).peakBytes, "\(peak)")
     }
@@ -75,7 +75,7 @@ struct PlanTests {
                     && c.recomputePeak >= c.forwardPeak - c.statisticsBytes,
                     "block \(i): recompute peak \(c.recomputePeak), forward \(c.forwardPeak), statistics \(c.statisticsBytes)")
         }
-        let plan = try CheckpointPlan(policy: .every(3), blocks: profile.blocks.count)
+        let plan = try CheckpointPlan(policy: .every(blocks: 3), blocks: profile.blocks.count)
         let again = plan.segments.dropLast().flatMap { $0 }.reduce(0) { $0 + profile.blocks[$1].recomputeSeconds }
         #expect(plan.predict(profile).extraForwardSeconds == again)
     }
@@ -124,14 +124,14 @@ struct PlanTests {
         let profile = try ChainProfile.measure(trainer.model, batch: batch, seed: 8)
         let smallest = CheckpointPlan.smallestBudget(profile)
         do {
-            _ = try CheckpointPlan(policy: .budget(smallest / 2), profile: profile)
+            _ = try CheckpointPlan(policy: .budget(bytes: smallest / 2), profile: profile)
             Issue.record("a budget below the smallest feasible one was accepted")
         } catch let e as RematError {
             #expect(e.description.contains("smallest feasible budget is \(smallest) bytes"), "\(e)")
         }
-        let none = try CheckpointPlan(policy: .none, profile: profile).predict(profile).peakBytes
+        let none = try CheckpointPlan(policy: .keepAll, profile: profile).predict(profile).peakBytes
         let budget = (smallest + none) / 2
-        trainer.checkpointing = Checkpointing(policy: .budget(budget))
+        trainer.checkpointing = Checkpointing(policy: .budget(bytes: budget))
         let (plan, _) = try trainer.plan(batch: batch)
         #expect(plan.segments.count > 1 && plan.predict(profile).peakBytes <= budget)
         let data = try SyntheticDataset(count: batch, imageShape: trainer.model.imageShape, seed: 4)
@@ -142,14 +142,14 @@ struct PlanTests {
         // smallest budget holds, the prediction says so, and the bits stay those of no
         // checkpointing
         let overlap = Overlap(backwardThreads: 1, recomputeThreads: 1)
-        let baseline = try runSteps(make, batch: batch, checkpointing: .none)
+        let baseline = try runSteps(make, batch: batch, checkpointing: .keepAll)
         for b in [smallest, budget] {
-            let tight = Checkpointing(policy: .budget(b), overlap: overlap)
+            let tight = Checkpointing(policy: .budget(bytes: b), overlap: overlap)
             #expect(tight.effectiveOverlap?.memoryLimit == b)
             let overlapped = Trainer(model: try make(), optimizer: SGD(), seed: 8)
             overlapped.checkpointing = tight
             let (p, own) = try overlapped.plan(batch: batch)
-            #expect(p == (try CheckpointPlan(policy: .budget(b), profile: own)))
+            #expect(p == (try CheckpointPlan(policy: .budget(bytes: b), profile: own)))
             #expect(p.predict(own, overlap: tight.effectiveOverlap).overlappedPeakBound! <= b)
             for _ in 0..<4 {
                 let o = try overlapped.train(images: x, labels: y).peakActivationBytes
@@ -157,7 +157,7 @@ struct PlanTests {
             }
             #expect(try runSteps(make, batch: batch, checkpointing: tight) == baseline)
         }
-        let budgeted = try runSteps(make, batch: batch, checkpointing: Checkpointing(policy: .budget(budget)))
+        let budgeted = try runSteps(make, batch: batch, checkpointing: Checkpointing(policy: .budget(bytes: budget)))
         #expect(budgeted == baseline)
     }
 
@@ -175,8 +175,8 @@ struct PlanTests {
         let profile = try ChainProfile.measure(try make(), batch: batch)
         let data = try SyntheticDataset(count: batch, imageShape: try make().imageShape, seed: 1)
         let (x, y) = try data.batch(Array(0..<batch))
-        let baseline = try runSteps(make, batch: batch, checkpointing: .none)
-        for policy in [CheckpointPolicy.every(1), .sqrtN] {
+        let baseline = try runSteps(make, batch: batch, checkpointing: .keepAll)
+        for policy in [CheckpointPolicy.every(blocks: 1), .sqrtN] {
             let plan = try CheckpointPlan(policy: policy, profile: profile)
             let sequential = plan.predict(profile).peakBytes
             let free = try #require(plan.predict(profile, overlap: Overlap(backwardThreads: 1, recomputeThreads: 1)).overlappedPeakBound)
@@ -244,7 +244,7 @@ struct PlanTests {
     @Test func selectiveKeepsLessAndRefusesOverlap() throws {
         for name in ["resnet20", "vgg11"] {
             let profile = try ChainProfile.measure(try Zoo.model(named: name), batch: 4)
-            let none = try CheckpointPlan(policy: .none, profile: profile).predict(profile)
+            let none = try CheckpointPlan(policy: .keepAll, profile: profile).predict(profile)
             let selective = try CheckpointPlan(policy: .selective, profile: profile).predict(profile)
             #expect(selective.peakBytes < none.peakBytes * 85 / 100, "\(name): selective \(selective.peakBytes) vs none \(none.peakBytes)")
             #expect(selective.extraForwardFLOPs == 0 && selective.extraForwardSeconds > 0)
@@ -258,10 +258,10 @@ struct PlanTests {
     /// Policies parse from their command-line spellings; nonsense does not.
     @Test func policySpellings() {
         #expect(CheckpointPolicy(parsing: "sqrt") == .sqrtN)
-        #expect(CheckpointPolicy(parsing: "every-3") == .every(3))
-        #expect(CheckpointPolicy(parsing: "budget-64MiB") == .budget(64 << 20))
-        #expect(CheckpointPolicy(parsing: "budget-1.5GiB") == .budget(3 << 29))
-        #expect(CheckpointPolicy(parsing: "budget-1000") == .budget(1000))
+        #expect(CheckpointPolicy(parsing: "every-3") == .every(blocks: 3))
+        #expect(CheckpointPolicy(parsing: "budget-64MiB") == .budget(bytes: 64 << 20))
+        #expect(CheckpointPolicy(parsing: "budget-1.5GiB") == .budget(bytes: 3 << 29))
+        #expect(CheckpointPolicy(parsing: "budget-1000") == .budget(bytes: 1000))
         #expect(CheckpointPolicy(parsing: "selective") == .selective)
         for bad in ["", "every-0", "every-x", "budget-", "budget--5MiB", "budget-0", "sqrt2", "budget-5TiB"] {
             #expect(CheckpointPolicy(parsing: bad) == nil, "\(bad) parsed")

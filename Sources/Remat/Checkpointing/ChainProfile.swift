@@ -144,7 +144,7 @@ public struct ChainProfile: Sendable {
                 let (rebuilt, rPeak, rSeconds) = try peak { try block.forward(x, recording).1 }
                 (cost.rebuildPeak, cost.rebuildBytes, cost.rebuildSeconds) = (rPeak, account.liveBytes - before, rSeconds)
                 withExtendedLifetime(rebuilt) {}
-                if let seq = block as? Sequential {
+                if let seq = block as? OutputFromStash {
                     let before = account.liveBytes
                     let (out, oPeak, oSeconds) = try peak { try seq.outputFromStash(stash, context) }
                     if out != nil {

@@ -44,7 +44,7 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
     public init(policy: CheckpointPolicy, blocks n: Int, blockBytes: [Int]? = nil) throws {
         guard n >= 1 else { throw RematError.invalidArgument("a plan needs at least one block") }
         switch policy {
-        case .none:
+        case .keepAll:
             self = .segmented([0..<n])
         case .selective:
             self = .selective(blocks: n)
@@ -130,7 +130,7 @@ extension CheckpointPlan {
 
     /// The smallest budget any segmentation fits in (binary search over `cheapest`).
     public static func smallestBudget(_ profile: ChainProfile) -> Int {
-        var hi = try! CheckpointPlan(policy: .none, blocks: profile.blocks.count).predict(profile).peakBytes
+        var hi = try! CheckpointPlan(policy: .keepAll, blocks: profile.blocks.count).predict(profile).peakBytes
         var lo = 0
         let peaks = SegmentPeaks(profile)
         while lo < hi {
@@ -211,14 +211,14 @@ extension CheckpointPlan {
     /// feasible budget to no checkpointing's peak (each budget the peak of the plan it gives,
     /// distinct plans only).
     public static func frontier(_ profile: ChainProfile, budgets: Int = 8) throws -> [CheckpointPolicy] {
-        let none = try CheckpointPlan(policy: .none, profile: profile).predict(profile).peakBytes
+        let none = try CheckpointPlan(policy: .keepAll, profile: profile).predict(profile).peakBytes
         let smallest = smallestBudget(profile)
-        var policies: [CheckpointPolicy] = [.none, .selective, .sqrtN], seen: [[Range<Int>]] = []
+        var policies: [CheckpointPolicy] = [.keepAll, .selective, .sqrtN], seen: [[Range<Int>]] = []
         for k in 0..<max(budgets, 0) {
             let bound = smallest + (none - smallest) * k / max(1, budgets - 1)
             guard let plan = cheapest(within: bound, profile), plan.segments.count > 1, !seen.contains(plan.segments) else { continue }
             seen.append(plan.segments)
-            policies.append(.budget(plan.predict(profile).peakBytes))
+            policies.append(.budget(bytes: plan.predict(profile).peakBytes))
         }
         return policies
     }

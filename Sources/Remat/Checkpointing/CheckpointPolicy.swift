@@ -4,9 +4,9 @@ import Foundation
 /// backward pass. See `CheckpointPlan` for the segments a policy makes.
 public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
     /// Keep everything: no recomputation.
-    case none
+    case keepAll
     /// A checkpoint every k blocks (segments of k blocks).
-    case every(Int)
+    case every(blocks: Int)
     /// The peak of at most ceil(sqrt(n)) segments of balanced bytes (O(sqrt n) memory), with
     /// the least recompute that peak allows (given a chain profile; see `CheckpointPlan`).
     case sqrtN
@@ -14,7 +14,7 @@ public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
     /// activation bytes stays within this many bytes (a dynamic program over the chain's
     /// measured or estimated profile). A budget below the smallest feasible one is an error
     /// that names that smallest budget.
-    case budget(Int)
+    case budget(bytes: Int)
     /// Keep only the outputs of expensive layers (convolutions, linear) and the block
     /// inputs that cannot be rebuilt from them; recompute the cheap layers (BatchNorm, ReLU,
     /// pooling, dropout) of each block just before its backward pass. The last block keeps
@@ -23,7 +23,7 @@ public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .none: return "none"
+        case .keepAll: return "none"
         case .every(let k): return "every-\(k)"
         case .sqrtN: return "sqrt(n)"
         case .budget(let bytes): return "budget-\(Self.mebibytes(bytes))MiB"
@@ -36,17 +36,17 @@ public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
         return m == m.rounded() ? String(Int(m)) : String(format: "%.1f", m)
     }
 
-    /// Parses "none", "sqrt" (or "sqrt(n)", "sqrtn"), "every-K", "selective", "budget-SIZE"
+    /// Parses "none" (or "keep-all"), "sqrt" (or "sqrt(n)", "sqrtn"), "every-K", "selective", "budget-SIZE"
     /// (SIZE in bytes, or with a KiB/MiB/GiB suffix); nil for anything else.
     public init?(parsing text: String) {
         let t = text.lowercased()
         switch t {
-        case "none": self = .none
+        case "none", "keep-all": self = .keepAll
         case "sqrt", "sqrtn", "sqrt(n)": self = .sqrtN
         case "selective": self = .selective
         default:
-            if t.hasPrefix("every-"), let k = Int(t.dropFirst(6)), k >= 1 { self = .every(k); return }
-            if t.hasPrefix("budget-"), let b = Self.parseBytes(String(t.dropFirst(7))) { self = .budget(b); return }
+            if t.hasPrefix("every-"), let k = Int(t.dropFirst(6)), k >= 1 { self = .every(blocks: k); return }
+            if t.hasPrefix("budget-"), let b = Self.parseBytes(String(t.dropFirst(7))) { self = .budget(bytes: b); return }
             return nil
         }
     }

@@ -1,7 +1,7 @@
 /// A training step's checkpointing: the policy that chooses what to keep, and whether the
 /// recomputation runs on its own thread, overlapped with the backward pass.
 ///
-/// Memory/time trade-off: `.none` keeps every block's activations; `.sqrtN` keeps about
+/// Memory/time trade-off: `.keepAll` keeps every block's activations; `.sqrtN` keeps about
 /// 2 sqrt(n) blocks' worth and recomputes every block but the last segment's once (about a
 /// third more compute). With `overlap`, a recompute thread with its own kernel team rebuilds
 /// segment s-1 while the backward pass works on segment s, hiding that compute where cores
@@ -24,7 +24,7 @@ public struct Checkpointing: Sendable, Equatable {
     }
 
     /// No checkpointing.
-    public static let none = Checkpointing(policy: .none)
+    public static let keepAll = Checkpointing(policy: .keepAll)
 
     /// The overlap a step runs with: a budget also paces the recompute thread under itself
     /// (or under `Overlap.memoryLimit`, if that is lower), so the budget bounds the

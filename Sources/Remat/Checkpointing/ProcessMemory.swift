@@ -54,12 +54,12 @@ public struct ProcessMemory: Sendable, Equatable {
                                datasetBytes: Int = 0, runtime: Int, packing: Int = Int(kn_packing_bytes())) -> ProcessMemory {
         let model = trainer.model
         let floats = model.parameterCount
-        let channels = model.blocks.flatMap(Model.layers(of:)).compactMap { $0 as? BatchNorm2D }.reduce(0) { $0 + $1.channels }
-        let stateFloats = trainer.optimizer.kind == "adamw" ? 2 * floats : floats
+        let bufferFloats = model.buffers.reduce(0) { $0 + $1.values.count }
+        let stateFloats = trainer.optimizer.kind == .adamw ? 2 * floats : floats
         // `packing`: what the threads that ran the profile's GEMMs keep; a recompute thread
         // keeps one more thread's share
         let threads = max(1, KernelRuntime.threads)
-        return ProcessMemory(runtime: runtime, parameters: 8 * floats, optimizer: 4 * stateFloats, statistics: 8 * channels,
+        return ProcessMemory(runtime: runtime, parameters: 8 * floats, optimizer: 4 * stateFloats, statistics: 4 * bufferFloats,
                              kernelWorkspace: packing + (overlap ? packing / threads : 0),
                              data: batchBytes(model, batch: batch) + datasetBytes,
                              activations: activations)

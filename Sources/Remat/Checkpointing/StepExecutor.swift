@@ -110,7 +110,7 @@ struct StepExecutor {
         case .rebuildFromStash(let i):
             var replay = context.rebuilding
             let input = try state.keptInputs[i] ?? trace.span("recompute", block: i - 1) {
-                try (model.blocks[i - 1] as! Sequential).outputFromStash(state.stashes[i - 1]!, replay)!
+                try (model.blocks[i - 1] as! OutputFromStash).outputFromStash(state.stashes[i - 1]!, replay)!
             }
             state.stashes[i]!.rewind()
             replay.stash = state.stashes[i]
@@ -190,5 +190,5 @@ extension Model {
     }
 
     /// Whether each block can rebuild its output from its selective stash alone.
-    var rebuildsOutput: [Bool] { blocks.map { ($0 as? Sequential)?.canRebuildOutputFromStash == true } }
+    var rebuildsOutput: [Bool] { blocks.map { ($0 as? OutputFromStash)?.canRebuildOutputFromStash == true } }
 }

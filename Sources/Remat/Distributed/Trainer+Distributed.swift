@@ -4,10 +4,12 @@ extension Trainer {
     func synchronizeFromRankZero() {
         guard let c = communicator, c.size > 1 else { return }
         c.broadcast(model.values.baseAddress!, count: model.parameterCount)
-        for bn in TrainingState.batchNorms(model) {
-            bn.runningMean.withUnsafeMutableBufferPointer { c.broadcast($0.baseAddress!, count: $0.count) }
-            bn.runningVariance.withUnsafeMutableBufferPointer { c.broadcast($0.baseAddress!, count: $0.count) }
+        var buffers: [String: [Float]] = [:]
+        for (name, var values) in model.buffers {
+            values.withUnsafeMutableBufferPointer { c.broadcast($0.baseAddress!, count: $0.count) }
+            buffers[name] = values
         }
+        model.setBuffers(buffers)
         var state = optimizer.state
         for key in state.keys.sorted() {
             let n = Double(state[key]!.count)

@@ -29,6 +29,7 @@ public final class BasicBlock: Layer {
         "basicblock \(inChannels)->\(outChannels)" + (stride > 1 ? " s\(stride)" : "") + (shortcut != nil ? " proj" : "")
     }
     public var parameterCount: Int { main.parameterCount + (shortcut?.parameterCount ?? 0) }
+    public var sublayers: [Layer] { [main] + (shortcut.map { [$0] } ?? []) + [relu] }
 
     public func bind(_ slot: ParameterSlot) {
         main.bind(slot.slice(0, main.parameterCount))

@@ -26,6 +26,14 @@ public final class BatchNorm2D: Layer {
     }
 
     public var name: String { "bn \(channels)" }
+    /// The running statistics, under the names a saved state has always used.
+    public var buffers: [String: [Float]] {
+        get { ["bn.running_mean": runningMean, "bn.running_var": runningVariance] }
+        set {
+            if let m = newValue["bn.running_mean"] { runningMean = m }
+            if let v = newValue["bn.running_var"] { runningVariance = v }
+        }
+    }
     public var parameterCount: Int { 2 * channels }
     public func bind(_ slot: ParameterSlot) { self.slot = slot }
 

@@ -12,7 +12,7 @@ public final class Conv2D: ExpensiveLayer {
     public let hasBias: Bool
     /// False for a model's first layer unless the image gradient is wanted: its input is the
     /// data, and its backward-data pass would be pure cost.
-    var computesInputGradient = true
+    public var needsInputGradient = true
     private var slot: ParameterSlot?
     private var plans: [Shape: kn_conv2d] = [:]
     private let plansLock = NSLock() // the recompute thread plans too
@@ -93,10 +93,10 @@ public final class Conv2D: ExpensiveLayer {
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
         let x = saved.tensors[0]
         var cv = try plan(x.shape)
-        let dx = computesInputGradient ? Tensor(zeros: x.shape) : Tensor(uninitialized: Shape(0))
+        let dx = needsInputGradient ? Tensor(zeros: x.shape) : Tensor(uninitialized: Shape(0))
         let scratch = Tensor(uninitialized: Shape(Int(cv.scratch_floats)))
         let s = slot!
-        if computesInputGradient { kn_conv2d_backward_data(&cv, dx.pointer, dy.pointer, s.values, scratch.pointer) }
+        if needsInputGradient { kn_conv2d_backward_data(&cv, dx.pointer, dy.pointer, s.values, scratch.pointer) }
         kn_conv2d_backward_weights(&cv, s.gradients, hasBias ? s.gradients + weightCount : nil, dy.pointer,
                                    x.pointer, scratch.pointer)
         return dx

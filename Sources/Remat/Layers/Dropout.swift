@@ -3,10 +3,11 @@ import RematKernels
 /// Zeroes each element with probability p in training and scales the rest by 1/(1-p).
 /// The mask is a pure function of (context seed, step, this layer's index, element), so it
 /// is never stored: the backward pass and any recompute regenerate it.
-public final class Dropout: Layer {
+public final class Dropout: StochasticLayer {
     /// Chance that an element is zeroed in training.
     public let probability: Float
-    var index: UInt64 = 0 // set by the model: distinct masks per layer
+    /// Its random stream, set by the model: distinct masks per layer.
+    public var stream: UInt64 = 0
 
     /// Zeroes each element with `probability` in training and scales the rest by 1 / (1 - p);
     /// the mask is a pure function of (seed, step, layer, index), so a recompute reproduces it.
@@ -21,7 +22,7 @@ public final class Dropout: Layer {
     }
 
     func maskSeed(_ context: ForwardContext) -> UInt64 {
-        var g = SeededGenerator(seed: context.seed ^ (UInt64(context.step) &* 0x9E37_79B9_7F4A_7C15) ^ (index << 48))
+        var g = SeededGenerator(seed: context.seed ^ (UInt64(context.step) &* 0x9E37_79B9_7F4A_7C15) ^ (stream << 48))
         return g.next()
     }
 

@@ -19,6 +19,16 @@ public protocol Layer: AnyObject {
     func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor
     /// Forward FLOPs for one input of this shape (multiply-add = 2; conv and linear only).
     func forwardFLOPs(for input: Shape) -> Int
+    /// A container's layers, in order (the model finds dropouts and buffers through them);
+    /// empty for a leaf.
+    var sublayers: [Layer] { get }
+    /// State kept across steps besides the parameters, saved and restored with them and
+    /// broadcast between ranks (BatchNorm's running statistics), by name; each name's values
+    /// are stored concatenated over the model's layers in order.
+    var buffers: [String: [Float]] { get set }
+    /// Whether the backward pass must return the input gradient. The model sets it to false
+    /// on its first block when the images need no gradient; a layer may then skip that work.
+    var needsInputGradient: Bool { get set }
 }
 
 extension Layer {
@@ -26,20 +36,39 @@ extension Layer {
     public func bind(_ slot: ParameterSlot) {}
     public func initialize(_ rng: inout SeededGenerator) {}
     public func forwardFLOPs(for input: Shape) -> Int { 0 }
+    public var sublayers: [Layer] { [] }
+    public var buffers: [String: [Float]] {
+        get { [:] }
+        set {}
+    }
+    public var needsInputGradient: Bool {
+        get { true }
+        set {}
+    }
 }
 
 /// A layer whose output selective recomputation keeps (convolutions, linear): recomputing
-/// it would cost real work, unlike BatchNorm, ReLU or pooling.
+/// it would cost real work, unlike BatchNorm, ReLU or pooling. It records its output in the
+/// context's stash and hands it back when rebuilt; layers written outside the library are
+/// rebuilt like cheap ones, which is exact.
 protocol ExpensiveLayer: Layer {}
+
+/// A layer whose output depends on random numbers (dropout): the model gives each one its own
+/// stream, and its forward pass derives them from (the context's seed and step, the stream),
+/// so that a recompute draws the same ones.
+public protocol StochasticLayer: Layer {
+    var stream: UInt64 { get set }
+}
 
 /// A layer's views into the model's two arenas: its parameters and their gradients.
 public struct ParameterSlot {
-    let values: UnsafeMutablePointer<Float>
-    let gradients: UnsafeMutablePointer<Float>
-    let count: Int
+    /// The layer's parameters; its backward pass adds to `gradients` (zeroed once a step).
+    public let values: UnsafeMutablePointer<Float>
+    public let gradients: UnsafeMutablePointer<Float>
+    public let count: Int
 
-    /// The sub-slot [offset, offset + count).
-    func slice(_ offset: Int, _ count: Int) -> ParameterSlot {
+    /// The sub-slot [offset, offset + count): a container's share for each of its layers.
+    public func slice(_ offset: Int, _ count: Int) -> ParameterSlot {
         precondition(offset + count <= self.count, "parameter slot overflow")
         return ParameterSlot(values: values + offset, gradients: gradients + offset, count: count)
     }
@@ -47,10 +76,18 @@ public struct ParameterSlot {
 
 /// What a forward pass kept for its backward pass. Dropping it frees that memory.
 public struct Saved {
-    var tensors: [Tensor] = []
-    var shapes: [Shape] = []
-    var children: [Saved] = []
-    var seed: UInt64 = 0
+    /// Tensors the backward pass reads.
+    public var tensors: [Tensor]
+    /// Shapes it needs without their values.
+    public var shapes: [Shape]
+    /// A container's: one record per layer it ran.
+    public var children: [Saved]
+    /// A random stream's seed (dropout regenerates its mask from it).
+    public var seed: UInt64
+
+    public init(tensors: [Tensor] = [], shapes: [Shape] = [], children: [Saved] = [], seed: UInt64 = 0) {
+        (self.tensors, self.shapes, self.children, self.seed) = (tensors, shapes, children, seed)
+    }
 
     /// Bytes of tensor storage this record keeps alive (shared storage counted once per record).
     public var bytes: Int { storages.values.reduce(0, +) }

@@ -1,5 +1,5 @@
 /// Layers run one after another: the usual block of a chain (conv, BN, ReLU, pool).
-public final class Sequential: Layer {
+public final class Sequential: Layer, OutputFromStash {
     /// The layers, in the order they run.
     public let layers: [Layer]
     /// The name given at creation, if any.
@@ -12,6 +12,12 @@ public final class Sequential: Layer {
     }
 
     public var name: String { label ?? layers.map(\.name).joined(separator: ", ") }
+    public var sublayers: [Layer] { layers }
+    /// Its first layer's: the only one that sees its input.
+    public var needsInputGradient: Bool {
+        get { layers.first?.needsInputGradient ?? true }
+        set { layers.first?.needsInputGradient = newValue }
+    }
     public var parameterCount: Int { layers.reduce(0) { $0 + $1.parameterCount } }
 
     public func bind(_ slot: ParameterSlot) {
@@ -80,6 +86,13 @@ public final class Sequential: Layer {
     /// Whether the output is a function of the last expensive layer's output alone.
     var canRebuildOutputFromStash: Bool {
         guard let k = layers.lastIndex(where: { $0 is ExpensiveLayer }) else { return false }
-        return !layers[(k + 1)...].flatMap(Model.layers(of:)).contains { $0 is ExpensiveLayer }
+        return !layers[(k + 1)...].flatMap(Model.leaves(of:)).contains { $0 is ExpensiveLayer }
     }
+}
+
+/// Selective recomputation: a block that can rebuild its output from its stash, so the block
+/// after it need not keep its input.
+protocol OutputFromStash: Layer {
+    var canRebuildOutputFromStash: Bool { get }
+    func outputFromStash(_ stash: ActivationStash, _ context: ForwardContext) throws -> Tensor?
 }

@@ -37,28 +37,24 @@ public final class Model {
         gradients = .allocate(capacity: max(parameterCount, 1))
         values.initialize(repeating: 0)
         gradients.initialize(repeating: 0)
-        var offset = 0, dropouts: UInt64 = 0
+        var offset = 0
         let all = ParameterSlot(values: values.baseAddress!, gradients: gradients.baseAddress!, count: parameterCount)
         for b in blocks {
             b.bind(all.slice(offset, b.parameterCount))
             offset += b.parameterCount
-            for d in Model.layers(of: b).compactMap({ $0 as? Dropout }) { dropouts += 1; d.index = dropouts }
+        }
+        for (i, layer) in blocks.flatMap(Model.leaves(of:)).compactMap({ $0 as? StochasticLayer }).enumerated() {
+            layer.stream = UInt64(i + 1) // distinct random numbers per layer
         }
         var rng = SeededGenerator(seed: seed)
         for b in blocks { b.initialize(&rng) }
-        firstConvolution?.computesInputGradient = false
+        blocks.first?.needsInputGradient = false
     }
 
-    /// Whether `backward` computes d(loss)/d(images). Off by default: the first convolution
-    /// then skips its backward-data pass (the images need no gradient).
+    /// Whether `backward` computes d(loss)/d(images). Off by default: the first block may then
+    /// skip that work (a convolution on the images skips its backward-data pass).
     public var computesImageGradient = false {
-        didSet { firstConvolution?.computesInputGradient = computesImageGradient }
-    }
-
-    /// The model's first layer when it is a convolution directly on the images.
-    private var firstConvolution: Conv2D? {
-        guard let b = blocks.first, b is Sequential || b is Conv2D else { return nil }
-        return Model.layers(of: b).first as? Conv2D
+        didSet { blocks.first?.needsInputGradient = computesImageGradient }
     }
 
     deinit {
@@ -66,12 +62,34 @@ public final class Model {
         gradients.deallocate()
     }
 
-    /// Every leaf layer inside a block.
-    static func layers(of layer: Layer) -> [Layer] {
-        switch layer {
-        case let s as Sequential: return s.layers.flatMap(layers(of:))
-        case let b as BasicBlock: return layers(of: b.main) + (b.shortcut.map(layers(of:)) ?? []) + [b.relu]
-        default: return [layer]
+    /// Every leaf layer inside a layer, in order.
+    static func leaves(of layer: Layer) -> [Layer] {
+        layer.sublayers.isEmpty ? [layer] : layer.sublayers.flatMap(leaves(of:))
+    }
+
+    /// Every leaf layer of the model, in order.
+    var leaves: [Layer] { blocks.flatMap(Model.leaves(of:)) }
+
+    /// Each buffer name with its values concatenated over the leaves in order, names sorted.
+    var buffers: [(name: String, values: [Float])] {
+        var out: [String: [Float]] = [:]
+        for l in leaves { for (name, v) in l.buffers { out[name, default: []] += v } }
+        return out.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    /// Hands each leaf its share of `values` (what `buffers` concatenated), whose counts the
+    /// caller has checked against `buffers`.
+    func setBuffers(_ values: [String: [Float]]) {
+        var at: [String: Int] = [:]
+        for l in leaves {
+            var mine = l.buffers
+            for (name, v) in mine {
+                guard let all = values[name] else { continue }
+                let start = at[name, default: 0]
+                mine[name] = Array(all[start..<(start + v.count)])
+                at[name] = start + v.count
+            }
+            l.buffers = mine
         }
     }
 

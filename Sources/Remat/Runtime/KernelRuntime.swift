@@ -1,5 +1,11 @@
 import RematKernels
 
+/// The instruction sets the kernels are written for, by the names the dispatch report uses.
+public enum InstructionSet: String, Sendable, Codable, CustomStringConvertible {
+    case avx512, avx2, neon, portable
+    public var description: String { rawValue }
+}
+
 /// The kernel runtime: which instruction set runs, and how many threads this thread's kernels use.
 ///
 /// Threading contract: `threads` is a per-OS-thread setting. Two threads (for example the
@@ -25,8 +31,8 @@ public enum KernelRuntime {
     /// Cores this process may run on.
     public static var cores: Int { Int(kn_num_cores()) }
 
-    /// The instruction set the kernels use now (`"avx512"`, `"avx2"`, `"neon"` or `"portable"`).
-    public static var isa: String { String(cString: kn_isa_name(kn_isa_active())) }
+    /// The instruction set the kernels use now.
+    public static var isa: InstructionSet { InstructionSet(rawValue: String(cString: kn_isa_name(kn_isa_active())))! }
 
     /// Which kernels run and why, one line each: the `--verbose` report.
     public static var dispatchReport: String { String(cString: kn_dispatch_report()) }

@@ -18,8 +18,8 @@ public struct Tuning: Sendable, Equatable, Codable {
     public var threads: Int
     /// The overlap split and lookahead, or nil when recompute on the backward thread won.
     public var overlap: Overlap?
-    /// The GEMM blocking of the instruction set it was tuned with, when it beat the default.
-    public var isa: String
+    /// The instruction set it was tuned on (its blocking applies to that one only).
+    public var isa: InstructionSet
     /// The micro-kernels' blocking of `isa`, or nil when the default table won.
     public var blocking: [GemmBlocking]?
     /// Median step seconds of the winner and of the default configuration, measured.
@@ -30,7 +30,7 @@ public struct Tuning: Sendable, Equatable, Codable {
     public var tunedAt: String
 
     /// An entry as `remat tune` writes it.
-    public init(cpu: String, model: String, batch: Int, policy: String, threads: Int, overlap: Overlap?, isa: String,
+    public init(cpu: String, model: String, batch: Int, policy: String, threads: Int, overlap: Overlap?, isa: InstructionSet,
                 blocking: [GemmBlocking]?, stepSeconds: Double, defaultStepSeconds: Double, tunedAt: String) {
         (self.cpu, self.model, self.batch, self.policy, self.threads, self.overlap) = (cpu, model, batch, policy, threads, overlap)
         (self.isa, self.blocking, self.stepSeconds, self.defaultStepSeconds, self.tunedAt) = (isa, blocking, stepSeconds, defaultStepSeconds, tunedAt)

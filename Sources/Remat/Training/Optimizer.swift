@@ -5,8 +5,8 @@ public protocol Optimizer: AnyObject {
     /// Learning rate of the next step (a schedule may set it every step).
     var learningRate: Float { get set }
     func step(_ model: Model)
-    /// "sgd" or "adamw": what a saved state must match.
-    var kind: String { get }
+    /// Which optimizer it is: what a saved state must match.
+    var kind: OptimizerKind { get }
     /// Everything the next steps depend on (buffers and counters), for saving and resuming.
     var state: [String: [Float]] { get set }
 }
@@ -26,7 +26,7 @@ public final class SGD: Optimizer {
         self.nesterov = nesterov
     }
 
-    public var kind: String { "sgd" }
+    public var kind: OptimizerKind { .sgd }
     public var state: [String: [Float]] {
         get { ["velocity": velocity] }
         set { velocity = newValue["velocity"] ?? [] }
@@ -58,7 +58,7 @@ public final class AdamW: Optimizer {
         self.weightDecay = weightDecay
     }
 
-    public var kind: String { "adamw" }
+    public var kind: OptimizerKind { .adamw }
     public var state: [String: [Float]] {
         // the step count is exact in a float up to 2^24 steps
         get { ["m": m, "v": v, "steps": [Float(steps)]] }
@@ -79,4 +79,13 @@ public final class AdamW: Optimizer {
         kn_adamw_step(model.values.baseAddress!, &m, &v, model.gradients.baseAddress!, model.parameterCount,
                       learningRate, beta1, beta2, eps, weightDecay, steps)
     }
+}
+
+/// An optimizer's name in saved states ("sgd", "adamw"); an optimizer of one's own adds its own.
+public struct OptimizerKind: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public static let sgd = OptimizerKind(rawValue: "sgd")
+    public static let adamw = OptimizerKind(rawValue: "adamw")
+    public var description: String { rawValue }
 }

@@ -67,8 +67,8 @@ extension Trainer {
         let fixed = ProcessMemory.predict(trainer: self, batch: batch, activations: 0, overlap: overlap != nil,
                                           datasetBytes: datasetBytes, runtime: runtime)
         let room = ProcessMemory.usable(limit) - fixed.total
-        var policies: [CheckpointPolicy] = [.none, .selective, .sqrtN]
-        if room > 0, CheckpointPlan.cheapest(within: room, profile) != nil { policies.append(.budget(room)) }
+        var policies: [CheckpointPolicy] = [.keepAll, .selective, .sqrtN]
+        if room > 0, CheckpointPlan.cheapest(within: room, profile) != nil { policies.append(.budget(bytes: room)) }
         return try policies.map { policy in
             let (checkpointing, p) = try Self.planned(policy, profile, overlap: overlap)
             let memory = ProcessMemory.predict(trainer: self, batch: batch, activations: p.activationPeak,

@@ -38,7 +38,7 @@ public final class Trainer {
     /// Steps taken so far (restored by `TrainingState.load`).
     public internal(set) var step = 0
     /// Checkpointing for the following steps (one line to turn it on).
-    public var checkpointing: Checkpointing = .none
+    public var checkpointing: Checkpointing = .keepAll
     /// When set, every step's spans are recorded into it (Chrome trace-event JSON).
     public var trace: TraceRecorder?
 

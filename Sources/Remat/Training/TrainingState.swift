@@ -17,18 +17,14 @@ public enum TrainingState {
     /// (for example the epoch and the position in it).
     public static func save(_ trainer: Trainer, to path: String, metadata: [String: String] = [:]) throws {
         var tensors: [(String, [Float])] = [("parameters", trainer.model.parameters)]
-        let bns = batchNorms(trainer.model)
-        if !bns.isEmpty {
-            tensors.append(("bn.running_mean", bns.flatMap(\.runningMean)))
-            tensors.append(("bn.running_var", bns.flatMap(\.runningVariance)))
-        }
+        tensors += trainer.model.buffers.map { ($0.name, $0.values) }
         for (name, values) in trainer.optimizer.state.sorted(by: { $0.key < $1.key }) {
             tensors.append(("optimizer.\(name)", values))
         }
         var meta = metadata
         meta["format"] = format
         meta["model"] = trainer.model.name
-        meta["optimizer"] = trainer.optimizer.kind
+        meta["optimizer"] = trainer.optimizer.kind.rawValue
         meta["step"] = String(trainer.step)
         var header: [String: Any] = ["__metadata__": meta]
         var offset = 0
@@ -76,20 +72,18 @@ public enum TrainingState {
         guard meta["model"] == trainer.model.name else {
             throw RematError.invalidArgument("\(path) holds a \(meta["model"] ?? "?") state; this trainer's model is \(trainer.model.name)")
         }
-        guard meta["optimizer"] == trainer.optimizer.kind else {
+        guard meta["optimizer"] == trainer.optimizer.kind.rawValue else {
             throw RematError.invalidArgument("\(path) was saved with \(meta["optimizer"] ?? "?"); this trainer uses \(trainer.optimizer.kind)")
         }
         guard let stepText = meta["step"], let step = Int(stepText), step >= 0 else {
             throw RematError.malformedFile("\(path) has no valid step in its metadata")
         }
-        let model = trainer.model, bns = batchNorms(model)
+        let model = trainer.model
         guard let params = tensors["parameters"], params.count == model.parameterCount else {
             throw RematError.invalidArgument("\(path) holds \(tensors["parameters"]?.count ?? 0) parameters; \(model.name) has \(model.parameterCount)")
         }
-        let channels = bns.reduce(0) { $0 + $1.channels }
-        let means = tensors["bn.running_mean"] ?? [], vars = tensors["bn.running_var"] ?? []
-        guard means.count == channels, vars.count == channels else {
-            throw RematError.invalidArgument("\(path) holds running statistics for \(means.count) channels; \(model.name) has \(channels)")
+        for (name, values) in model.buffers where tensors[name]?.count != values.count {
+            throw RematError.invalidArgument("\(path) holds \(tensors[name]?.count ?? 0) values of \(name); \(model.name) has \(values.count)")
         }
         var optimizerState: [String: [Float]] = [:]
         for (name, values) in tensors where name.hasPrefix("optimizer.") {
@@ -100,12 +94,7 @@ public enum TrainingState {
         }
         // everything checked: now change the trainer
         model.parameters = params
-        var at = 0
-        for bn in bns {
-            bn.runningMean = Array(means[at..<at + bn.channels])
-            bn.runningVariance = Array(vars[at..<at + bn.channels])
-            at += bn.channels
-        }
+        model.setBuffers(tensors)
         trainer.optimizer.state = optimizerState
         trainer.step = step
         return meta
@@ -161,10 +150,6 @@ public enum TrainingState {
             throw RematError.malformedFile("\(path): two tensors overlap in the data section")
         }
         return (meta, tensors)
-    }
-
-    static func batchNorms(_ model: Model) -> [BatchNorm2D] {
-        model.blocks.flatMap(Model.layers(of:)).compactMap { $0 as? BatchNorm2D }
     }
 
     /// Writes beside the target, flushes, renames over it: the target is the old file or the
