@@ -6,7 +6,12 @@
 #include <omp.h>
 #include <stddef.h>
 
-// Team size for the calling OS thread now: its own threads and those lent to it (runtime.c).
+// This thread's own ISA choice (-1: the process-wide one), for solo regions (isa.c).
+int kn_isa_thread_choice(void);
+void kn_isa_set_thread_choice(kn_isa isa);
+void kn_isa_restore_thread_choice(int choice);
+
+// Team size for the calling OS thread now: its own threads and those lent to it (teams.c).
 int kn_team(void);
 // Every parallel region runs between these: enter gives its team size and registers the lent
 // threads it uses; exit releases them, so a lender taking them back waits for the region.
@@ -183,6 +188,9 @@ typedef struct {
     kn_pack_at pack_at;     // NULL: likewise
 } kn_gemm_impl;
 
+// The micro-kernels of an ISA with their blocking, NULL-terminated (tuning.c).
+#define KN_KERNELS_PER_ISA 3
+const kn_gemm_impl *kn_gemm_table(kn_isa isa);
 // The micro-kernel (with its blocking) of the active ISA that pads an M x N product least.
 const kn_gemm_impl *kn_gemm_choose(int M, int N);
 
@@ -212,6 +220,29 @@ typedef struct {
     long cstride, image;  // shift, im2col
     const int *taps;      // im2col: input offset of each tap and output position, -1 padding
 } kn_view;
+
+// The driver's parts (gemm_pack.c, gemm_macro.c): packing one panel of A or B from a view,
+// the start of a shift view's row, C = beta * C, and the macro-kernel over one block's tiles.
+void kn_gemm_pack_a(float *dst, const kn_view *A, int i0, int rows, int p0, int kc, int mr,
+                    const kn_gemm_impl *impl);
+void kn_gemm_pack_b(float *dst, const kn_view *B, int p0, int kc, int j0, int cols, int nr,
+                    const kn_gemm_impl *impl);
+const float *kn_shift_row(const kn_view *v, int row);
+void kn_gemm_scale_c(const kn_view *C, int M, int N, float beta);
+typedef struct {
+    const kn_gemm_impl *impl;
+    const kn_view *A, *B, *C;
+    float alpha;
+    int in_place_a, in_place_b; // shift views read in place rather than packed
+} kn_gemm_block;
+typedef struct {
+    float edge[64 * 64] __attribute__((aligned(64))); // an MR x NR tile for ragged edges
+    const float *arows[64];                           // A's rows, read in place
+    float *own_panel;                                 // B's panel of tiles straddling two images
+    int own_jr;                                       // the one packed last (-1: none)
+} kn_gemm_workspace;
+void kn_gemm_macro(const kn_gemm_block *m, int ic, int mc, int jc, int nc, int pc, int kc, float beta_pc,
+                   const float *apack, const float *bpack, kn_gemm_workspace *ws);
 
 // C = alpha * A.B + beta * C over views; A is M x K, B is K x N, C (dense or NCHW) is M x N.
 // Same blocking, threading and determinism as kn_sgemm (which is this on dense views).
