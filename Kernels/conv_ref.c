@@ -1,6 +1,6 @@
 // Direct convolutions: the oracles the im2col + GEMM kernels are tested against.
 // Single thread, no scratch, the textbook loops.
-#include "internal.h"
+#include "conv_internal.h"
 
 static inline int in_range(int v, int hi) { return v >= 0 && v < hi; }
 

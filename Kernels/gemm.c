@@ -12,10 +12,6 @@
 
 // MARK: - The driver
 
-#ifndef KN_KC_IN_PLACE
-#define KN_KC_IN_PLACE 512
-#endif
-
 void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_view *B,
                    float beta, const kn_view *C) {
     if (M == 0 || N == 0) return;
@@ -33,7 +29,7 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
     const int in_place_a = A->kind == KN_VIEW_SHIFT && impl->ukr_arows;
     // B read in place streams KC rows through the cache per tile: a shallower KC is faster
     // on deep narrow layers and the same elsewhere
-    if (in_place_b && bk.kc > KN_KC_IN_PLACE) bk.kc = KN_KC_IN_PLACE;
+    if (in_place_b && bk.kc > kn_tune()->gemm_kc_in_place) bk.kc = kn_tune()->gemm_kc_in_place;
     // equal blocks instead of full ones and a sliver (N = 4096 with NC = 4032 would pack all
     // of A again for 64 columns): the same number of blocks, each rounded up to the tile
     bk.nc = ((N + (N + bk.nc - 1) / bk.nc - 1) / ((N + bk.nc - 1) / bk.nc) + NR - 1) / NR * NR;
@@ -42,7 +38,7 @@ void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_
     const size_t kmax = K < bk.kc ? K : bk.kc, mmax = M < bk.mc ? M : bk.mc;
     const size_t nmax = N < bk.nc ? N : bk.nc;
     // below ~0.1 MFLOP a fork/join costs more than it saves
-    const int small = (double)M * N * K < 1e5;
+    const int small = (double)M * N * K < kn_tune()->gemm_parallel_flops;
     const int team = small ? 1 : kn_team_enter();
     float *apack = in_place_a ? NULL : kn_thread_scratch(0, kmax * ((mmax + MR - 1) / MR * MR));
     float *bpack = kn_thread_scratch(1, in_place_b ? kmax * (2 + (size_t)team * NR)

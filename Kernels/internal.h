@@ -22,8 +22,11 @@ void kn_team_exit(void);
 // kn_team_enter and kn_team_exit.
 #define KN_WITH_TEAM(team)                                                                  \
     for (int team = kn_team_enter(), team##_once_ = 1; team##_once_; team##_once_ = 0, kn_team_exit())
+// The active ISA's row of the tuning table (tuning.c).
+const kn_tuning *kn_tune(void);
+#define KN_TRANSPOSE_TILE_MAX 32
 // True when `work` elements are worth a parallel region (below this the fork costs more).
-#define KN_PAR_MIN 32768
+#define KN_PAR_MIN ((size_t)kn_tune()->parallel_min)
 
 // Inside a parallel region whose threads each run a whole piece of work (the implicit
 // convolution's chunks): the calling thread's kernels then run alone (team 1, no lease) in
@@ -249,7 +252,7 @@ void kn_gemm_macro(const kn_gemm_block *m, int ic, int mc, int jc, int nc, int p
 void kn_gemm_views(int M, int N, int K, float alpha, const kn_view *A, const kn_view *B,
                    float beta, const kn_view *C);
 
-// MARK: - Convolution: work in chunks of images
+// MARK: - Work in chunks of images (the convolutions; conv.c)
 // Runs fn(pass, i, slot) for i in [0, items): across the team, a contiguous run of items per
 // thread, each thread alone (kn_solo) in a slot of its own (slot t at first_slot +
 // t * slot_floats), when 2 <= team <= items and team <= slots; else one item after another on
@@ -264,23 +267,6 @@ static inline size_t kn_chunk_ld(long columns) {
     size_t ld = ((size_t)columns + 15) / 16 * 16;
     return ld % 256 == 0 ? ld + 16 : ld;
 }
-
-// MARK: - Convolution by implicit GEMM over the padded input (conv_shift.c), stride 1
-// Sets shift_images, shift_groups and shift_slots for the passes whose algo_* is IMPLICIT or
-// IMPLICIT_BATCH (never both in one plan) and returns the scratch they need: chunks of at
-// most `chunk_limit` floats, `total_limit` in all.
-size_t kn_conv2d_plan_shift(kn_conv2d *cv, size_t chunk_limit, size_t total_limit);
-typedef enum { KN_PASS_FORWARD, KN_PASS_BACKWARD_DATA, KN_PASS_BACKWARD_WEIGHTS } kn_conv_pass;
-// The plan's choice for one pass of a stride-1 conv (P, Q set): IMPLICIT, IMPLICIT_BATCH or
-// IM2COL, whichever measured fastest for such shapes (one plan never mixes the two implicit
-// layouts: narrow planes get only IMPLICIT_BATCH, wider ones only IMPLICIT).
-kn_conv_algo kn_conv2d_choose_implicit(const kn_conv2d *cv, kn_conv_pass pass);
-void kn_conv2d_forward_shift(const kn_conv2d *cv, float *y, const float *x, const float *w,
-                             const float *bias, float *scratch);
-void kn_conv2d_backward_data_shift(const kn_conv2d *cv, float *dx, const float *dy,
-                                   const float *w, float *scratch);
-void kn_conv2d_backward_weights_shift(const kn_conv2d *cv, float *dw, float *dbias,
-                                      const float *dy, const float *x, float *scratch);
 
 // Grow-only 64-byte-aligned scratch owned by the calling OS thread (freed at thread exit).
 // slot 0: packed A, slot 1: packed B.

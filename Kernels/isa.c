@@ -135,8 +135,8 @@ const char *kn_dispatch_report(void) {
                       isa_reason((kn_isa)i));
     if (n < (int)sizeof report)
         snprintf(report + n, sizeof report - n,
-                 "conv2d: implicit GEMM (stride 1, where it pays) or im2col + GEMM, chosen "
-                 "per pass by kn_conv2d_plan; other ops: plain C compiled -O3\n"
+                 "conv2d: per pass the first of batch-inner, padded-grid, im2col, reference that "
+                 "accepts the shape (kn_conv2d_explain); other ops: plain C compiled -O3\n"
                  "threads: %d for this thread, %d cores\n",
                  kn_get_num_threads(), kn_num_cores());
     return report;

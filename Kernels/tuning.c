@@ -65,3 +65,47 @@ const kn_gemm_impl *kn_gemm_choose(int M, int N) {
 
 const char *kn_gemm_kernel_name(int M, int N) { return kn_gemm_choose(M, N)->ukr_name; }
 
+
+// MARK: - Everything else
+
+// The same on every ISA until measured otherwise: each was chosen on the docs/WORKLOADS.md
+// layers (kernel-bench), as docs/ARCHITECTURE.md says where each is used.
+static const kn_tuning defaults = {
+    .parallel_min = 32768,
+    .gemm_parallel_flops = 100000,
+    .gemm_kc_in_place = 512,
+    .conv_scratch_floats = 1 << 22,
+    .col_width = 512,
+    .col_image_plane = 256,
+    .col_view_plane = 16,
+    .narrow_plane = 16,
+    .implicit_min_rows = 8,
+    .grid_junk_ratio = 16,
+    .grid_chunk_floats = 1 << 19,
+    .batch_dw_min_width = 8,
+    .batch_cols = 256,
+    .batch_images = 32,
+    .dw_groups = 4,
+    .transpose_tile = 16,
+};
+static kn_tuning tuning_table[KN_ISA_COUNT] = {defaults, defaults, defaults, defaults};
+
+const kn_tuning *kn_tune(void) { return &tuning_table[kn_isa_active()]; }
+
+kn_status kn_tuning_get(kn_isa isa, kn_tuning *out) {
+    if ((unsigned)isa >= KN_ISA_COUNT || gemm_table[isa][0].ukr == NULL) return KN_EUNSUPPORTED;
+    if (!out) return KN_EINVAL;
+    *out = tuning_table[isa];
+    return KN_OK;
+}
+
+kn_status kn_tuning_set(kn_isa isa, const kn_tuning *t) {
+    if ((unsigned)isa >= KN_ISA_COUNT || gemm_table[isa][0].ukr == NULL) return KN_EUNSUPPORTED;
+    if (!t) return KN_EINVAL;
+    const int *field = (const int *)t;
+    for (size_t i = 0; i < sizeof *t / sizeof(int); i++)
+        if (field[i] < 1) return KN_EINVAL;
+    if (t->transpose_tile > KN_TRANSPOSE_TILE_MAX) return KN_EINVAL;
+    tuning_table[isa] = *t;
+    return KN_OK;
+}

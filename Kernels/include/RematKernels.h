@@ -127,6 +127,32 @@ typedef struct {
 int kn_gemm_kernels(kn_isa isa, kn_gemm_blocking *out, int max);
 /// Replace the cache blocks of the ISA's micro-kernel with b's MR x NR. What `tune` writes.
 kn_status kn_gemm_set_blocking(kn_isa isa, kn_gemm_blocking b);
+/// Every constant the kernels' speed depends on besides the GEMM blocking, per instruction set:
+/// read at each call, rewritten by kn_tuning_set (what `remat tune` may search and save).
+/// The bits a kernel computes depend on the shape and this table, never on the team size.
+typedef struct {
+    int parallel_min;        // elements below which an elementwise kernel runs on one thread
+    int gemm_parallel_flops; // GEMM FLOPs below which it runs on one thread
+    int gemm_kc_in_place;    // deepest KC when B is read in place (implicit GEMMs)
+    int conv_scratch_floats; // a convolution's scratch cap when its description gives none
+    int col_width;           // im2col: GEMM columns a chunk of images aims for
+    int col_image_plane;     // im2col: planes of this many outputs and more are one GEMM each
+    int col_view_plane;      // im2col forward: planes of this many and more read x through a view
+    int narrow_plane;        // planes narrower than this take batch innermost (and im2col's taps)
+    int implicit_min_rows;   // fewest GEMM rows (output channels) an implicit GEMM accepts
+    int grid_junk_ratio;     // padded grid: junk columns x rows at most this x output columns
+    int grid_chunk_floats;   // padded grid: floats of padded input + output per chunk
+    int batch_dw_min_width;  // batch innermost backward-weights: output width at least this
+    int batch_cols;          // batch innermost: output columns a chunk's row aims for
+    int batch_images;        // batch innermost: most images per chunk
+    int dw_groups;           // implicit backward-weights: partial sums (also their fixed order)
+    int transpose_tile;      // side of the tile that sums and transposes them (1 to 32)
+} kn_tuning;
+/// The table's row of `isa`; KN_EUNSUPPORTED for an ISA this build lacks.
+kn_status kn_tuning_get(kn_isa isa, kn_tuning *out);
+/// Replaces the row; KN_EINVAL if a field is out of its range (every one >= 1).
+kn_status kn_tuning_set(kn_isa isa, const kn_tuning *t);
+
 /// The micro-kernel kn_sgemm uses for an M x N product on the active ISA: the one whose
 /// MR x NR tiles pad M x N least.
 const char *kn_gemm_kernel_name(int M, int N);
@@ -144,52 +170,68 @@ kn_status kn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alph
 // MARK: - Convolution
 
 typedef enum {
-    KN_CONV_AUTO = 0,     // let kn_conv2d_plan choose, per pass
-    KN_CONV_IMPLICIT = 1, // stride 1 only: implicit GEMM over the zero-padded input, no im2col
-                          // matrix; backward-data runs as the transposed (stride-1) conv
-    KN_CONV_IM2COL = 2,   // any stride: explicit im2col of a chunk of images + one GEMM
-    KN_CONV_IMPLICIT_BATCH = 3, // stride 1 only: the implicit GEMM with each chunk's images
-                          // innermost (C, H, W, image), so a GEMM column is (row, column,
-                          // image) and none is padding: for narrow planes (8x8, 4x4, 2x2)
+    KN_CONV_AUTO = 0,        // let kn_conv2d_create choose, per pass
+    KN_CONV_PADDED_GRID = 1, // stride 1: implicit GEMM over the zero-padded input, each output
+                             // row computed over the padded width; backward-data as the
+                             // transposed (stride-1) conv
+    KN_CONV_IM2COL = 2,      // any stride: the column matrix of a chunk of images + one GEMM
+    KN_CONV_BATCH_INNER = 3, // stride 1: the implicit GEMM with each chunk's images innermost
+                             // (C, H, W, image), so no GEMM column is padding: narrow planes
+    KN_CONV_REFERENCE = 4,   // the direct seven-loop convolution: exact, slow, any shape
 } kn_conv_algo;
 
-/// A 2-D convolution, planned once and run many times (oneDNN style).
-/// Fill the first block (algo KN_CONV_AUTO unless you want one), call kn_conv2d_plan, then
-/// read the derived block.
+/// The name of an algorithm: "padded-grid", "im2col", "batch-inner", "reference" ("auto").
+const char *kn_conv_algo_name(kn_conv_algo algo);
+
+typedef enum { KN_PASS_FORWARD, KN_PASS_BACKWARD_DATA, KN_PASS_BACKWARD_WEIGHTS } kn_conv_pass;
+
+/// What a 2-D convolution computes, and how the caller wants it run.
 typedef struct {
-    // given
     int N, C, H, W;             // input (N, C, H, W)
     int K, R, S;                // weights (K, C, R, S), bias (K)
     int stride_h, stride_w;     // >= 1
     int pad_h, pad_w;           // >= 0, zeros
     int dil_h, dil_w;           // >= 1
-    kn_conv_algo algo;          // requested; kn_conv2d_plan replaces AUTO with its choice
-    size_t scratch_limit;       // cap on scratch_floats (0: 4 Mi floats); images are processed
+    kn_conv_algo algo;          // KN_CONV_AUTO, or one algorithm for every pass
+    size_t scratch_limit;       // cap on the scratch (0: the tuning table's); images are processed
                                 // in chunks that fit, but one image always gets what it needs
-    // derived by kn_conv2d_plan
-    int P, Q;                   // output (N, K, P, Q)
-    kn_conv_algo algo_forward, algo_backward_data, algo_backward_weights; // per pass
-    int col_images;             // images per im2col chunk   } fixed by the shape, never by the
-    int shift_images;           // images per implicit chunk } team size: dw sums them in order
-    int shift_groups;           // implicit dw: runs of chunks summed apart, then in order
-    int shift_slots;            // implicit chunks in flight at once (one per thread)
-    int col_slots;              // im2col backward-data chunks in flight at once
-    size_t scratch_floats;      // scratch every pass of this convolution needs
-} kn_conv2d;
+} kn_conv2d_desc;
 
-/// Validate the sizes and derive P, Q, the algorithm and the scratch size.
-/// Caller-provided scratch (scratch_floats) is the only memory the passes use besides the
-/// GEMM's per-thread packing buffers, so an accounting allocator sees every large buffer.
-kn_status kn_conv2d_plan(kn_conv2d *cv);
+/// A 2-D convolution planned once and run many times (oneDNN style): the output size, the
+/// algorithm of each pass and the scratch it needs, chosen from an ordered list of
+/// algorithms, each accepting the shape or declining with a reason (kn_conv2d_explain).
+typedef struct kn_conv2d kn_conv2d;
+
+/// Validates the description and plans it. KN_EINVAL for a size, stride or dilation out of
+/// range or an algorithm that cannot run the shape, KN_ESHAPE when the kernel does not fit.
+kn_status kn_conv2d_create(kn_conv2d **plan, const kn_conv2d_desc *desc);
+void kn_conv2d_destroy(kn_conv2d *plan);
+/// Output rows and columns (N, K, P, Q).
+void kn_conv2d_output(const kn_conv2d *plan, int *P, int *Q);
+/// Floats of scratch every pass needs: caller-provided scratch is the only memory the passes
+/// use besides the GEMM's per-thread packing buffers, so an accounting allocator sees every
+/// large buffer.
+size_t kn_conv2d_scratch_floats(const kn_conv2d *plan);
+/// The algorithm a pass runs.
+kn_conv_algo kn_conv2d_algo(const kn_conv2d *plan, kn_conv_pass pass);
+/// One line a pass: the algorithm chosen, and why each one before it in the list declined.
+/// Owned by the plan.
+const char *kn_conv2d_explain(const kn_conv2d *plan);
+/// How the plan splits the batch (fixed by the shape and the tuning table, never by the team
+/// size, so sums run in the same order): images per im2col chunk and im2col backward-data
+/// chunks in flight; images per implicit-GEMM chunk, backward-weights' partial sums, and
+/// implicit chunks in flight. For tests and reports.
+typedef struct { int col_images, col_slots, implicit_images, implicit_groups, implicit_slots; } kn_conv2d_chunks;
+kn_conv2d_chunks kn_conv2d_chunking(const kn_conv2d *plan);
 
 /// y = conv(x, w) + bias. y (N,K,P,Q), x (N,C,H,W), w (K,C,R,S), bias (K) or NULL.
-void kn_conv2d_forward(const kn_conv2d *cv, float *y, const float *x, const float *w,
+void kn_conv2d_forward(const kn_conv2d *plan, float *y, const float *x, const float *w,
                        const float *bias, float *scratch);
 /// dx += conv_transpose(dy, w). dx (N,C,H,W), dy (N,K,P,Q).
-void kn_conv2d_backward_data(const kn_conv2d *cv, float *dx, const float *dy, const float *w,
+void kn_conv2d_backward_data(const kn_conv2d *plan, float *dx, const float *dy, const float *w,
                              float *scratch);
 /// dw += dy (*) x, dbias += sum of dy over N, P, Q (dbias may be NULL).
-void kn_conv2d_backward_weights(const kn_conv2d *cv, float *dw, float *dbias, const float *dy,
+void kn_conv2d_backward_weights(const kn_conv2d *plan, float *dw, float *dbias, const float *dy,
                                 const float *x, float *scratch);
 
 /// Direct seven-loop convolutions: the oracles (no scratch, single thread).

@@ -132,7 +132,7 @@ struct ThreadOptions: ParsableArguments {
             let file = try TuningFile(path: tuningFile ?? TuningFile.defaultPath)
             tuned = file.matching(model: model, batch: batch)
             if let t = tuned {
-                try t.applyBlocking()
+                try t.applyKernelSettings()
                 note = "using tuning from \(file.path) (tuned \(t.tunedAt): \(t.threads) threads"
                     + (t.overlap.map { ", split \($0.backwardThreads)+\($0.recomputeThreads), lookahead \($0.lookahead)" } ?? "")
                     + (t.blocking != nil ? ", tuned GEMM blocking" : "") + "); --no-tuning ignores it"

@@ -31,6 +31,8 @@ struct Plan: ParsableCommand {
     var frontier = false
     @Option(help: "With --frontier: budget plans spread between the smallest budget and none's peak.") var budgets = 8
     @Flag(help: "One JSON object instead of a table.") var json = false
+    @Flag(help: "Print which kernels run and why instead: the instruction set, the GEMM micro-kernels, and each convolution's algorithm per pass with the reasons the ones before it declined.")
+    var kernels = false
 
     func validate() throws {
         try validateSize(budget, option: "--budget", example: "60MiB")
@@ -48,6 +50,10 @@ struct Plan: ParsableCommand {
 
     func run() throws {
         let model = try options.makeModel()
+        if kernels {
+            print(try KernelRuntime.dispatchReport(for: model, batch: options.batch))
+            return
+        }
         var chosen = budget.flatMap(CheckpointPolicy.parseBytes).map(CheckpointPolicy.budget(bytes:)) ?? policy ?? .sqrtN
         var fit: MemoryFit?
         let processLimit = try memoryOptions.resolve()

@@ -137,11 +137,12 @@ struct Tune: ParsableCommand {
         let stepSeconds = verdict.map { $0.winnerFaster ? $0.winner : $0.default } ?? bestTime
         let defaultSeconds = verdict?.default ?? bestTime
         let speedup = defaultSeconds / stepSeconds
-        let tuning = Tuning(cpu: Tuning.thisCPU, model: options.model, batch: options.batch, policy: policy.description,
+        var tuning = Tuning(cpu: Tuning.thisCPU, model: options.model, batch: options.batch, policy: policy.description,
                             threads: best.threads, overlap: best.overlap, isa: KernelRuntime.isa,
                             blocking: best.blocking.map { b in defaults.map { $0.mr == b.mr && $0.nr == b.nr ? b : $0 } },
                             stepSeconds: stepSeconds, defaultStepSeconds: defaultSeconds,
                             tunedAt: ISO8601DateFormatter().string(from: Date()))
+        tuning.kernels = KernelRuntime.kernelTuning // the row every configuration above ran with
         var savedTo: String?
         if !noSave {
             var file = try TuningFile(path: tuningFile ?? TuningFile.defaultPath)

@@ -1,61 +1,94 @@
 import RematKernels
 import Testing
 
-/// A planned convolution with helpers that run each pass on Swift arrays.
+/// A planned convolution (`kn_conv2d`, destroyed with the last copy) with helpers that run
+/// each pass on Swift arrays.
 struct Conv: CustomStringConvertible {
-    var cv: kn_conv2d
+    let desc: kn_conv2d_desc
+    private let handle: Handle
+    let P: Int32, Q: Int32
+
+    private final class Handle {
+        let plan: OpaquePointer
+        init(_ plan: OpaquePointer) { self.plan = plan }
+        deinit { kn_conv2d_destroy(plan) }
+    }
+
+    init?(desc: kn_conv2d_desc) {
+        var d = desc, plan: OpaquePointer?
+        guard kn_conv2d_create(&plan, &d) == KN_OK, let plan else { return nil }
+        self.desc = desc
+        handle = Handle(plan)
+        var p: Int32 = 0, q: Int32 = 0
+        kn_conv2d_output(plan, &p, &q)
+        (P, Q) = (p, q)
+    }
 
     init?(N: Int, C: Int, H: Int, W: Int, K: Int, R: Int, S: Int, stride: (Int, Int) = (1, 1),
           pad: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), algo: kn_conv_algo = KN_CONV_AUTO) {
-        cv = kn_conv2d()
-        cv.algo = algo
-        (cv.N, cv.C, cv.H, cv.W) = (Int32(N), Int32(C), Int32(H), Int32(W))
-        (cv.K, cv.R, cv.S) = (Int32(K), Int32(R), Int32(S))
-        (cv.stride_h, cv.stride_w) = (Int32(stride.0), Int32(stride.1))
-        (cv.pad_h, cv.pad_w) = (Int32(pad.0), Int32(pad.1))
-        (cv.dil_h, cv.dil_w) = (Int32(dilation.0), Int32(dilation.1))
-        guard kn_conv2d_plan(&cv) == KN_OK else { return nil }
+        var d = kn_conv2d_desc()
+        d.algo = algo
+        (d.N, d.C, d.H, d.W) = (Int32(N), Int32(C), Int32(H), Int32(W))
+        (d.K, d.R, d.S) = (Int32(K), Int32(R), Int32(S))
+        (d.stride_h, d.stride_w) = (Int32(stride.0), Int32(stride.1))
+        (d.pad_h, d.pad_w) = (Int32(pad.0), Int32(pad.1))
+        (d.dil_h, d.dil_w) = (Int32(dilation.0), Int32(dilation.1))
+        self.init(desc: d)
     }
+
+    /// The same convolution planned with another algorithm or scratch limit.
+    func with(algo: kn_conv_algo, scratchLimit: Int = 0) -> Conv? {
+        var d = desc
+        d.algo = algo
+        d.scratch_limit = scratchLimit
+        return Conv(desc: d)
+    }
+
+    var plan: OpaquePointer { handle.plan }
+    var N: Int32 { desc.N }
+    var C: Int32 { desc.C }
+    var H: Int32 { desc.H }
+    var W: Int32 { desc.W }
+    var K: Int32 { desc.K }
+    var R: Int32 { desc.R }
+    var S: Int32 { desc.S }
+    func algo(_ pass: kn_conv_pass) -> kn_conv_algo { kn_conv2d_algo(plan, pass) }
+    var algos: [kn_conv_algo] { [KN_PASS_FORWARD, KN_PASS_BACKWARD_DATA, KN_PASS_BACKWARD_WEIGHTS].map(algo) }
+    var chunks: kn_conv2d_chunks { kn_conv2d_chunking(plan) }
+    var scratchFloats: Int { kn_conv2d_scratch_floats(plan) }
+
     var description: String {
-        "N\(cv.N) C\(cv.C) \(cv.H)x\(cv.W) K\(cv.K) \(cv.R)x\(cv.S) s\(cv.stride_h),\(cv.stride_w) p\(cv.pad_h),\(cv.pad_w) d\(cv.dil_h),\(cv.dil_w) algos \(name(cv.algo_forward))/\(name(cv.algo_backward_data))/\(name(cv.algo_backward_weights)) chunks \(cv.col_images)/\(cv.shift_images)"
+        let d = desc
+        return "N\(d.N) C\(d.C) \(d.H)x\(d.W) K\(d.K) \(d.R)x\(d.S) s\(d.stride_h),\(d.stride_w) p\(d.pad_h),\(d.pad_w) d\(d.dil_h),\(d.dil_w) algos \(algos.map { String(cString: kn_conv_algo_name($0)) }.joined(separator: "/")) chunks \(chunks.col_images)/\(chunks.implicit_images)"
     }
-    private func name(_ a: kn_conv_algo) -> String {
-        a == KN_CONV_IMPLICIT ? "implicit" : a == KN_CONV_IMPLICIT_BATCH ? "implicit-batch" : "im2col"
-    }
-    var xCount: Int { Int(cv.N * cv.C * cv.H * cv.W) }
-    var wCount: Int { Int(cv.K * cv.C * cv.R * cv.S) }
-    var yCount: Int { Int(cv.N * cv.K * cv.P * cv.Q) }
-    var crs: Int { Int(cv.C * cv.R * cv.S) }
+    var xCount: Int { Int(N * C * H * W) }
+    var wCount: Int { Int(K * C * R * S) }
+    var yCount: Int { Int(N * K * P * Q) }
+    var crs: Int { Int(C * R * S) }
 
     func forward(_ x: [Float], _ w: [Float], _ b: [Float]?, reference: Bool = false) -> [Float] {
         var y = [Float](repeating: .nan, count: yCount)
-        var scratch = [Float](repeating: 0, count: max(1, cv.scratch_floats))
-        withUnsafePointer(to: cv) { p in
-            let bias = b.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: $0.count).initialized($0) }
-            defer { bias?.deallocate() }
-            if reference { kn_conv2d_forward_ref(p, &y, x, w, bias?.baseAddress) }
-            else { kn_conv2d_forward(p, &y, x, w, bias?.baseAddress, &scratch) }
-        }
+        var scratch = [Float](repeating: 0, count: max(1, scratchFloats))
+        let bias = b.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: $0.count).initialized($0) }
+        defer { bias?.deallocate() }
+        if reference { kn_conv2d_forward_ref(plan, &y, x, w, bias?.baseAddress) }
+        else { kn_conv2d_forward(plan, &y, x, w, bias?.baseAddress, &scratch) }
         return y
     }
     /// dx accumulated onto `into` (so the accumulate contract is exercised too).
     func backwardData(_ dy: [Float], _ w: [Float], into: [Float], reference: Bool = false) -> [Float] {
         var dx = into
-        var scratch = [Float](repeating: 0, count: max(1, cv.scratch_floats))
-        withUnsafePointer(to: cv) { p in
-            if reference { kn_conv2d_backward_data_ref(p, &dx, dy, w) }
-            else { kn_conv2d_backward_data(p, &dx, dy, w, &scratch) }
-        }
+        var scratch = [Float](repeating: 0, count: max(1, scratchFloats))
+        if reference { kn_conv2d_backward_data_ref(plan, &dx, dy, w) }
+        else { kn_conv2d_backward_data(plan, &dx, dy, w, &scratch) }
         return dx
     }
     func backwardWeights(_ dy: [Float], _ x: [Float], into: [Float], biasInto: [Float],
                          reference: Bool = false) -> ([Float], [Float]) {
         var dw = into, db = biasInto
-        var scratch = [Float](repeating: 0, count: max(1, cv.scratch_floats))
-        withUnsafePointer(to: cv) { p in
-            if reference { kn_conv2d_backward_weights_ref(p, &dw, &db, dy, x) }
-            else { kn_conv2d_backward_weights(p, &dw, &db, dy, x, &scratch) }
-        }
+        var scratch = [Float](repeating: 0, count: max(1, scratchFloats))
+        if reference { kn_conv2d_backward_weights_ref(plan, &dw, &db, dy, x) }
+        else { kn_conv2d_backward_weights(plan, &dw, &db, dy, x, &scratch) }
         return (dw, db)
     }
 }
@@ -71,14 +104,10 @@ extension UnsafeMutableBufferPointer where Element == Float {
 /// stride, padding, dilation, odd sizes, batch 1, a kernel as large as the padded input.
 func convShapes() -> [Conv] {
     baseConvShapes().enumerated().flatMap { (i, c) -> [Conv] in
-        [KN_CONV_AUTO, KN_CONV_IMPLICIT, KN_CONV_IMPLICIT_BATCH, KN_CONV_IM2COL].filter {
-            $0 == KN_CONV_AUTO || $0 == KN_CONV_IM2COL || (c.cv.stride_h == 1 && c.cv.stride_w == 1)
+        [KN_CONV_AUTO, KN_CONV_PADDED_GRID, KN_CONV_BATCH_INNER, KN_CONV_IM2COL, KN_CONV_REFERENCE].filter {
+            $0 != KN_CONV_PADDED_GRID && $0 != KN_CONV_BATCH_INNER || (c.desc.stride_h == 1 && c.desc.stride_w == 1)
         }.map { algo in
-            var v = c
-            v.cv.algo = algo
-            v.cv.scratch_limit = i % 2 == 0 ? 1 : 0 // every other shape one image per chunk
-            precondition(kn_conv2d_plan(&v.cv) == KN_OK)
-            return v
+            c.with(algo: algo, scratchLimit: i % 2 == 0 ? 1 : 0)! // every other shape one image per chunk
         }
     }
 }
@@ -110,7 +139,7 @@ struct ConvTests {
     @Test func forwardMatchesReference() {
         for (i, conv) in convShapes().enumerated() {
             var rng = SplitMix(UInt64(i))
-            let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(conv.cv.K))
+            let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(conv.K))
             let fast = conv.forward(x, w, b), ref = conv.forward(x, w, b, reference: true)
             // both sums are within gamma(CRS + 1) of exact; magnitudes from |x|, |w|, |b|
             let mag = conv.forward(x.map(abs), w.map(abs), b.map(abs), reference: true)
@@ -124,7 +153,7 @@ struct ConvTests {
             let dy = rng.array(conv.yCount), w = rng.array(conv.wCount), base = rng.array(conv.xCount)
             let fast = conv.backwardData(dy, w, into: base), ref = conv.backwardData(dy, w, into: base, reference: true)
             let mag = conv.backwardData(dy.map(abs), w.map(abs), into: base.map(abs), reference: true)
-            let L = Int(conv.cv.K * conv.cv.R * conv.cv.S) + 1
+            let L = Int(conv.K * conv.R * conv.S) + 1
             expectClose(fast, ref, bound: mag.map { 2.1 * gamma(L) * Double($0) }, "backward-data \(conv)")
         }
     }
@@ -133,11 +162,11 @@ struct ConvTests {
         for (i, conv) in convShapes().enumerated() {
             var rng = SplitMix(UInt64(200 + i))
             let dy = rng.array(conv.yCount), x = rng.array(conv.xCount)
-            let w0 = rng.array(conv.wCount), b0 = rng.array(Int(conv.cv.K))
+            let w0 = rng.array(conv.wCount), b0 = rng.array(Int(conv.K))
             let fast = conv.backwardWeights(dy, x, into: w0, biasInto: b0)
             let ref = conv.backwardWeights(dy, x, into: w0, biasInto: b0, reference: true)
             let mag = conv.backwardWeights(dy.map(abs), x.map(abs), into: w0.map(abs), biasInto: b0.map(abs), reference: true)
-            let L = Int(conv.cv.N * conv.cv.P * conv.cv.Q) + 1
+            let L = Int(conv.N * conv.P * conv.Q) + 1
             expectClose(fast.0, ref.0, bound: mag.0.map { 2.1 * gamma(L) * Double($0) }, "backward-weights \(conv)")
             expectClose(fast.1, ref.1, bound: mag.1.map { 2.1 * gamma(L) * Double($0) }, "backward-bias \(conv)")
         }
@@ -147,10 +176,10 @@ struct ConvTests {
     @Test func finiteDifferences() {
         for (i, conv) in convShapes().prefix(20).enumerated() {
             var rng = SplitMix(UInt64(300 + i))
-            let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(conv.cv.K))
+            let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(conv.K))
             let g = rng.array(conv.yCount)
             let zeroX = [Float](repeating: 0, count: conv.xCount), zeroW = [Float](repeating: 0, count: conv.wCount)
-            let zeroB = [Float](repeating: 0, count: Int(conv.cv.K))
+            let zeroB = [Float](repeating: 0, count: Int(conv.K))
             checkGradient("conv dx \(conv)", x: x, outputWeights: g, reduction: conv.crs + 1,
                           forward: { conv.forward($0, w, b) }, gradient: { _ in conv.backwardData(g, w, into: zeroX) })
             checkGradient("conv dw \(conv)", x: w, outputWeights: g, reduction: conv.crs + 1,
@@ -168,15 +197,12 @@ struct ConvTests {
     @Test func implicitChunksAcrossTheTeam() {
         let shapes = [Conv(N: 7, C: 6, H: 10, W: 10, K: 8, R: 3, S: 3, pad: (1, 1))!,  // chunks 2,2,2,1
                       Conv(N: 50, C: 2, H: 64, W: 64, K: 8, R: 3, S: 3, pad: (1, 1))!] // 8 chunks, groups of 2
-        for (i, var conv) in shapes.enumerated() {
-            conv.cv.algo = KN_CONV_IMPLICIT
-            #expect(kn_conv2d_plan(&conv.cv) == KN_OK)
-            let cv = conv.cv
-            #expect(cv.algo_forward == KN_CONV_IMPLICIT && cv.algo_backward_data == KN_CONV_IMPLICIT &&
-                    cv.algo_backward_weights == KN_CONV_IMPLICIT, "\(conv)")
-            let chunks = (Int(cv.N) + Int(cv.shift_images) - 1) / Int(cv.shift_images)
-            #expect(chunks % 4 == 0 && cv.shift_groups == 4 && chunks >= 4 * (i + 1), "\(conv)")
-            #expect(Int(cv.shift_slots) == min(chunks, Int(kn_num_cores())), "\(conv)")
+        for (i, planned) in shapes.enumerated() {
+            let conv = planned.with(algo: KN_CONV_PADDED_GRID)!, cv = conv, c = conv.chunks
+            #expect(conv.algos == Array(repeating: KN_CONV_PADDED_GRID, count: 3), "\(conv)")
+            let chunks = (Int(cv.N) + Int(c.implicit_images) - 1) / Int(c.implicit_images)
+            #expect(chunks % 4 == 0 && c.implicit_groups == 4 && chunks >= 4 * (i + 1), "\(conv)")
+            #expect(Int(c.implicit_slots) == min(chunks, Int(kn_num_cores())), "\(conv)")
             var rng = SplitMix(UInt64(700 + i))
             let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(cv.K))
             let dy = rng.array(conv.yCount), dx0 = rng.array(conv.xCount)
@@ -206,13 +232,9 @@ struct ConvTests {
     /// (rows of 8 x 32 columns) and a ragged last one, backward-weights in three groups;
     /// against the reference, and bitwise against one thread.
     @Test func batchInnermostChunksAcrossTheTeam() {
-        var conv = Conv(N: 70, C: 8, H: 8, W: 8, K: 16, R: 3, S: 3, pad: (1, 1))!
-        conv.cv.algo = KN_CONV_IMPLICIT_BATCH
-        #expect(kn_conv2d_plan(&conv.cv) == KN_OK)
-        let cv = conv.cv
-        #expect(cv.algo_forward == KN_CONV_IMPLICIT_BATCH && cv.algo_backward_data == KN_CONV_IMPLICIT_BATCH &&
-                cv.algo_backward_weights == KN_CONV_IMPLICIT_BATCH, "\(conv)")
-        #expect(cv.shift_images == 32 && cv.shift_groups == 3, "\(conv)")
+        let conv = Conv(N: 70, C: 8, H: 8, W: 8, K: 16, R: 3, S: 3, pad: (1, 1), algo: KN_CONV_BATCH_INNER)!, cv = conv
+        #expect(conv.algos == Array(repeating: KN_CONV_BATCH_INNER, count: 3), "\(conv)")
+        #expect(conv.chunks.implicit_images == 32 && conv.chunks.implicit_groups == 3, "\(conv)")
         var rng = SplitMix(750)
         let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(cv.K))
         let dy = rng.array(conv.yCount), dx0 = rng.array(conv.xCount)
@@ -238,30 +260,31 @@ struct ConvTests {
                     "backward-weights \(conv)")
     }
 
-    /// The plan's choice on narrow planes (kn_conv2d_choose_implicit): batch innermost for
-    /// forward and backward-data, and for backward-weights from 8x8 up; im2col below 8 rows.
+    /// The plan's choice from its ordered list on narrow planes: batch innermost for forward
+    /// and backward-data, and for backward-weights from 8x8 up; im2col below 8 rows; the padded
+    /// grid on wider planes. The explanation names each algorithm that declined, and why.
     @Test func narrowPlanesTakeTheBatchInnermostLayout() {
-        let at8 = Conv(N: 64, C: 256, H: 8, W: 8, K: 256, R: 3, S: 3, pad: (1, 1))!.cv
-        #expect(at8.algo_forward == KN_CONV_IMPLICIT_BATCH && at8.algo_backward_data == KN_CONV_IMPLICIT_BATCH &&
-                at8.algo_backward_weights == KN_CONV_IMPLICIT_BATCH)
-        let at2 = Conv(N: 64, C: 512, H: 2, W: 2, K: 512, R: 3, S: 3, pad: (1, 1))!.cv
-        #expect(at2.algo_forward == KN_CONV_IMPLICIT_BATCH && at2.algo_backward_data == KN_CONV_IMPLICIT_BATCH &&
-                at2.algo_backward_weights == KN_CONV_IM2COL)
-        let wide = Conv(N: 64, C: 64, H: 16, W: 16, K: 128, R: 3, S: 3, pad: (1, 1))!.cv
-        #expect(wide.algo_forward == KN_CONV_IMPLICIT && wide.algo_backward_weights == KN_CONV_IMPLICIT)
-        let fewRows = Conv(N: 8, C: 3, H: 8, W: 8, K: 4, R: 3, S: 3, pad: (1, 1))!.cv
-        #expect(fewRows.algo_forward == KN_CONV_IM2COL && fewRows.algo_backward_data == KN_CONV_IM2COL)
+        let at8 = Conv(N: 64, C: 256, H: 8, W: 8, K: 256, R: 3, S: 3, pad: (1, 1))!
+        #expect(at8.algos == [KN_CONV_BATCH_INNER, KN_CONV_BATCH_INNER, KN_CONV_BATCH_INNER])
+        let at2 = Conv(N: 64, C: 512, H: 2, W: 2, K: 512, R: 3, S: 3, pad: (1, 1))!
+        #expect(at2.algos == [KN_CONV_BATCH_INNER, KN_CONV_BATCH_INNER, KN_CONV_IM2COL])
+        let wide = Conv(N: 64, C: 64, H: 16, W: 16, K: 128, R: 3, S: 3, pad: (1, 1))!
+        #expect(wide.algo(KN_PASS_FORWARD) == KN_CONV_PADDED_GRID && wide.algo(KN_PASS_BACKWARD_WEIGHTS) == KN_CONV_PADDED_GRID)
+        let fewRows = Conv(N: 8, C: 3, H: 8, W: 8, K: 4, R: 3, S: 3, pad: (1, 1))!
+        #expect(fewRows.algo(KN_PASS_FORWARD) == KN_CONV_IM2COL && fewRows.algo(KN_PASS_BACKWARD_DATA) == KN_CONV_IM2COL)
+        let lines = String(cString: kn_conv2d_explain(at2.plan)).split(separator: "\n").map(String.init)
+        #expect(lines == ["forward: batch-inner", "backward-data: batch-inner",
+                          "backward-weights: im2col (declined: batch-inner: backward-weights on planes under 8 wide; padded-grid: narrow planes are batch-inner's)"])
+        let strided = Conv(N: 8, C: 16, H: 8, W: 8, K: 16, R: 3, S: 3, stride: (2, 2), pad: (1, 1))!
+        #expect(String(cString: kn_conv2d_explain(strided.plan)).hasPrefix("forward: im2col (declined: batch-inner: stride 2x2, needs 1; padded-grid: stride 2x2, needs 1)"))
     }
 
     /// im2col backward-data with chunks of several images across the team: a ragged last
     /// chunk; against the reference, and bitwise against one thread.
     @Test func im2colBackwardDataChunksAcrossTheTeam() {
         // chunks of 32 and 24 images, each long enough that the two threads overlap in time
-        var conv = Conv(N: 56, C: 64, H: 4, W: 4, K: 64, R: 3, S: 3, pad: (1, 1))!
-        conv.cv.algo = KN_CONV_IM2COL
-        #expect(kn_conv2d_plan(&conv.cv) == KN_OK)
-        let cv = conv.cv
-        #expect(cv.col_images == 32 && Int(cv.col_slots) == min(2, Int(kn_num_cores())), "\(conv)")
+        let conv = Conv(N: 56, C: 64, H: 4, W: 4, K: 64, R: 3, S: 3, pad: (1, 1), algo: KN_CONV_IM2COL)!, cv = conv
+        #expect(conv.chunks.col_images == 32 && Int(conv.chunks.col_slots) == min(2, Int(kn_num_cores())), "\(conv)")
         var rng = SplitMix(800)
         let dy = rng.array(conv.yCount), w = rng.array(conv.wCount), dx0 = rng.array(conv.xCount)
         let (one, team) = kernelStateLock.withLock {
@@ -274,27 +297,70 @@ struct ConvTests {
         expectClose(team, ref, bound: mag.map { 2.1 * gamma(L) * Double($0) }, "backward-data \(conv)")
     }
 
+    /// The tuning table's row steers the plan (a narrower "narrow plane" sends an 8x8 layer from
+    /// batch innermost to the padded grid), refuses values out of range, and a plan keeps the
+    /// row it was made with; backward-weights' transpose tile changes no bit.
+    @Test func tuningTableSteersThePlan() {
+        kernelStateLock.withLock {
+            var t = kn_tuning()
+            #expect(kn_tuning_get(kn_isa_active(), &t) == KN_OK)
+            let saved = t
+            defer { var s = saved; _ = kn_tuning_set(kn_isa_active(), &s) }
+            let shape = { Conv(N: 16, C: 32, H: 8, W: 8, K: 32, R: 3, S: 3, pad: (1, 1))! }
+            let before = shape()
+            #expect(before.algos == Array(repeating: KN_CONV_BATCH_INNER, count: 3))
+            t.narrow_plane = 8
+            #expect(kn_tuning_set(kn_isa_active(), &t) == KN_OK)
+            let after = shape()
+            #expect(after.algos == Array(repeating: KN_CONV_PADDED_GRID, count: 3), "\(after)")
+            #expect(before.algos == Array(repeating: KN_CONV_BATCH_INNER, count: 3)) // planned before: unchanged
+            var bad = t
+            bad.transpose_tile = 33
+            #expect(kn_tuning_set(kn_isa_active(), &bad) == KN_EINVAL)
+            bad.transpose_tile = 16; bad.dw_groups = 0
+            #expect(kn_tuning_set(kn_isa_active(), &bad) == KN_EINVAL)
+            var rng = SplitMix(900)
+            let grid = Conv(N: 8, C: 16, H: 16, W: 16, K: 24, R: 3, S: 3, pad: (1, 1), algo: KN_CONV_PADDED_GRID)!
+            let dy = rng.array(grid.yCount), x = rng.array(grid.xCount)
+            let zeroW = [Float](repeating: 0, count: grid.wCount), zeroB = [Float](repeating: 0, count: Int(grid.K))
+            let dw16 = grid.backwardWeights(dy, x, into: zeroW, biasInto: zeroB).0
+            t.transpose_tile = 5
+            #expect(kn_tuning_set(kn_isa_active(), &t) == KN_OK)
+            let dw5 = grid.with(algo: KN_CONV_PADDED_GRID)!.backwardWeights(dy, x, into: zeroW, biasInto: zeroB).0
+            expectBitwise(dw16, dw5, "transpose tile 16 vs 5")
+        }
+    }
+
     /// Shapes that cannot make an output, or make no sense, are refused by the plan.
     @Test func impossibleShapesAreRefused() {
-        var cv = kn_conv2d()
-        (cv.N, cv.C, cv.H, cv.W, cv.K, cv.R, cv.S) = (1, 1, 3, 3, 1, 5, 5)
-        (cv.stride_h, cv.stride_w, cv.dil_h, cv.dil_w) = (1, 1, 1, 1)
-        #expect(kn_conv2d_plan(&cv) == KN_ESHAPE)          // 5x5 kernel on a 3x3 image
-        cv.pad_h = 1; cv.pad_w = 1
-        #expect(kn_conv2d_plan(&cv) == KN_OK)               // fits once padded
-        cv.stride_h = 0
-        #expect(kn_conv2d_plan(&cv) == KN_EINVAL)
-        cv.stride_h = 1; cv.C = 0
-        #expect(kn_conv2d_plan(&cv) == KN_EINVAL)
-        cv.C = 1; cv.dil_w = 3
-        #expect(kn_conv2d_plan(&cv) == KN_ESHAPE)           // dilated kernel spans 13 > 5
-        cv.dil_w = 1; cv.N = Int32.max; cv.H = 1000; cv.W = 1000
-        #expect(kn_conv2d_plan(&cv) == KN_EINVAL)           // tensor beyond int range
-        cv.N = 1; cv.H = 3; cv.W = 3; cv.algo = kn_conv_algo(rawValue: 9)
-        #expect(kn_conv2d_plan(&cv) == KN_EINVAL)           // no such algorithm
-        cv.algo = KN_CONV_IMPLICIT; cv.stride_w = 2
-        #expect(kn_conv2d_plan(&cv) == KN_EINVAL)           // implicit needs stride 1
-        cv.algo = KN_CONV_IMPLICIT_BATCH
-        #expect(kn_conv2d_plan(&cv) == KN_EINVAL)           // so does its batch-innermost layout
+        var d = kn_conv2d_desc()
+        (d.N, d.C, d.H, d.W, d.K, d.R, d.S) = (1, 1, 3, 3, 1, 5, 5)
+        (d.stride_h, d.stride_w, d.dil_h, d.dil_w) = (1, 1, 1, 1)
+        func status(_ d: kn_conv2d_desc) -> kn_status {
+            var d = d, plan: OpaquePointer?
+            let s = kn_conv2d_create(&plan, &d)
+            #expect((s == KN_OK) == (plan != nil))
+            if let plan { kn_conv2d_destroy(plan) }
+            return s
+        }
+        #expect(status(d) == KN_ESHAPE)          // 5x5 kernel on a 3x3 image
+        d.pad_h = 1; d.pad_w = 1
+        #expect(status(d) == KN_OK)               // fits once padded
+        d.stride_h = 0
+        #expect(status(d) == KN_EINVAL)
+        d.stride_h = 1; d.C = 0
+        #expect(status(d) == KN_EINVAL)
+        d.C = 1; d.dil_w = 3
+        #expect(status(d) == KN_ESHAPE)           // dilated kernel spans 13 > 5
+        d.dil_w = 1; d.N = Int32.max; d.H = 1000; d.W = 1000
+        #expect(status(d) == KN_EINVAL)           // tensor beyond int range
+        d.N = 1; d.H = 3; d.W = 3; d.algo = kn_conv_algo(rawValue: 9)
+        #expect(status(d) == KN_EINVAL)           // no such algorithm
+        d.algo = KN_CONV_PADDED_GRID; d.stride_w = 2
+        #expect(status(d) == KN_EINVAL)           // the padded grid needs stride 1
+        d.algo = KN_CONV_BATCH_INNER
+        #expect(status(d) == KN_EINVAL)           // so does batch innermost
+        d.algo = KN_CONV_REFERENCE
+        #expect(status(d) == KN_OK)               // the reference runs any shape
     }
 }

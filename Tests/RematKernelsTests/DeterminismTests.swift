@@ -16,12 +16,12 @@ func kernelFingerprint(seed: UInt64) -> [Float] {
     for conv in [Conv(N: 8, C: 16, H: 16, W: 16, K: 16, R: 3, S: 3, pad: (1, 1))!,
                  Conv(N: 8, C: 32, H: 8, W: 8, K: 32, R: 3, S: 3, pad: (1, 1))!,
                  Conv(N: 8, C: 16, H: 16, W: 16, K: 32, R: 1, S: 1, stride: (2, 2))!] {
-        let x = rng.array(conv.xCount), w = rng.array(conv.wCount), bias = rng.array(Int(conv.cv.K))
+        let x = rng.array(conv.xCount), w = rng.array(conv.wCount), bias = rng.array(Int(conv.K))
         let dy = rng.array(conv.yCount)
         out += conv.forward(x, w, bias)
         out += conv.backwardData(dy, w, into: [Float](repeating: 0, count: conv.xCount))
         let (dw, db) = conv.backwardWeights(dy, x, into: [Float](repeating: 0, count: conv.wCount),
-                                            biasInto: [Float](repeating: 0, count: Int(conv.cv.K)))
+                                            biasInto: [Float](repeating: 0, count: Int(conv.K)))
         out += dw + db
     }
     let (n, ch, hw) = (16, 32, 256)

@@ -28,17 +28,17 @@ let benchmarks: @Sendable () -> Void = {
         for l in workloadConvs {
             for pass in ["forward", "backward-data", "backward-weights"] {
                 Benchmark("conv \(l.model) \(l.name) \(pass) N64 t\(threads)") { benchmark in
-                    var cv = l.plan(batch: 64)
+                    let cv = l.plan(batch: 64)
                     let x = Buffer(Int(cv.N * cv.C * cv.H * cv.W)), w = Buffer(Int(cv.K * cv.C * cv.R * cv.S), seed: 2)
                     let y = Buffer(Int(cv.N * cv.K * cv.P * cv.Q), seed: 3), bias = Buffer(Int(cv.K), seed: 4)
-                    let scratch = Buffer(cv.scratch_floats)
+                    let scratch = Buffer(cv.scratchFloats)
                     kn_set_num_threads(Int32(threads))
                     benchmark.startMeasurement()
                     let t0 = BenchmarkClock.now
                     switch pass {
-                    case "forward": kn_conv2d_forward(&cv, y.pointer, x.pointer, w.pointer, bias.pointer, scratch.pointer)
-                    case "backward-data": kn_conv2d_backward_data(&cv, x.pointer, y.pointer, w.pointer, scratch.pointer)
-                    default: kn_conv2d_backward_weights(&cv, w.pointer, bias.pointer, y.pointer, x.pointer, scratch.pointer)
+                    case "forward": kn_conv2d_forward(cv.plan, y.pointer, x.pointer, w.pointer, bias.pointer, scratch.pointer)
+                    case "backward-data": kn_conv2d_backward_data(cv.plan, x.pointer, y.pointer, w.pointer, scratch.pointer)
+                    default: kn_conv2d_backward_weights(cv.plan, w.pointer, bias.pointer, y.pointer, x.pointer, scratch.pointer)
                     }
                     let seconds = Double((BenchmarkClock.now - t0).nanoseconds()) * 1e-9
                     benchmark.stopMeasurement()

@@ -7,21 +7,40 @@ public struct ConvLayer: Sendable {
     public let C: Int, H: Int, K: Int, R: Int, stride: Int, pad: Int
     public let count: Int // layers of this shape in the model
 
-    /// The planned kernel descriptor at batch `N`.
-    /// `algo` where the layer allows it (implicit needs stride 1), else the plan's choice.
-    public func plan(batch N: Int, algo: kn_conv_algo = KN_CONV_AUTO) -> kn_conv2d {
-        var cv = kn_conv2d()
-        cv.algo = stride == 1 ? algo : KN_CONV_AUTO
-        (cv.N, cv.C, cv.H, cv.W, cv.K, cv.R, cv.S) = (Int32(N), Int32(C), Int32(H), Int32(H), Int32(K), Int32(R), Int32(R))
-        (cv.stride_h, cv.stride_w, cv.pad_h, cv.pad_w, cv.dil_h, cv.dil_w) = (Int32(stride), Int32(stride), Int32(pad), Int32(pad), 1, 1)
-        precondition(kn_conv2d_plan(&cv) == KN_OK, "bad layer \(name)")
-        return cv
+    /// The layer planned at batch `N`: `algo` where the layer allows it (the implicit GEMMs
+    /// need stride 1), else the plan's choice.
+    public func plan(batch N: Int, algo: kn_conv_algo = KN_CONV_AUTO) -> PlannedConv {
+        var d = kn_conv2d_desc()
+        d.algo = stride == 1 || algo == KN_CONV_IM2COL || algo == KN_CONV_REFERENCE ? algo : KN_CONV_AUTO
+        (d.N, d.C, d.H, d.W, d.K, d.R, d.S) = (Int32(N), Int32(C), Int32(H), Int32(H), Int32(K), Int32(R), Int32(R))
+        (d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dil_h, d.dil_w) = (Int32(stride), Int32(stride), Int32(pad), Int32(pad), 1, 1)
+        return PlannedConv(d, name: name)
     }
     /// Forward FLOPs at batch N (a multiply-add counts 2); each backward pass costs the same.
     public func flops(batch N: Int) -> Double {
         let cv = plan(batch: N)
         return 2 * Double(N * K * C * R * R) * Double(cv.P * cv.Q)
     }
+}
+
+/// A convolution's kernel plan with its sizes, destroyed with it.
+public final class PlannedConv {
+    public let plan: OpaquePointer
+    public let N, C, H, W, K, R, S: Int32
+    public let P: Int32, Q: Int32
+    public var scratchFloats: Int { kn_conv2d_scratch_floats(plan) }
+    public func algo(_ pass: kn_conv_pass) -> kn_conv_algo { kn_conv2d_algo(plan, pass) }
+
+    init(_ desc: kn_conv2d_desc, name: String) {
+        var d = desc, p: OpaquePointer?
+        precondition(kn_conv2d_create(&p, &d) == KN_OK && p != nil, "bad layer \(name)")
+        plan = p!
+        (N, C, H, W, K, R, S) = (d.N, d.C, d.H, d.W, d.K, d.R, d.S)
+        var pp: Int32 = 0, qq: Int32 = 0
+        kn_conv2d_output(plan, &pp, &qq)
+        (P, Q) = (pp, qq)
+    }
+    deinit { kn_conv2d_destroy(plan) }
 }
 
 /// Every distinct conv shape of resnet56 and vgg11 (3x32x32 inputs).

@@ -19,12 +19,14 @@ struct KernelBench: ParsableCommand {
             """)
 
     enum Part: String, ExpressibleByArgument, CaseIterable { case gemm, conv, peak }
-    enum Algo: String, ExpressibleByArgument, CaseIterable { case auto, implicit, batch, im2col }
+    enum Algo: String, ExpressibleByArgument, CaseIterable {
+        case auto, paddedGrid = "padded-grid", batchInner = "batch-inner", im2col, reference
+    }
 
     @Option(help: "Kernel team size (default: all cores).") var threads: Int?
     @Option(help: "Timed calls per kernel; the median is reported.") var repeats = 7
     @Option(help: "Only one part: \(Part.allCases.map(\.rawValue).joined(separator: ", ")).") var only: Part?
-    @Option(help: "Conv algorithm: auto (the plan's choice per pass), implicit (stride-1 layers, padded grid), batch (stride-1, batch innermost) or im2col.")
+    @Option(help: "Conv algorithm: auto (the plan's choice per pass), padded-grid or batch-inner (stride-1 layers; the others keep the plan's choice), im2col or reference.")
     var algo: Algo = .auto
     @Flag(help: "One JSON object per line instead of tables.") var json = false
 
@@ -80,38 +82,36 @@ struct KernelBench: ParsableCommand {
     }
 
     func conv(team: Int, peak: Double) {
-        let request = ["auto": KN_CONV_AUTO, "implicit": KN_CONV_IMPLICIT, "batch": KN_CONV_IMPLICIT_BATCH,
-                       "im2col": KN_CONV_IM2COL][algo.rawValue]!
-        if !json { print("\nConv2d, batch 64              pass      algo       ms    GFLOP/s  % of peak") }
+        let request = [Algo.auto: KN_CONV_AUTO, .paddedGrid: KN_CONV_PADDED_GRID, .batchInner: KN_CONV_BATCH_INNER,
+                       .im2col: KN_CONV_IM2COL, .reference: KN_CONV_REFERENCE][algo]!
+        if !json { print("\nConv2d, batch 64              pass      algo          ms    GFLOP/s  % of peak") }
         for l in workloadConvs {
-            var cv = l.plan(batch: 64, algo: request)
+            let cv = l.plan(batch: 64, algo: request)
             let x = Buffer(Int(cv.N * cv.C * cv.H * cv.W)), w = Buffer(Int(cv.K * cv.C * cv.R * cv.S), seed: 2)
             let bias = Buffer(Int(cv.K), seed: 3), y = Buffer(Int(cv.N * cv.K * cv.P * cv.Q), seed: 4)
             let dx = Buffer(x.count, seed: 5), dw = Buffer(w.count, seed: 6), db = Buffer(bias.count, seed: 7)
-            let scratch = Buffer(cv.scratch_floats)
-            let fwd = medianSeconds(repeats: repeats) { kn_conv2d_forward(&cv, y.pointer, x.pointer, w.pointer, bias.pointer, scratch.pointer) }
-            let bd = medianSeconds(repeats: repeats) { kn_conv2d_backward_data(&cv, dx.pointer, y.pointer, w.pointer, scratch.pointer) }
-            let bw = medianSeconds(repeats: repeats) { kn_conv2d_backward_weights(&cv, dw.pointer, db.pointer, y.pointer, x.pointer, scratch.pointer) }
+            let scratch = Buffer(cv.scratchFloats)
+            let fwd = medianSeconds(repeats: repeats) { kn_conv2d_forward(cv.plan, y.pointer, x.pointer, w.pointer, bias.pointer, scratch.pointer) }
+            let bd = medianSeconds(repeats: repeats) { kn_conv2d_backward_data(cv.plan, dx.pointer, y.pointer, w.pointer, scratch.pointer) }
+            let bw = medianSeconds(repeats: repeats) { kn_conv2d_backward_weights(cv.plan, dw.pointer, db.pointer, y.pointer, x.pointer, scratch.pointer) }
             let flops = l.flops(batch: 64)
             if json {
                 emit(["kind": "conv", "model": l.model, "name": l.name, "count": l.count, "threads": team,
                       "C": l.C, "H": l.H, "K": l.K, "R": l.R, "stride": l.stride, "pad": l.pad, "flops": flops,
                       "forward": fwd, "backward_data": bd, "backward_weights": bw,
-                      "algos": [name(cv.algo_forward), name(cv.algo_backward_data), name(cv.algo_backward_weights)]])
+                      "algos": [KN_PASS_FORWARD, KN_PASS_BACKWARD_DATA, KN_PASS_BACKWARD_WEIGHTS].map { name(cv.algo($0)) }])
                 continue
             }
-            for (pass, t, a) in [("fwd", fwd, cv.algo_forward), ("bwd-d", bd, cv.algo_backward_data),
-                                 ("bwd-w", bw, cv.algo_backward_weights)] {
-                print(pad("\(l.model) \(l.name)", 30) + pad(pass, 10) + pad(name(a), 9)
+            for (pass, t, a) in [("fwd", fwd, cv.algo(KN_PASS_FORWARD)), ("bwd-d", bd, cv.algo(KN_PASS_BACKWARD_DATA)),
+                                 ("bwd-w", bw, cv.algo(KN_PASS_BACKWARD_WEIGHTS))] {
+                print(pad("\(l.model) \(l.name)", 30) + pad(pass, 10) + pad(name(a), 12)
                       + lpad(String(format: "%.2f", t * 1e3), 7) + lpad(String(format: "%.0f", flops / t / 1e9), 10)
                       + lpad(String(format: "%.0f%%", 100 * flops / t / 1e9 / peak), 11))
             }
         }
     }
 
-    func name(_ a: kn_conv_algo) -> String {
-        a == KN_CONV_IMPLICIT ? "implicit" : a == KN_CONV_IMPLICIT_BATCH ? "batch" : "im2col"
-    }
+    func name(_ a: kn_conv_algo) -> String { String(cString: kn_conv_algo_name(a)) }
     func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
     func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? s : String(repeating: " ", count: n - s.count) + s }
     func emit(_ fields: [String: Any]) {

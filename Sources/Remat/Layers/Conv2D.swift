@@ -14,7 +14,7 @@ public final class Conv2D: ExpensiveLayer {
     /// data, and its backward-data pass would be pure cost.
     public var needsInputGradient = true
     private var slot: ParameterSlot?
-    private var plans: [Shape: kn_conv2d] = [:]
+    private var plans: [Shape: ConvPlan] = [:]
     private let plansLock = NSLock() // the recompute thread plans too
 
     /// A 2-D convolution (N, inChannels, H, W) -> (N, outChannels, P, Q) with a square kernel,
@@ -46,29 +46,29 @@ public final class Conv2D: ExpensiveLayer {
     }
 
     /// The kernel plan for this input shape (cached).
-    func plan(_ input: Shape) throws -> kn_conv2d {
+    func plan(_ input: Shape) throws -> ConvPlan {
         if let p = plansLock.withLock({ plans[input] }) { return p }
         let (n, c, h, w) = try input.nchw(name)
         guard c == inChannels else {
             throw RematError.shape("\(name) expects \(inChannels) input channels, got \(c) in \(input)")
         }
-        var cv = kn_conv2d()
-        (cv.N, cv.C, cv.H, cv.W) = (Int32(n), Int32(c), Int32(h), Int32(w))
-        (cv.K, cv.R, cv.S) = (Int32(outChannels), Int32(kernel.0), Int32(kernel.1))
-        (cv.stride_h, cv.stride_w) = (Int32(stride.0), Int32(stride.1))
-        (cv.pad_h, cv.pad_w) = (Int32(padding.0), Int32(padding.1))
-        (cv.dil_h, cv.dil_w) = (Int32(dilation.0), Int32(dilation.1))
-        let status = kn_conv2d_plan(&cv)
-        guard status == KN_OK else {
-            throw RematError.shape("\(name) cannot run on \(input): \(String(cString: kn_status_string(status)))")
-        }
-        plansLock.withLock { plans[input] = cv }
-        return cv
+        var d = kn_conv2d_desc()
+        (d.N, d.C, d.H, d.W) = (Int32(n), Int32(c), Int32(h), Int32(w))
+        (d.K, d.R, d.S) = (Int32(outChannels), Int32(kernel.0), Int32(kernel.1))
+        (d.stride_h, d.stride_w) = (Int32(stride.0), Int32(stride.1))
+        (d.pad_h, d.pad_w) = (Int32(padding.0), Int32(padding.1))
+        (d.dil_h, d.dil_w) = (Int32(dilation.0), Int32(dilation.1))
+        let plan = try ConvPlan(d, name: name, input: input)
+        plansLock.withLock { plans[input] = plan }
+        return plan
     }
 
+    /// The plans made so far, by input shape.
+    var plannedShapes: [(Shape, ConvPlan)] { plansLock.withLock { plans.map { ($0.key, $0.value) } } }
+
     public func outputShape(for input: Shape) throws -> Shape {
-        let cv = try plan(input)
-        return Shape(Int(cv.N), Int(cv.K), Int(cv.P), Int(cv.Q))
+        let (p, q) = try plan(input).output
+        return Shape(input.dims[0], outChannels, p, q)
     }
 
     public func forwardFLOPs(for input: Shape) -> Int {
@@ -78,12 +78,12 @@ public final class Conv2D: ExpensiveLayer {
 
     /// (N, inChannels, H, W) -> (N, outChannels, P, Q); keeps its input (a selective rebuild replays the recorded output).
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
-        var cv = try plan(x.shape)
+        let plan = try self.plan(x.shape)
         if let y = context.stash?.replayed() { return (y, Saved(tensors: [x])) }
         let y = Tensor(uninitialized: try outputShape(for: x.shape))
-        let scratch = Tensor(uninitialized: Shape(Int(cv.scratch_floats)))
+        let scratch = Tensor(uninitialized: Shape(plan.scratchFloats))
         let s = slot!
-        kn_conv2d_forward(&cv, y.pointer, x.pointer, s.values, hasBias ? s.values + weightCount : nil, scratch.pointer)
+        kn_conv2d_forward(plan.handle, y.pointer, x.pointer, s.values, hasBias ? s.values + weightCount : nil, scratch.pointer)
         context.stash?.record(y)
         return (y, Saved(tensors: [x]))
     }
@@ -92,13 +92,38 @@ public final class Conv2D: ExpensiveLayer {
     /// convolution of a model that needs no image gradient.
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
         let x = saved.tensors[0]
-        var cv = try plan(x.shape)
+        let plan = try self.plan(x.shape)
         let dx = needsInputGradient ? Tensor(zeros: x.shape) : Tensor(uninitialized: Shape(0))
-        let scratch = Tensor(uninitialized: Shape(Int(cv.scratch_floats)))
+        let scratch = Tensor(uninitialized: Shape(plan.scratchFloats))
         let s = slot!
-        if needsInputGradient { kn_conv2d_backward_data(&cv, dx.pointer, dy.pointer, s.values, scratch.pointer) }
-        kn_conv2d_backward_weights(&cv, s.gradients, hasBias ? s.gradients + weightCount : nil, dy.pointer,
+        if needsInputGradient { kn_conv2d_backward_data(plan.handle, dx.pointer, dy.pointer, s.values, scratch.pointer) }
+        kn_conv2d_backward_weights(plan.handle, s.gradients, hasBias ? s.gradients + weightCount : nil, dy.pointer,
                                    x.pointer, scratch.pointer)
         return dx
     }
+}
+
+/// A convolution's kernel plan (`kn_conv2d`), destroyed with its last reference.
+final class ConvPlan: @unchecked Sendable { // immutable once made
+    let handle: OpaquePointer
+    let output: (Int, Int)
+    let scratchFloats: Int
+
+    init(_ desc: kn_conv2d_desc, name: String, input: Shape) throws {
+        var d = desc, plan: OpaquePointer?
+        let status = kn_conv2d_create(&plan, &d)
+        guard status == KN_OK, let plan else {
+            throw RematError.shape("\(name) cannot run on \(input): \(String(cString: kn_status_string(status)))")
+        }
+        handle = plan
+        var p: Int32 = 0, q: Int32 = 0
+        kn_conv2d_output(plan, &p, &q)
+        output = (Int(p), Int(q))
+        scratchFloats = kn_conv2d_scratch_floats(plan)
+    }
+
+    /// One line a pass: the algorithm and why each before it in the list declined.
+    var explanation: String { String(cString: kn_conv2d_explain(handle)) }
+
+    deinit { kn_conv2d_destroy(handle) }
 }

@@ -34,8 +34,42 @@ public enum KernelRuntime {
     /// The instruction set the kernels use now.
     public static var isa: InstructionSet { InstructionSet(rawValue: String(cString: kn_isa_name(kn_isa_active())))! }
 
-    /// Which kernels run and why, one line each: the `--verbose` report.
+    /// Which kernels run and why, one line each: the instruction set, the GEMM micro-kernels.
     public static var dispatchReport: String { String(cString: kn_dispatch_report()) }
+
+    /// `dispatchReport`, then each convolution of `model` at `batch` images: the algorithm of
+    /// each pass and why the ones before it in the list declined (`remat plan --kernels`).
+    /// Runs one forward pass on zero images to plan them.
+    public static func dispatchReport(for model: Model, batch: Int) throws -> String {
+        _ = try model.forward(Tensor(zeros: Shape([batch] + model.imageShape.dims)), ForwardContext(training: false))
+        var lines = [dispatchReport]
+        for (i, block) in model.blocks.enumerated() {
+            for conv in Model.leaves(of: block).compactMap({ $0 as? Conv2D }) {
+                for (shape, plan) in conv.plannedShapes where shape.batch == batch {
+                    lines.append("block \(i), \(conv.name) on \(shape):")
+                    lines += plan.explanation.split(separator: "\n").map { "  " + $0 }
+                }
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// The tuning table's row of the active instruction set.
+    public static var kernelTuning: KernelTuning {
+        var t = kn_tuning()
+        _ = kn_tuning_get(kn_isa_active(), &t)
+        return KernelTuning(t)
+    }
+
+    /// Replaces the tuning table's row of the active instruction set (process-wide). Throws
+    /// for a value out of range (every one at least 1, the transpose tile at most 32).
+    public static func setKernelTuning(_ t: KernelTuning) throws {
+        var v = t.kernelValue
+        let s = kn_tuning_set(kn_isa_active(), &v)
+        guard s == KN_OK else {
+            throw RematError.invalidArgument("kernel tuning refused for \(isa): \(String(cString: kn_status_string(s)))")
+        }
+    }
 
     /// The GEMM micro-kernels of the active instruction set with their cache blocking (the
     /// blocking table `remat tune` may rewrite; see docs/ARCHITECTURE.md).
@@ -52,6 +86,68 @@ public enum KernelRuntime {
         guard s == KN_OK else {
             throw RematError.invalidArgument("GEMM blocking \(b) refused for \(isa): \(String(cString: kn_status_string(s)))")
         }
+    }
+}
+
+/// Every constant the kernels' speed depends on besides the GEMM blocking, for one instruction
+/// set: thresholds of the convolution's choice of algorithm, chunk and tile sizes, when to go
+/// parallel (the C header's `kn_tuning` documents each). The same bits for any team size.
+public struct KernelTuning: Sendable, Equatable, Codable {
+    public var parallelMin: Int
+    public var gemmParallelFlops: Int
+    public var gemmKcInPlace: Int
+    public var convScratchFloats: Int
+    public var colWidth: Int
+    public var colImagePlane: Int
+    public var colViewPlane: Int
+    public var narrowPlane: Int
+    public var implicitMinRows: Int
+    public var gridJunkRatio: Int
+    public var gridChunkFloats: Int
+    public var batchDwMinWidth: Int
+    public var batchCols: Int
+    public var batchImages: Int
+    public var dwGroups: Int
+    public var transposeTile: Int
+
+    init(_ t: kn_tuning) {
+        parallelMin = Int(t.parallel_min)
+        gemmParallelFlops = Int(t.gemm_parallel_flops)
+        gemmKcInPlace = Int(t.gemm_kc_in_place)
+        convScratchFloats = Int(t.conv_scratch_floats)
+        colWidth = Int(t.col_width)
+        colImagePlane = Int(t.col_image_plane)
+        colViewPlane = Int(t.col_view_plane)
+        narrowPlane = Int(t.narrow_plane)
+        implicitMinRows = Int(t.implicit_min_rows)
+        gridJunkRatio = Int(t.grid_junk_ratio)
+        gridChunkFloats = Int(t.grid_chunk_floats)
+        batchDwMinWidth = Int(t.batch_dw_min_width)
+        batchCols = Int(t.batch_cols)
+        batchImages = Int(t.batch_images)
+        dwGroups = Int(t.dw_groups)
+        transposeTile = Int(t.transpose_tile)
+    }
+
+    var kernelValue: kn_tuning {
+        var t = kn_tuning()
+        t.parallel_min = Int32(clamping: parallelMin)
+        t.gemm_parallel_flops = Int32(clamping: gemmParallelFlops)
+        t.gemm_kc_in_place = Int32(clamping: gemmKcInPlace)
+        t.conv_scratch_floats = Int32(clamping: convScratchFloats)
+        t.col_width = Int32(clamping: colWidth)
+        t.col_image_plane = Int32(clamping: colImagePlane)
+        t.col_view_plane = Int32(clamping: colViewPlane)
+        t.narrow_plane = Int32(clamping: narrowPlane)
+        t.implicit_min_rows = Int32(clamping: implicitMinRows)
+        t.grid_junk_ratio = Int32(clamping: gridJunkRatio)
+        t.grid_chunk_floats = Int32(clamping: gridChunkFloats)
+        t.batch_dw_min_width = Int32(clamping: batchDwMinWidth)
+        t.batch_cols = Int32(clamping: batchCols)
+        t.batch_images = Int32(clamping: batchImages)
+        t.dw_groups = Int32(clamping: dwGroups)
+        t.transpose_tile = Int32(clamping: transposeTile)
+        return t
     }
 }
 

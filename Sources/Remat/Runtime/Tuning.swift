@@ -22,6 +22,8 @@ public struct Tuning: Sendable, Equatable, Codable {
     public var isa: InstructionSet
     /// The micro-kernels' blocking of `isa`, or nil when the default table won.
     public var blocking: [GemmBlocking]?
+    /// The rest of `isa`'s tuning table row it ran with (nil in files written before it was saved).
+    public var kernels: KernelTuning?
     /// Median step seconds of the winner and of the default configuration, measured.
     public var stepSeconds: Double
     /// Median step seconds of the default configuration, timed alternately with the winner.
@@ -45,10 +47,12 @@ public struct Tuning: Sendable, Equatable, Codable {
         return "\(name) (\(KernelRuntime.cores) cores)"
     }
 
-    /// Puts the blocking into effect (threads and overlap are the caller's to apply).
-    public func applyBlocking() throws {
-        guard let blocking, isa == KernelRuntime.isa else { return }
-        for b in blocking { try KernelRuntime.setGemmBlocking(b) }
+    /// Puts its rows of the tuning table into effect, if it was tuned on this instruction set
+    /// (threads and overlap are the caller's to apply).
+    public func applyKernelSettings() throws {
+        guard isa == KernelRuntime.isa else { return }
+        for b in blocking ?? [] { try KernelRuntime.setGemmBlocking(b) }
+        if let kernels { try KernelRuntime.setKernelTuning(kernels) }
     }
 }
 
