@@ -5,6 +5,15 @@ import Foundation
 /// slowly (libomp registers a new root, its GEMM packing buffers are allocated and faulted in
 /// again, the OS places its threads anew), and a step's recompute thread lives only ~0.1 s.
 /// Lives until `stop()`.
+///
+/// Shared state, under `condition` (C: a caller of `run` or `stop`, T: the thread):
+///
+/// | field | written by | what it is |
+/// |---|---|---|
+/// | `job` | C sets it when none is pending, T clears it once the job and its captures are gone | the job to run |
+/// | `stopping` | C (`stop`) | exit once no job is pending |
+///
+/// The waits: C in `run` for the previous job to be cleared; T for a job or `stopping`.
 final class RecomputeThread: @unchecked Sendable {
     private let condition = NSCondition()
     private var job: (() -> Void)?
