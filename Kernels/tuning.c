@@ -2,6 +2,8 @@
 // tune` may rewrite rows of it; kernels read it at every call.
 #include "internal.h"
 
+#include <stdatomic.h>
+
 // MARK: - GEMM micro-kernels and their blocking
 // Cache blocks: KC*NR*4 bytes of B (a sliver) stay in L1 while a KC*MR sliver of A streams;
 // MC*KC*4 bytes of A stay in L2; KC*NC*4 bytes of B sit in L3.
@@ -90,7 +92,11 @@ static const kn_tuning defaults = {
 };
 static kn_tuning tuning_table[KN_ISA_COUNT] = {defaults, defaults, defaults, defaults};
 
+static _Atomic unsigned generation; // bumped by every change of a row
+
 const kn_tuning *kn_tune(void) { return &tuning_table[kn_isa_active()]; }
+
+unsigned kn_tuning_generation(void) { return atomic_load(&generation); }
 
 kn_status kn_tuning_get(kn_isa isa, kn_tuning *out) {
     if ((unsigned)isa >= KN_ISA_COUNT || gemm_table[isa][0].ukr == NULL) return KN_EUNSUPPORTED;
@@ -107,5 +113,6 @@ kn_status kn_tuning_set(kn_isa isa, const kn_tuning *t) {
         if (field[i] < 1) return KN_EINVAL;
     if (t->transpose_tile > KN_TRANSPOSE_TILE_MAX) return KN_EINVAL;
     tuning_table[isa] = *t;
+    atomic_fetch_add(&generation, 1);
     return KN_OK;
 }

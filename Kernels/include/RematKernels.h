@@ -152,6 +152,8 @@ typedef struct {
 kn_status kn_tuning_get(kn_isa isa, kn_tuning *out);
 /// Replaces the row; KN_EINVAL if a field is out of its range (every one >= 1).
 kn_status kn_tuning_set(kn_isa isa, const kn_tuning *t);
+/// Counts the changes of the table: a plan made under an older count may be made again.
+unsigned kn_tuning_generation(void);
 
 /// The micro-kernel kn_sgemm uses for an M x N product on the active ISA: the one whose
 /// MR x NR tiles pad M x N least.

@@ -5,10 +5,10 @@ import Remat
 /// `remat tune`: measures thread configurations for a model and batch, saves the fastest.
 struct Tune: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Find the fastest thread configuration (team size, overlap split, lookahead, GEMM blocking) for a model and batch.",
+        abstract: "Find the fastest configuration (team size, overlap split, lookahead, GEMM blocking, convolution thresholds) for a model and batch.",
         usage: "remat tune [--model <m>] [--batch <n>] [--policy <p>] [<options>]",
         discussion: """
-            Times training steps under the policy for each configuration it tries, searching one coordinate at a time: the team size (recompute on the backward thread), then the split of cores between the backward and the recompute team, then the lookahead, then variants of the GEMM cache blocking; a change must be 2% faster to win, as less is noise on a shared machine. --exhaustive times every combination instead. Finally the default (all cores, no overlap, default blocking) and the search's fastest are timed again, a round of each at a time, for 3 to 8 rounds until every round agrees which is faster. The search's fastest is kept only if it beat the default in every round and by at least 2% overall; otherwise the default is kept (a winner within the noise is no winner). What is kept is saved to the tuning file under this CPU, model and batch, and printed; bench and train use it from then on unless given --no-tuning.
+            Times training steps under the policy for each configuration it tries, searching one coordinate at a time: the team size (recompute on the backward thread), then the split of cores between the backward and the recompute team, then the lookahead, then variants of the GEMM cache blocking, then the convolution's thresholds and chunk sizes and the parallel threshold, each halved and doubled (KernelTuning); a change must be 2% faster to win, as less is noise on a shared machine. --exhaustive times every combination instead. Finally the default (all cores, no overlap, default blocking) and the search's fastest are timed again, a round of each at a time, for 3 to 8 rounds until every round agrees which is faster. The search's fastest is kept only if it beat the default in every round and by at least 2% overall; otherwise the default is kept (a winner within the noise is no winner). What is kept is saved to the tuning file under this CPU, model and batch, and printed; bench and train use it from then on unless given --no-tuning.
 
             Examples:
               remat tune                                    # resnet56, batch 64, sqrt(n)
@@ -42,9 +42,10 @@ struct Tune: ParsableCommand {
         var threads: Int
         var overlap: Overlap?
         var blocking: GemmBlocking? // nil: the default table
+        var kernels: KernelVariant? // nil: the default row
         var description: String {
             "\(threads) thread(s), " + (overlap.map { "overlap \($0.backwardThreads)+\($0.recomputeThreads) lookahead \($0.lookahead)" } ?? "no overlap")
-                + (blocking.map { ", blocking \($0)" } ?? "")
+                + (blocking.map { ", blocking \($0)" } ?? "") + (kernels.map { ", \($0.change)" } ?? "")
         }
     }
 
@@ -53,7 +54,7 @@ struct Tune: ParsableCommand {
         let trainer = Trainer(model: net, optimizer: SGD(learningRate: 0.01, momentum: 0.9), seed: options.seed)
         let (x, y) = try SyntheticDataset(count: options.batch, imageShape: net.imageShape, classes: net.classes, seed: options.seed)
             .batch(Array(0..<options.batch))
-        let defaults = KernelRuntime.gemmBlockings
+        let defaults = KernelRuntime.gemmBlockings, defaultKernels = KernelRuntime.kernelTuning
         let progress = Progress(quiet: json)
         let started = DispatchTime.now()
         var elapsed: Double { Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9 }
@@ -62,6 +63,7 @@ struct Tune: ParsableCommand {
             KernelRuntime.threads = c.threads
             for b in defaults { try KernelRuntime.setGemmBlocking(b) }
             if let b = c.blocking { try KernelRuntime.setGemmBlocking(b) }
+            try KernelRuntime.setKernelTuning(c.kernels?.tuning ?? defaultKernels) // convolutions plan again
             trainer.checkpointing = Checkpointing(policy: policy, overlap: c.overlap)
             try trainer.train(images: x, labels: y) // warm-up
             return try (0..<steps).map { _ in try trainer.train(images: x, labels: y).seconds }
@@ -110,6 +112,8 @@ struct Tune: ParsableCommand {
             }
             let base = best
             for b in variants { var c = base; c.blocking = b; try consider(c) }
+            let withBlocking = best
+            for k in KernelVariant.around(defaultKernels) { var c = withBlocking; c.kernels = k; try consider(c) }
         }
         // --check-exhaustive: the whole space's fastest, then it and the search's winner timed
         // again alternately
@@ -131,6 +135,7 @@ struct Tune: ParsableCommand {
         // until the rounds agree which is faster; the winner is kept only if it is
         let verdict = best == defaultConfig ? nil : try compareWithDefault(best, time: { try time($0, steps: steps) }, progress: progress)
         for b in defaults { try KernelRuntime.setGemmBlocking(b) }
+        try KernelRuntime.setKernelTuning(defaultKernels)
         progress.clear()
         let searched = best
         if let verdict, !verdict.winnerFaster { best = defaultConfig }
@@ -142,7 +147,7 @@ struct Tune: ParsableCommand {
                             blocking: best.blocking.map { b in defaults.map { $0.mr == b.mr && $0.nr == b.nr ? b : $0 } },
                             stepSeconds: stepSeconds, defaultStepSeconds: defaultSeconds,
                             tunedAt: ISO8601DateFormatter().string(from: Date()))
-        tuning.kernels = KernelRuntime.kernelTuning // the row every configuration above ran with
+        tuning.kernels = best.kernels?.tuning ?? defaultKernels
         var savedTo: String?
         if !noSave {
             var file = try TuningFile(path: tuningFile ?? TuningFile.defaultPath)
@@ -180,6 +185,30 @@ struct Tune: ParsableCommand {
                          check.searched * 1e3, check.exhaustive * 1e3, 100 * (check.searched / check.exhaustive - 1)))
         }
         print(savedTo.map { "saved \(best) to \($0)" } ?? "not saved (--no-save)")
+    }
+}
+
+/// One threshold or size of the kernels' tuning row, halved or doubled.
+struct KernelVariant: Equatable {
+    var change: String
+    var tuning: KernelTuning
+
+    /// The row with one of the choices that matter per machine moved either way: when the
+    /// convolution takes batch innermost, the padded grid or an implicit GEMM at all, im2col's
+    /// chunk width, the chunk sizes, and when a kernel goes parallel.
+    static func around(_ row: KernelTuning) -> [KernelVariant] {
+        let fields: [(String, WritableKeyPath<KernelTuning, Int>)] = [
+            ("narrow plane", \.narrowPlane), ("grid junk ratio", \.gridJunkRatio), ("implicit min rows", \.implicitMinRows),
+            ("im2col width", \.colWidth), ("batch-inner images", \.batchImages), ("grid chunk floats", \.gridChunkFloats),
+            ("parallel min", \.parallelMin),
+        ]
+        return fields.flatMap { name, field in
+            [row[keyPath: field] / 2, row[keyPath: field] * 2].filter { $0 >= 1 }.map { v in
+                var t = row
+                t[keyPath: field] = v
+                return KernelVariant(change: "\(name) \(v)", tuning: t)
+            }
+        }
     }
 }
 

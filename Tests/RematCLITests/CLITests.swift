@@ -199,8 +199,12 @@ struct CLITests {
         let kept = try #require(r["kept_default"] as? Bool), rounds = try #require(r["rounds"] as? Int)
         #expect(r["saved_to"] is String && (kept ? r["winner"] as? String != r["searched_fastest"] as? String || rounds == 0 : rounds >= 3),
                 "\(r)")
+        // the search moves the convolution's thresholds too, and the entry keeps the row it chose
+        let tried = (r["tried"] as! [[String: Any]]).compactMap { $0["config"] as? String }
+        #expect(tried.contains { $0.contains("narrow plane 8") } && tried.contains { $0.contains("im2col width 1024") }, "\(tried)")
         let file = try TuningFile(path: folder.appendingPathComponent("tuning.json").path)
-        #expect(file.matching(model: "lenet5", batch: 8) != nil)
+        let entry = try #require(file.matching(model: "lenet5", batch: 8))
+        #expect(entry.kernels != nil)
         let bench = ["bench", "--model", "lenet5", "--batch", "8", "--steps", "1", "--warmup", "0", "--policies", "none"]
         #expect(try remat(bench, folder: folder).stdout.contains("using tuning from"))
         #expect(try !remat(bench + ["--no-tuning"], folder: folder).stdout.contains("using tuning"))

@@ -45,9 +45,9 @@ public final class Conv2D: ExpensiveLayer {
         for i in 0..<parameterCount { slot!.values[i] = rng.uniform(-bound, bound) }
     }
 
-    /// The kernel plan for this input shape (cached).
+    /// The kernel plan for this input shape (cached until the tuning table changes).
     func plan(_ input: Shape) throws -> ConvPlan {
-        if let p = plansLock.withLock({ plans[input] }) { return p }
+        if let p = plansLock.withLock({ plans[input] }), p.generation == kn_tuning_generation() { return p }
         let (n, c, h, w) = try input.nchw(name)
         guard c == inChannels else {
             throw RematError.shape("\(name) expects \(inChannels) input channels, got \(c) in \(input)")
@@ -108,6 +108,8 @@ final class ConvPlan: @unchecked Sendable { // immutable once made
     let handle: OpaquePointer
     let output: (Int, Int)
     let scratchFloats: Int
+    /// The tuning table's change count it was made under.
+    let generation = kn_tuning_generation()
 
     init(_ desc: kn_conv2d_desc, name: String, input: Shape) throws {
         var d = desc, plan: OpaquePointer?
