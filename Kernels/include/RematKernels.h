@@ -139,7 +139,9 @@ typedef struct {
     int col_image_plane;     // im2col: planes of this many outputs and more are one GEMM each
     int col_view_plane;      // im2col forward: planes of this many and more read x through a view
     int narrow_plane;        // planes narrower than this take batch innermost (and im2col's taps)
-    int implicit_min_rows;   // fewest GEMM rows (output channels) an implicit GEMM accepts
+    int implicit_min_rows;   // fewest GEMM rows (output channels) an implicit forward or
+                             // backward-weights accepts
+    int transposed_min_rows; // fewest GEMM rows (input channels) an implicit backward-data accepts
     int grid_junk_ratio;     // padded grid: junk columns x rows at most this x output columns
     int grid_chunk_floats;   // padded grid: floats of padded input + output per chunk
     int batch_dw_min_width;  // batch innermost backward-weights: output width at least this

@@ -198,7 +198,7 @@ struct KernelVariant: Equatable {
     /// chunk width, the chunk sizes, and when a kernel goes parallel.
     static func around(_ row: KernelTuning) -> [KernelVariant] {
         let fields: [(String, WritableKeyPath<KernelTuning, Int>)] = [
-            ("narrow plane", \.narrowPlane), ("grid junk ratio", \.gridJunkRatio), ("implicit min rows", \.implicitMinRows),
+            ("narrow plane", \.narrowPlane), ("grid junk ratio", \.gridJunkRatio), ("implicit min rows", \.implicitMinRows), ("transposed min rows", \.transposedMinRows),
             ("im2col width", \.colWidth), ("batch-inner images", \.batchImages), ("grid chunk floats", \.gridChunkFloats),
             ("parallel min", \.parallelMin),
         ]

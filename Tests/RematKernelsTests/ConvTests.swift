@@ -270,8 +270,12 @@ struct ConvTests {
         #expect(at2.algos == [KN_CONV_BATCH_INNER, KN_CONV_BATCH_INNER, KN_CONV_IM2COL])
         let wide = Conv(N: 64, C: 64, H: 16, W: 16, K: 128, R: 3, S: 3, pad: (1, 1))!
         #expect(wide.algo(KN_PASS_FORWARD) == KN_CONV_PADDED_GRID && wide.algo(KN_PASS_BACKWARD_WEIGHTS) == KN_CONV_PADDED_GRID)
-        let fewRows = Conv(N: 8, C: 3, H: 8, W: 8, K: 4, R: 3, S: 3, pad: (1, 1))!
+        let fewRows = Conv(N: 8, C: 3, H: 8, W: 8, K: 3, R: 3, S: 3, pad: (1, 1))!
         #expect(fewRows.algo(KN_PASS_FORWARD) == KN_CONV_IM2COL && fewRows.algo(KN_PASS_BACKWARD_DATA) == KN_CONV_IM2COL)
+        // lenet5's 1->6 layer: six output channels are rows enough for the padded grid
+        // forward and backward-weights, one input channel too few for its backward-data
+        let lenet = Conv(N: 64, C: 1, H: 28, W: 28, K: 6, R: 5, S: 5, pad: (2, 2))!
+        #expect(lenet.algos == [KN_CONV_PADDED_GRID, KN_CONV_IM2COL, KN_CONV_PADDED_GRID], "\(lenet)")
         let lines = String(cString: kn_conv2d_explain(at2.plan)).split(separator: "\n").map(String.init)
         #expect(lines == ["forward: batch-inner", "backward-data: batch-inner",
                           "backward-weights: im2col (declined: batch-inner: backward-weights on planes under 8 wide; padded-grid: narrow planes are batch-inner's)"])

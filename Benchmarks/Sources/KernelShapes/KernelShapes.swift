@@ -43,8 +43,10 @@ public final class PlannedConv {
     deinit { kn_conv2d_destroy(plan) }
 }
 
-/// Every distinct conv shape of resnet56 and vgg11 (3x32x32 inputs).
+/// Every distinct conv shape of lenet5 (1x28x28 inputs), resnet56 and vgg11 (3x32x32).
 public let workloadConvs: [ConvLayer] = [
+    .init(model: "lenet5", name: "1->6 5x5 @28", C: 1, H: 28, K: 6, R: 5, stride: 1, pad: 2, count: 1),
+    .init(model: "lenet5", name: "6->16 5x5 @14", C: 6, H: 14, K: 16, R: 5, stride: 1, pad: 0, count: 1),
     .init(model: "resnet56", name: "stem 3->16", C: 3, H: 32, K: 16, R: 3, stride: 1, pad: 1, count: 1),
     .init(model: "resnet56", name: "s1 16->16", C: 16, H: 32, K: 16, R: 3, stride: 1, pad: 1, count: 18),
     .init(model: "resnet56", name: "s2 16->32 /2", C: 16, H: 32, K: 32, R: 3, stride: 2, pad: 1, count: 1),

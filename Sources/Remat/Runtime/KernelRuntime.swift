@@ -102,6 +102,7 @@ public struct KernelTuning: Sendable, Equatable, Codable {
     public var colViewPlane: Int
     public var narrowPlane: Int
     public var implicitMinRows: Int
+    public var transposedMinRows: Int
     public var gridJunkRatio: Int
     public var gridChunkFloats: Int
     public var batchDwMinWidth: Int
@@ -120,6 +121,7 @@ public struct KernelTuning: Sendable, Equatable, Codable {
         colViewPlane = Int(t.col_view_plane)
         narrowPlane = Int(t.narrow_plane)
         implicitMinRows = Int(t.implicit_min_rows)
+        transposedMinRows = Int(t.transposed_min_rows)
         gridJunkRatio = Int(t.grid_junk_ratio)
         gridChunkFloats = Int(t.grid_chunk_floats)
         batchDwMinWidth = Int(t.batch_dw_min_width)
@@ -140,6 +142,7 @@ public struct KernelTuning: Sendable, Equatable, Codable {
         t.col_view_plane = Int32(clamping: colViewPlane)
         t.narrow_plane = Int32(clamping: narrowPlane)
         t.implicit_min_rows = Int32(clamping: implicitMinRows)
+        t.transposed_min_rows = Int32(clamping: transposedMinRows)
         t.grid_junk_ratio = Int32(clamping: gridJunkRatio)
         t.grid_chunk_floats = Int32(clamping: gridChunkFloats)
         t.batch_dw_min_width = Int32(clamping: batchDwMinWidth)
