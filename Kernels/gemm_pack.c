@@ -43,7 +43,7 @@ void kn_gemm_pack_a(float *dst, const kn_view *A, int i0, int rows, int p0, int 
     }
     if (A->kind == KN_VIEW_NCHW) {
         // (i, j) at data[(j / plane) * ch * plane + i * plane + j % plane]: the weights of a
-        // transposed conv, (K, C, R, S) read as (C, K*R*S) (see conv_shift.c). Packed in runs
+        // transposed conv, (K, C, R, S) read as (C, K*R*S) (see conv_padded_grid.c). Packed in runs
         // of one plane: its rows i0.. sit `plane` apart, their depth contiguous.
         for (int p = 0; p < kc;) {
             const int j = p0 + p, t = j % A->plane;

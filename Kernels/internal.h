@@ -199,7 +199,7 @@ const kn_gemm_impl *kn_gemm_choose(int M, int N);
 
 // MARK: - Matrix views: what the GEMM driver multiplies
 // A dense row-major array, or a view of a conv tensor that the packing routines read
-// directly, so no im2col matrix is ever written out (see conv_shift.c).
+// directly, so no im2col matrix is ever written out (see conv_padded_grid.c).
 typedef enum {
     KN_VIEW_DENSE,   // (i, j) -> data[i*ld + j]
     KN_VIEW_DENSE_T, // (i, j) -> data[j*ld + i]
