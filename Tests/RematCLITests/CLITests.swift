@@ -179,7 +179,7 @@ struct CLITests {
         let trainer = Trainer(model: try Zoo.lenet5(), optimizer: SGD())
         #expect(try TrainingState.load(into: trainer, from: folder.appendingPathComponent("run.safetensors").path)["next_epoch"] == "2")
 
-        let long = try remat(["train", "--model", "lenet5", "--batch", "8", "--train-size", "60000", "--save", "int.safetensors"],
+        let long = try remat(["train", "--model", "lenet5", "--batch", "8", "--train-size", "600000", "--save", "int.safetensors"],
                              folder: folder, interruptAfter: 3)
         #expect(long.status == 130 && long.stdout.contains("interrupted: saved"), "\(long.stdout)\(long.stderr)")
         let again = Trainer(model: try Zoo.lenet5(), optimizer: SGD())

@@ -109,8 +109,9 @@ struct InputTests {
     @Test func interruptIsAcknowledged() throws {
         let folder = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
-        // a large test set: most of the time after the short training epoch is evaluation
-        let r = try remat(["train", "--model", "lenet5", "--batch", "16", "--train-size", "32", "--test-size", "20000",
+        // a large test set (synthetic images are made batch by batch): the interrupt at 3 s falls
+        // in the first evaluation, which takes several seconds even on a fast machine
+        let r = try remat(["train", "--model", "lenet5", "--batch", "16", "--train-size", "32", "--test-size", "400000",
                            "--epochs", "2", "--save", "s.safetensors"], folder: folder, interruptAfter: 3)
         #expect(r.status == 130 && r.stderr.contains("interrupted: stopping"), "\(r.stdout)\(r.stderr)")
         #expect(r.stdout.contains("epoch 1/2:") && !r.stdout.contains("epoch 2/2"), "\(r.stdout)")
