@@ -194,6 +194,8 @@ typedef struct {
 // The micro-kernels of an ISA with their blocking, NULL-terminated (tuning.c).
 #define KN_KERNELS_PER_ISA 3
 const kn_gemm_impl *kn_gemm_table(kn_isa isa);
+// Whether this build has micro-kernels for `isa` (whether the CPU runs them: kn_isa_supported).
+int kn_isa_built(kn_isa isa);
 // The micro-kernel (with its blocking) of the active ISA that pads an M x N product least.
 const kn_gemm_impl *kn_gemm_choose(int M, int N);
 

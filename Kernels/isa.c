@@ -52,7 +52,7 @@ static const char *isa_reason(kn_isa isa) {
 }
 
 int kn_isa_supported(kn_isa isa) {
-    if ((unsigned)isa >= KN_ISA_COUNT || kn_gemm_table(isa)[0].ukr == NULL) return 0;
+    if (!kn_isa_built(isa)) return 0;
 #if defined(__x86_64__)
     if (isa == KN_ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (isa == KN_ISA_AVX512) return __builtin_cpu_supports("avx512f");

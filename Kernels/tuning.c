@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <stdatomic.h>
+#include <string.h>
 
 // MARK: - GEMM micro-kernels and their blocking
 // Cache blocks: KC*NR*4 bytes of B (a sliver) stay in L1 while a KC*MR sliver of A streams;
@@ -29,6 +30,8 @@ static kn_gemm_impl gemm_table[KN_ISA_COUNT][KN_KERNELS_PER_ISA] = {
 
 const kn_gemm_impl *kn_gemm_table(kn_isa isa) { return gemm_table[isa]; }
 
+int kn_isa_built(kn_isa isa) { return (unsigned)isa < KN_ISA_COUNT && gemm_table[isa][0].ukr != NULL; }
+
 int kn_gemm_kernels(kn_isa isa, kn_gemm_blocking *out, int max) {
     if ((unsigned)isa >= KN_ISA_COUNT) return 0;
     int n = 0;
@@ -38,7 +41,7 @@ int kn_gemm_kernels(kn_isa isa, kn_gemm_blocking *out, int max) {
 }
 
 kn_status kn_gemm_set_blocking(kn_isa isa, kn_gemm_blocking b) {
-    if ((unsigned)isa >= KN_ISA_COUNT || gemm_table[isa][0].ukr == NULL) return KN_EUNSUPPORTED;
+    if (!kn_isa_built(isa)) return KN_EUNSUPPORTED;
     if (b.mc < b.mr || b.mc % b.mr || b.nc < b.nr || b.nc % b.nr || b.kc < 1) return KN_EINVAL;
     if (b.mc > 4096 || b.kc > 4096 || b.nc > 65536) return KN_EINVAL;
     for (int i = 0; i < KN_KERNELS_PER_ISA && gemm_table[isa][i].ukr; i++) {
@@ -93,26 +96,27 @@ static const kn_tuning defaults = {
 };
 static kn_tuning tuning_table[KN_ISA_COUNT] = {defaults, defaults, defaults, defaults};
 
-static _Atomic unsigned generation; // bumped by every change of a row
+static _Atomic unsigned generation; // bumped by every change of a row (not by a rewrite of the same)
 
 const kn_tuning *kn_tune(void) { return &tuning_table[kn_isa_active()]; }
 
 unsigned kn_tuning_generation(void) { return atomic_load(&generation); }
 
 kn_status kn_tuning_get(kn_isa isa, kn_tuning *out) {
-    if ((unsigned)isa >= KN_ISA_COUNT || gemm_table[isa][0].ukr == NULL) return KN_EUNSUPPORTED;
+    if (!kn_isa_built(isa)) return KN_EUNSUPPORTED;
     if (!out) return KN_EINVAL;
     *out = tuning_table[isa];
     return KN_OK;
 }
 
 kn_status kn_tuning_set(kn_isa isa, const kn_tuning *t) {
-    if ((unsigned)isa >= KN_ISA_COUNT || gemm_table[isa][0].ukr == NULL) return KN_EUNSUPPORTED;
+    if (!kn_isa_built(isa)) return KN_EUNSUPPORTED;
     if (!t) return KN_EINVAL;
     const int *field = (const int *)t;
     for (size_t i = 0; i < sizeof *t / sizeof(int); i++)
         if (field[i] < 1) return KN_EINVAL;
     if (t->transpose_tile > KN_TRANSPOSE_TILE_MAX) return KN_EINVAL;
+    if (memcmp(&tuning_table[isa], t, sizeof *t) == 0) return KN_OK; // plans made under it stay valid
     tuning_table[isa] = *t;
     atomic_fetch_add(&generation, 1);
     return KN_OK;
