@@ -165,3 +165,75 @@ void kn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
     KN_PARALLEL_RANGES((size_t)C, (size_t)N * C * HW > KN_PAR_MIN, backward_channels,
                        (dx, dgamma, dbeta, dy, x, mean, invstd, gamma, N, C, HW, lo, hi));
 }
+
+// dz = dy where sum > 0 (written to dz); a += sum dz, b += sum dz * xhat
+KN_BODY void residual_sums_into(lanes *a, lanes *b, float *dz, const float *dy, const float *sum,
+                                const float *shortcut, int n, float g, float bt) {
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int k = 0; k < LANES; k++) {
+            const float d = sum[i + k] > 0.0f ? dy[i + k] : 0.0f;
+            dz[i + k] = d;
+            a->v[k] += d;
+            b->v[k] += (double)d * (((sum[i + k] - shortcut[i + k]) - bt) / g);
+        }
+    for (; i < n; i++) {
+        const float d = sum[i] > 0.0f ? dy[i] : 0.0f;
+        dz[i] = d;
+        a->v[i % LANES] += d;
+        b->v[i % LANES] += (double)d * (((sum[i] - shortcut[i]) - bt) / g);
+    }
+}
+
+// Backward from the kept sum u = BN(x) + shortcut of a residual block ending in ReLU: ReLU's
+// mask from u, BN's output z = u - shortcut, and xhat = (z - beta) / gamma where the forward
+// would have kept x. Channels [lo, hi), each one thread's, sums in double: any team, same bits.
+KN_BODY void residual_channels(float *dsum, float *dx, float *dgamma, float *dbeta,
+                               const float *dy, const float *sum, const float *shortcut,
+                               const float *gamma, const float *beta, const float *invstd,
+                               int N, int C, int HW, size_t lo, size_t hi) {
+    const double count = (double)N * HW;
+    for (size_t c = lo; c < hi; c++) {
+        const float g = gamma[c], bt = beta[c];
+        lanes a = {{0}}, b = {{0}}; // sum dz, sum dz * xhat
+        for (int n = 0; n < N; n++) {
+            const size_t o = ((size_t)n * C + c) * HW;
+            residual_sums_into(&a, &b, dsum + o, dy + o, sum + o, shortcut + o, HW, g, bt);
+        }
+        const double sdz = lanes_total(&a), sdzx = lanes_total(&b);
+        dbeta[c] += (float)sdz;
+        dgamma[c] += (float)sdzx;
+        const float k = g * invstd[c], mdz = (float)(sdz / count), mdzx = (float)(sdzx / count);
+        for (int n = 0; n < N; n++) {
+            const size_t o = ((size_t)n * C + c) * HW;
+            for (int i = 0; i < HW; i++) {
+                const float xhat = ((sum[o + i] - shortcut[o + i]) - bt) / g;
+                dx[o + i] = k * (dsum[o + i] - mdz - xhat * mdzx);
+            }
+        }
+    }
+}
+KN_BY_ISA(residual_channels,
+          (float *dsum, float *dx, float *dgamma, float *dbeta, const float *dy, const float *sum,
+           const float *shortcut, const float *gamma, const float *beta, const float *invstd,
+           int N, int C, int HW, size_t lo, size_t hi),
+          (dsum, dx, dgamma, dbeta, dy, sum, shortcut, gamma, beta, invstd, N, C, HW, lo, hi))
+
+void kn_batchnorm_residual_backward(float *dsum, float *dx, float *dgamma, float *dbeta,
+                                    const float *dy, const float *sum, const float *shortcut,
+                                    const float *gamma, const float *beta, const float *invstd,
+                                    int N, int C, int HW) {
+    KN_PARALLEL_RANGES((size_t)C, (size_t)N * C * HW > KN_PAR_MIN, residual_channels,
+                       (dsum, dx, dgamma, dbeta, dy, sum, shortcut, gamma, beta, invstd, N, C, HW,
+                        lo, hi));
+}
+
+// xhat's error from z = gamma * xhat + beta is about eps * (|xhat| + |beta / gamma|) plus the
+// shortcut's rounding over |gamma|: below 2^-6 of max(1, |beta|) the recovery is not trusted.
+int kn_batchnorm_invertible(const float *gamma, const float *beta, int C) {
+    for (int c = 0; c < C; c++) {
+        const float g = fabsf(gamma[c]), b = fabsf(beta[c]);
+        if (!(g >= 0x1p-6f * (b > 1.0f ? b : 1.0f)) || !isfinite(g) || !isfinite(b)) return 0;
+    }
+    return 1;
+}

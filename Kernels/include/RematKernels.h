@@ -260,6 +260,8 @@ void kn_linear_backward(float *dx, float *dw, float *db, const float *dy, const 
 void kn_add(float *y, const float *a, const float *b, size_t n);
 /// y[i] = max(a[i] + b[i], 0): kn_add then kn_relu_forward in one pass, the same bits.
 void kn_add_relu(float *y, const float *a, const float *b, size_t n);
+/// sum[i] = a[i] + b[i] and y[i] = max(sum[i], 0): kn_add_relu keeping the sum, the same bits.
+void kn_add_relu_keep(float *sum, float *y, const float *a, const float *b, size_t n);
 /// y[i] += x[i] (gradient accumulation, residual backward).
 void kn_accumulate(float *y, const float *x, size_t n);
 /// y = max(x, 0). y may alias x.
@@ -318,6 +320,18 @@ void kn_batchnorm_inference(float *y, const float *x, const float *running_mean,
 void kn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *x, const float *mean, const float *invstd,
                            const float *gamma, int N, int C, int HW);
+/// The backward of relu(BN(x) + shortcut) from the sum it kept (kn_add_relu_keep's) instead of
+/// x: dsum = dy where sum > 0 (the shortcut's gradient), BN's output recovered as
+/// sum - shortcut and xhat as (that - beta) / gamma; dx as kn_batchnorm_backward's, dgamma
+/// and dbeta accumulated. dsum and dx are written, never read. Needs
+/// kn_batchnorm_invertible(gamma, beta); the same bits for any team size.
+void kn_batchnorm_residual_backward(float *dsum, float *dx, float *dgamma, float *dbeta,
+                                    const float *dy, const float *sum, const float *shortcut,
+                                    const float *gamma, const float *beta, const float *invstd,
+                                    int N, int C, int HW);
+/// 1 when every channel's gamma is finite and |gamma| >= 2^-6 max(1, |beta|), so that xhat
+/// can be recovered from BN's output to float32 rounding; 0 otherwise.
+int kn_batchnorm_invertible(const float *gamma, const float *beta, int C);
 
 // MARK: - Loss
 

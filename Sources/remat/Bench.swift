@@ -11,7 +11,7 @@ struct Bench: ParsableCommand {
 
             The columns:
               policy      what the forward pass keeps (none, sqrt(n), every-K, selective,
-                          budget-SIZE)
+                          minimal, budget-SIZE)
               overlap     on: a second thread rebuilds the next segment during the
                           backward pass
               segs        segments the plan splits the model into (1: nothing is
@@ -52,14 +52,14 @@ struct Bench: ParsableCommand {
     @OptionGroup var memoryOptions: MemoryOptions
     @Option(help: "Timed steps per configuration.") var steps = 6
     @Option(help: "Untimed steps first.") var warmup = 2
-    @Option(parsing: .upToNextOption, help: "Policies: none, sqrt, every-K, selective, budget-SIZE (e.g. budget-80MiB).")
+    @Option(parsing: .upToNextOption, help: "Policies: none, sqrt, every-K, selective, minimal, budget-SIZE (e.g. budget-80MiB).")
     var policies: [CheckpointPolicy] = [.keepAll, .sqrtN]
     @Option(help: "Also run a memory-budget plan of this size (bytes, or with KiB/MiB/GiB).") var budget: String?
     @Option(help: "Recompute overlapped with backward: off, on or both.") var overlap: OverlapChoice = .both
     @Option(help: "Write the Chrome trace (JSON) of one sqrt(n) step to this file: overlapped, or sequential with --overlap off.") var trace: String?
     @Flag(help: "Also time each sequential step on one thread: the overhead of its work spread evenly over the threads.")
     var ideal = false
-    @Flag(help: "Run the trade-off curve that 'remat plan --frontier' predicts: none, selective, sqrt(n) and budget plans from the smallest feasible to none's peak.")
+    @Flag(help: "Run the trade-off curve that 'remat plan --frontier' predicts: none, minimal, selective, sqrt(n) and budget plans from the smallest feasible to none's peak.")
     var frontier = false
     @Option(help: ArgumentHelp("Draw step time against peak activation memory, measured and predicted, into this SVG file.", valueName: "file.svg"))
     var plot: String?
@@ -106,8 +106,8 @@ struct Bench: ParsableCommand {
         KernelRuntime.threads = settings.threads
         let progress = Progress(quiet: json || csv)
         if let note = settings.note, !json && !csv { print(note) }
-        if overlap != .off && policies.contains(.selective) && !json && !csv {
-            print("selective rebuilds each block on the backward thread (nothing to overlap): its row runs with overlap off")
+        if overlap != .off, let p = policies.first(where: { $0 != .keepAll && !$0.canOverlap }), !json && !csv {
+            print("\(p) rebuilds each block on the backward thread (nothing to overlap): its row runs with overlap off")
         }
         var all = policies
         if frontier {
@@ -118,7 +118,8 @@ struct Bench: ParsableCommand {
         for policy in all {
             let overlaps: [Bool]
             switch (policy, overlap) {
-            case (.keepAll, _), (.selective, _), (_, .off): overlaps = [false]
+            case (_, .off): overlaps = [false]
+            case (let p, _) where !p.canOverlap: overlaps = [false]
             case (_, .on): overlaps = [true]
             case (_, .both): overlaps = [false, true]
             }

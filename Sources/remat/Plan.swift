@@ -19,7 +19,7 @@ struct Plan: ParsableCommand {
             """)
 
     @OptionGroup var options: ModelOptions
-    @Option(help: "Policy: none, sqrt, every-K, selective, budget-SIZE (default: sqrt).") var policy: CheckpointPolicy?
+    @Option(help: "Policy: none, sqrt, every-K, selective, minimal, budget-SIZE (default: sqrt).") var policy: CheckpointPolicy?
     @OptionGroup var memoryOptions: MemoryOptions
     @Flag(help: "With --memory: the largest batch each policy fits in it, found on profiles measured at the batches tried (minutes for resnet56).") var maxBatch = false
     @Option(help: "A memory budget (bytes, or with KiB/MiB/GiB); overrides --policy.") var budget: String?
@@ -27,7 +27,7 @@ struct Plan: ParsableCommand {
     @Option(help: ArgumentHelp("... and with the recompute thread paced under this many bytes (lookahead 1 unless given).", valueName: "bytes"))
     var overlapMemoryLimit: String?
     @Flag(help: "Predict from FLOPs and a one-image run instead of profiling at the batch.") var estimate = false
-    @Flag(help: "The trade-off curve: none, selective, sqrt(n) and budgets from the smallest feasible to none's peak, each with its predicted peak and extra time.")
+    @Flag(help: "The trade-off curve: none, minimal, selective, sqrt(n) and budgets from the smallest feasible to none's peak, each with its predicted peak and extra time.")
     var frontier = false
     @Option(help: "With --frontier: budget plans spread between the smallest budget and none's peak.") var budgets = 8
     @Flag(help: "One JSON object instead of a table.") var json = false
@@ -78,7 +78,7 @@ struct Plan: ParsableCommand {
         if json {
             var object: [String: Any] = [
                 "model": options.model, "batch": options.batch, "policy": chosen.description, "profile": estimate ? "estimated" : "measured",
-                "segments": plan.segments.map { [$0.lowerBound, $0.upperBound - 1] }, "selective": plan == .selective(blocks: model.blocks.count),
+                "segments": plan.segments.map { [$0.lowerBound, $0.upperBound - 1] }, "selective": plan == .selective(blocks: model.blocks.count), "minimal": plan == .minimal(blocks: model.blocks.count),
                 "predicted_peak_bytes": p.peakBytes, "none_peak_bytes": none.peakBytes, "smallest_budget_bytes": smallest,
                 "recomputed_blocks": p.recomputedBlocks, "extra_forward_flops": p.extraForwardFLOPs,
                 "extra_forward_seconds": p.extraForwardSeconds, "step_seconds": p.stepSeconds,
@@ -155,7 +155,7 @@ struct Plan: ParsableCommand {
 
     /// --memory SIZE --max-batch: the largest batch each policy's plan fits in the limit.
     func printMaxBatch(_ trainer: Trainer, _ limit: MemoryLimit) throws {
-        let rows: [(String, CheckpointPolicy?)] = [("none", CheckpointPolicy.keepAll), ("selective", .selective), ("sqrt(n)", .sqrtN),
+        let rows: [(String, CheckpointPolicy?)] = [("none", CheckpointPolicy.keepAll), ("minimal", .minimal), ("selective", .selective), ("sqrt(n)", .sqrtN),
                                                    ("any plan (the smallest budget)", nil)]
         if !json {
             print("\(options.model) in \(mib(limit.bytes)) MiB (\(limit.source)); each answer fits on a profile measured "
@@ -181,6 +181,7 @@ struct Plan: ParsableCommand {
     /// What the plan does with each block's activations.
     func roles(_ plan: CheckpointPlan, blocks n: Int) -> [String] {
         if case .selective = plan { return (0..<n).map { $0 == n - 1 ? "kept" : "conv/linear outputs kept, the rest rebuilt" } }
+        if case .minimal = plan { return (0..<n).map { $0 == n - 1 ? "kept" : "the least kept, the rest rebuilt" } }
         var out = [String](repeating: "", count: n)
         for (s, r) in plan.segments.enumerated() {
             for i in r {

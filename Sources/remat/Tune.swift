@@ -18,7 +18,7 @@ struct Tune: ParsableCommand {
             """)
 
     @OptionGroup var options: ModelOptions
-    @Option(help: "Policy the steps run under: none, sqrt, every-K, selective, budget-SIZE.") var policy: CheckpointPolicy = .sqrtN
+    @Option(help: "Policy the steps run under: none, sqrt, every-K, selective, minimal, budget-SIZE.") var policy: CheckpointPolicy = .sqrtN
     @Option(help: "Timed steps per configuration (after one warm-up step).") var steps = 3
     @Option(help: "Stop searching after this many seconds (the final comparison still runs).") var timeLimit: Double = 240
     @Option(help: "Largest team size to try (default: all cores).") var maxThreads: Int?
@@ -79,7 +79,7 @@ struct Tune: ParsableCommand {
         let cores = maxThreads ?? KernelRuntime.cores
         let teams = Array(1...cores)
         func splits(_ t: Int) -> [Overlap] { t < 2 ? [] : (1..<t).map { Overlap(backwardThreads: t - $0, recomputeThreads: $0) } }
-        let recomputes = policy != .keepAll && policy != .selective
+        let recomputes = policy.canOverlap
         let main = defaults.first!
         var variants = [GemmBlocking]()
         for (mc, kc) in [(main.mc, max(64, main.kc / 2)), (main.mc, min(4096, main.kc * 2)), (min(4096, main.mc * 2), main.kc)] {

@@ -110,8 +110,13 @@ struct CheckpointTests {
         ])
         // the model and its profile agree on which blocks rebuild their outputs
         for name in ["resnet20", "vgg11", "plain-deep-6"] {
-            let model = try Zoo.model(named: name)
-            #expect(model.rebuildsOutput == (try ChainProfile.measure(model, batch: 1)).rebuildsOutput, "\(name)")
+            let model = try Zoo.model(named: name), profile = try ChainProfile.measure(model, batch: 1)
+            for plan in [CheckpointPlan.selective(blocks: model.blocks.count), .minimal(blocks: model.blocks.count)] {
+                #expect(model.rebuildsOutput(plan) == profile.rebuildsOutput(plan), "\(name) \(plan)")
+            }
+            // minimal: every BasicBlock rebuilds its output (relu of its kept sum), so the block after keeps no input
+            let basic = model.blocks.map { $0 is BasicBlock }
+            #expect(zip(model.rebuildsOutput(.minimal(blocks: basic.count)), basic).allSatisfy { $0 || !$1 })
         }
     }
 
@@ -134,11 +139,43 @@ struct CheckpointTests {
         }
         let batch = name == "vgg11" || name.hasPrefix("plain") ? 2 : 4
         let baseline = try runSteps(make, batch: batch, checkpointing: .keepAll)
-        for policy in [CheckpointPolicy.every(blocks: 1), .every(blocks: 2), .sqrtN, .selective] {
-            for overlap in Self.overlaps where policy != .selective || overlap == nil {
+        for policy in [CheckpointPolicy.every(blocks: 1), .every(blocks: 2), .sqrtN, .selective, .minimal] {
+            for overlap in Self.overlaps where policy.canOverlap || overlap == nil {
                 let r = try runSteps(make, batch: batch, checkpointing: Checkpointing(policy: policy, overlap: overlap))
                 #expect(r == baseline, "\(name) \(policy) overlap \(String(describing: overlap)) differs from no checkpointing")
             }
+        }
+    }
+
+    /// A BasicBlock whose second BatchNorm scale is 0 or 1e-30 cannot be differentiated from the
+    /// sum it keeps: that step it keeps the convolution's output instead, under every policy,
+    /// and the steps still agree to the bit and stay finite.
+    @Test func smallScalesFallBackToTheInput() throws {
+        let make: () throws -> Model = {
+            let model = try Zoo.model(named: "resnet20", seed: 3)
+            var offset = 0, blocks = 0, params = model.parameters
+            for block in model.blocks {
+                if let b = block as? BasicBlock, blocks < 2 {
+                    // bn2 is the main path's last layer; its scale comes first in its slot
+                    let bn2 = b.main.layers[4] as! BatchNorm2D
+                    let start = offset + b.main.parameterCount - bn2.parameterCount
+                    for c in 0..<bn2.channels { params[start + c] = blocks == 0 ? 0 : 1e-30 }
+                    blocks += 1
+                }
+                offset += block.parameterCount
+            }
+            model.parameters = params
+            return model
+        }
+        let model = try make()
+        let (x, _) = try SyntheticDataset(count: 4, imageShape: model.imageShape, seed: 1).batch(Array(0..<4))
+        let saved = try model.forward(x, ForwardContext(training: true)).saved
+        let bn2Records = zip(model.blocks, saved).compactMap { $0 is BasicBlock ? $1.children[0].children[4].tensors.count : nil }
+        #expect(bn2Records.prefix(3) == [3, 3, 1], "input kept where the scale is 0 or 1e-30, the sum elsewhere")
+        let baseline = try runSteps(make, batch: 4, checkpointing: .keepAll)
+        #expect(baseline.gradients.allSatisfy { Float(bitPattern: $0).isFinite })
+        for policy in [CheckpointPolicy.minimal, .selective, .sqrtN] {
+            #expect(try runSteps(make, batch: 4, checkpointing: Checkpointing(policy: policy)) == baseline, "\(policy)")
         }
     }
 

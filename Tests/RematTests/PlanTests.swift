@@ -26,8 +26,8 @@ struct PlanTests {
         let profile = try ChainProfile.measure(try Self.model(name), batch: batch)
         let data = try SyntheticDataset(count: batch, imageShape: try Self.model(name).imageShape, seed: 1)
         let (x, y) = try data.batch(Array(0..<batch))
-        for policy in [CheckpointPolicy.keepAll, .every(blocks: 1), .every(blocks: 2), .sqrtN, .selective] {
-            for overlap in [nil, Overlap(backwardThreads: 1, recomputeThreads: 1, lookahead: 2)] where !(policy == .selective && overlap != nil) {
+        for policy in [CheckpointPolicy.keepAll, .every(blocks: 1), .every(blocks: 2), .sqrtN, .selective, .minimal] {
+            for overlap in [nil, Overlap(backwardThreads: 1, recomputeThreads: 1, lookahead: 2)] where policy.canOverlap || overlap == nil {
                 let trainer = Trainer(model: try Self.model(name), optimizer: SGD())
                 trainer.checkpointing = Checkpointing(policy: policy, overlap: overlap)
                 let plan = try CheckpointPlan(policy: policy, profile: profile)
@@ -248,6 +248,16 @@ struct PlanTests {
             let selective = try CheckpointPlan(policy: .selective, profile: profile).predict(profile)
             #expect(selective.peakBytes < none.peakBytes * 85 / 100, "\(name): selective \(selective.peakBytes) vs none \(none.peakBytes)")
             #expect(selective.extraForwardFLOPs == 0 && selective.extraForwardSeconds > 0)
+            // minimal: a BasicBlock keeps its first convolution's output and the sum before its
+            // last ReLU, half of what none keeps; elsewhere it is selective
+            let minimal = try CheckpointPlan(policy: .minimal, profile: profile).predict(profile)
+            #expect(minimal.extraForwardFLOPs == 0)
+            if name == "resnet20" {
+                #expect(minimal.peakBytes < selective.peakBytes * 80 / 100 && minimal.peakBytes < none.peakBytes * 60 / 100,
+                        "minimal \(minimal.peakBytes), selective \(selective.peakBytes), none \(none.peakBytes)")
+            } else {
+                #expect(minimal.peakBytes == selective.peakBytes)
+            }
         }
         let trainer = Trainer(model: try Zoo.lenet5(), optimizer: SGD())
         trainer.checkpointing = Checkpointing(policy: .selective, overlap: Overlap(backwardThreads: 1, recomputeThreads: 1))
@@ -263,6 +273,7 @@ struct PlanTests {
         #expect(CheckpointPolicy(parsing: "budget-1.5GiB") == .budget(bytes: 3 << 29))
         #expect(CheckpointPolicy(parsing: "budget-1000") == .budget(bytes: 1000))
         #expect(CheckpointPolicy(parsing: "selective") == .selective)
+        #expect(CheckpointPolicy(parsing: "minimal") == .minimal)
         for bad in ["", "every-0", "every-x", "budget-", "budget--5MiB", "budget-0", "sqrt2", "budget-5TiB"] {
             #expect(CheckpointPolicy(parsing: bad) == nil, "\(bad) parsed")
         }

@@ -35,29 +35,30 @@ public struct BlockCost: Sendable, Equatable {
     public var backwardPeak: Int
     /// Bytes of the input gradient the backward pass returns.
     public var inputGradientBytes: Int
-    /// Selective recomputation: bytes of the expensive layers' outputs it keeps besides the
-    /// block output (and whether it keeps that); the peak and the bytes a rebuild from them
-    /// adds; the peak and bytes of rebuilding only the block's output from them (nil when
-    /// the output cannot be rebuilt that way and must be kept).
-    public var stashBytes: Int
-    /// Whether the stash holds the block output itself (a block ending in a convolution or linear layer).
-    public var stashKeepsOutput: Bool
-    /// Peak bytes a selective rebuild adds.
-    public var rebuildPeak: Int
-    /// Bytes a selective rebuild leaves live until the block's backward pass.
-    public var rebuildBytes: Int
-    /// Seconds of a selective rebuild (the cheap layers only).
-    public var rebuildSeconds = 0.0
-    /// Peak bytes of rebuilding only the block output from the stash; nil when that is impossible.
-    public var outputRebuildPeak: Int?
-    /// Bytes that rebuilt output takes.
-    public var outputRebuildBytes = 0
-    /// Seconds of rebuilding only the output.
-    public var outputRebuildSeconds = 0.0
+    /// What the block's stash costs under selective recomputation, and under `minimal`.
+    public var selective = StashCost(), minimal = StashCost()
     /// Bytes of the batch statistics its BatchNorms record in a checkpointed segment's
     /// forward and keep until the segment's recompute takes them back (part of its records
     /// from then on).
     public var statisticsBytes = 0
+}
+
+/// What a block's stash costs (selective recomputation, or `minimal`): the bytes it keeps
+/// besides the block output (and whether it keeps that); the peak, bytes and seconds of a
+/// rebuild from it; and those of rebuilding only the block's output from it (nil when the
+/// output cannot be rebuilt that way and the next block must keep it).
+public struct StashCost: Sendable, Equatable {
+    public var bytes = 0
+    /// Whether the stash holds the block output itself (a block ending in a convolution or linear layer).
+    public var keepsOutput = false
+    public var rebuildPeak = 0, rebuildBytes = 0, rebuildSeconds = 0.0
+    public var outputRebuildPeak: Int?
+    public var outputRebuildBytes = 0, outputRebuildSeconds = 0.0
+}
+
+extension BlockCost {
+    /// The stash cost under `minimal` or under selective recomputation.
+    public func stash(minimal: Bool) -> StashCost { minimal ? self.minimal : selective }
 }
 
 /// Per-block costs of a model's chain at one batch size: measured on this machine by running
@@ -113,8 +114,7 @@ public struct ChainProfile: Sendable {
                 var cost = BlockCost(forwardSeconds: fSeconds, backwardSeconds: 0, forwardFLOPs: block.forwardFLOPs(for: x.shape),
                                      inputBytes: i == 0 ? 0 : x.accountBytes, outputBytes: y!.accountBytes,
                                      forwardPeak: fPeak, recomputeSeconds: 0, recomputePeak: 0, savedBytes: kept.values.reduce(0, +), keepsInput: keepsInput,
-                                     keepsOutput: keepsOutput, backwardPeak: 0, inputGradientBytes: 0, stashBytes: 0,
-                                     stashKeepsOutput: false, rebuildPeak: 0, rebuildBytes: 0)
+                                     keepsOutput: keepsOutput, backwardPeak: 0, inputGradientBytes: 0)
                 cost.statisticsBytes = recording.statistics!.tensors.reduce(0) { $0 + $1.accountBytes }
                 do {
                     let g = Tensor(zeros: y!.shape)
@@ -129,29 +129,34 @@ public struct ChainProfile: Sendable {
                     (cost.recomputePeak, cost.recomputeSeconds) = (rPeak, rSeconds)
                     y = replayed.0 // the same bits as the forward's output
                 }
-                // selective: record the expensive outputs, then rebuild from them
-                let stash = ActivationStash()
-                recording = context
-                recording.stash = stash
-                do {
-                    let y2 = try block.forward(x, recording).0
-                    var stashed = Dictionary(stash.tensors.map { ($0.storageID, $0.accountBytes) }, uniquingKeysWith: { a, _ in a })
-                    cost.stashKeepsOutput = stashed.removeValue(forKey: y2.storageID) != nil
-                    cost.stashBytes = stashed.values.reduce(0, +)
-                }
-                stash.rewind()
-                let before = account.liveBytes
-                let (rebuilt, rPeak, rSeconds) = try peak { try block.forward(x, recording).1 }
-                (cost.rebuildPeak, cost.rebuildBytes, cost.rebuildSeconds) = (rPeak, account.liveBytes - before, rSeconds)
-                withExtendedLifetime(rebuilt) {}
-                if let seq = block as? OutputFromStash {
-                    let before = account.liveBytes
-                    let (out, oPeak, oSeconds) = try peak { try seq.outputFromStash(stash, context) }
-                    if out != nil {
-                        (cost.outputRebuildPeak, cost.outputRebuildBytes) = (oPeak, account.liveBytes - before)
-                        cost.outputRebuildSeconds = oSeconds
+                // selective and minimal: record the stash, then rebuild from it
+                for minimal in [false, true] {
+                    var s = StashCost()
+                    let stash = ActivationStash()
+                    recording = context
+                    recording.stash = stash
+                    recording.keepsMinimum = minimal
+                    do {
+                        let y2 = try block.forward(x, recording).0
+                        var stashed = Dictionary(stash.tensors.map { ($0.storageID, $0.accountBytes) }, uniquingKeysWith: { a, _ in a })
+                        s.keepsOutput = stashed.removeValue(forKey: y2.storageID) != nil
+                        s.bytes = stashed.values.reduce(0, +)
                     }
-                    withExtendedLifetime(out) {}
+                    stash.rewind()
+                    let before = account.liveBytes
+                    let (rebuilt, rPeak, rSeconds) = try peak { try block.forward(x, recording).1 }
+                    (s.rebuildPeak, s.rebuildBytes, s.rebuildSeconds) = (rPeak, account.liveBytes - before, rSeconds)
+                    withExtendedLifetime(rebuilt) {}
+                    if let b = block as? OutputFromStash, b.rebuildsOutputFromStash(minimal: minimal) {
+                        let before = account.liveBytes
+                        let (out, oPeak, oSeconds) = try peak { try b.outputFromStash(stash, recording) }
+                        if out != nil {
+                            (s.outputRebuildPeak, s.outputRebuildBytes) = (oPeak, account.liveBytes - before)
+                            s.outputRebuildSeconds = oSeconds
+                        }
+                        withExtendedLifetime(out) {}
+                    }
+                    if minimal { cost.minimal = s } else { cost.selective = s }
                 }
                 costs.append(cost)
                 x = y!
@@ -186,14 +191,18 @@ public struct ChainProfile: Sendable {
             (e.recomputeSeconds, e.recomputePeak) = (e.forwardSeconds, e.forwardPeak)
             e.backwardPeak = scale(c.inputGradientBytes)
             e.inputGradientBytes = scale(c.inputGradientBytes)
-            e.stashBytes = scale(c.stashBytes)
-            e.rebuildBytes = scale(c.rebuildBytes)
-            e.rebuildPeak = scale(c.rebuildPeak)
-            // the cheap layers a rebuild redoes only stream their bytes
-            e.rebuildSeconds = Double(e.rebuildBytes + e.stashBytes) / (gigabytesPerSecond * 1e9)
-            e.outputRebuildSeconds = Double(2 * e.outputBytes) / (gigabytesPerSecond * 1e9)
-            e.outputRebuildPeak = c.outputRebuildPeak.map(scale)
-            e.outputRebuildBytes = scale(c.outputRebuildBytes)
+            for minimal in [false, true] {
+                var s = c.stash(minimal: minimal)
+                s.bytes = scale(s.bytes)
+                s.rebuildBytes = scale(s.rebuildBytes)
+                s.rebuildPeak = scale(s.rebuildPeak)
+                // the cheap layers a rebuild redoes only stream their bytes
+                s.rebuildSeconds = Double(s.rebuildBytes + s.bytes) / (gigabytesPerSecond * 1e9)
+                s.outputRebuildSeconds = Double(2 * e.outputBytes) / (gigabytesPerSecond * 1e9)
+                s.outputRebuildPeak = s.outputRebuildPeak.map(scale)
+                s.outputRebuildBytes = scale(s.outputRebuildBytes)
+                if minimal { e.minimal = s } else { e.selective = s }
+            }
             return e
         }
         return ChainProfile(batch: batch, blocks: costs, measured: false)
@@ -212,8 +221,6 @@ public struct ChainProfile: Sendable {
             e.forwardSeconds = line(x.forwardSeconds, y.forwardSeconds)
             e.backwardSeconds = line(x.backwardSeconds, y.backwardSeconds)
             e.recomputeSeconds = line(x.recomputeSeconds, y.recomputeSeconds)
-            e.rebuildSeconds = line(x.rebuildSeconds, y.rebuildSeconds)
-            e.outputRebuildSeconds = line(x.outputRebuildSeconds, y.outputRebuildSeconds)
             e.forwardFLOPs = line(x.forwardFLOPs, y.forwardFLOPs)
             e.inputBytes = line(x.inputBytes, y.inputBytes)
             e.outputBytes = line(x.outputBytes, y.outputBytes)
@@ -222,11 +229,18 @@ public struct ChainProfile: Sendable {
             e.savedBytes = line(x.savedBytes, y.savedBytes)
             e.backwardPeak = line(x.backwardPeak, y.backwardPeak)
             e.inputGradientBytes = line(x.inputGradientBytes, y.inputGradientBytes)
-            e.stashBytes = line(x.stashBytes, y.stashBytes)
-            e.rebuildPeak = line(x.rebuildPeak, y.rebuildPeak)
-            e.rebuildBytes = line(x.rebuildBytes, y.rebuildBytes)
-            if let p = x.outputRebuildPeak, let q = y.outputRebuildPeak { e.outputRebuildPeak = line(p, q) }
-            e.outputRebuildBytes = line(x.outputRebuildBytes, y.outputRebuildBytes)
+            for minimal in [false, true] {
+                let sx = x.stash(minimal: minimal), sy = y.stash(minimal: minimal)
+                var s = sy
+                s.rebuildSeconds = line(sx.rebuildSeconds, sy.rebuildSeconds)
+                s.outputRebuildSeconds = line(sx.outputRebuildSeconds, sy.outputRebuildSeconds)
+                s.bytes = line(sx.bytes, sy.bytes)
+                s.rebuildPeak = line(sx.rebuildPeak, sy.rebuildPeak)
+                s.rebuildBytes = line(sx.rebuildBytes, sy.rebuildBytes)
+                if let p = sx.outputRebuildPeak, let q = sy.outputRebuildPeak { s.outputRebuildPeak = line(p, q) }
+                s.outputRebuildBytes = line(sx.outputRebuildBytes, sy.outputRebuildBytes)
+                if minimal { e.minimal = s } else { e.selective = s }
+            }
             e.statisticsBytes = line(x.statisticsBytes, y.statisticsBytes)
             return e
         }

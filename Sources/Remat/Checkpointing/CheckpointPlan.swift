@@ -9,6 +9,10 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
     /// keeps its expensive layers' outputs and rebuilds its cheap layers before its backward
     /// pass (see `CheckpointPolicy.selective`).
     case selective(blocks: Int)
+    /// Selective recomputation keeping the least: as `selective`, but a block that can
+    /// differentiate from a sum it keeps (a ResNet block) stashes that sum instead of the
+    /// convolution output before it and rebuilds its output from it (see `CheckpointPolicy.minimal`).
+    case minimal(blocks: Int)
 
     /// A plan from the policy and the chain's profile (bytes balance sqrt(n)'s segments; a
     /// budget is solved on the profile's times and bytes). A budget's plan is the same with
@@ -48,6 +52,8 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
             self = .segmented([0..<n])
         case .selective:
             self = .selective(blocks: n)
+        case .minimal:
+            self = .minimal(blocks: n)
         case .every(let k):
             guard k >= 1 else { throw RematError.invalidArgument("checkpoint every k blocks needs k >= 1, got \(k)") }
             self = .segmented(stride(from: 0, to: n, by: k).map { $0..<min($0 + k, n) })
@@ -67,7 +73,16 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
     public var segments: [Range<Int>] {
         switch self {
         case .segmented(let ranges): return ranges
-        case .selective(let n): return [0..<n]
+        case .selective(let n), .minimal(let n): return [0..<n]
+        }
+    }
+
+    /// Whether it is `selective` or `minimal`: every block but the last keeps a stash and
+    /// rebuilds its cheap layers before its backward pass.
+    var stashes: Bool {
+        switch self {
+        case .segmented: return false
+        case .selective, .minimal: return true
         }
     }
 
@@ -105,7 +120,11 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        if case .selective(let n) = self { return "selective (cheap layers of blocks 0-\(max(0, n - 2)) rebuilt)" }
+        switch self {
+        case .selective(let n): return "selective (cheap layers of blocks 0-\(max(0, n - 2)) rebuilt)"
+        case .minimal(let n): return "minimal (cheap layers of blocks 0-\(max(0, n - 2)) rebuilt from the least kept)"
+        case .segmented: break
+        }
         return segments.map { $0.count == 1 ? "[\($0.lowerBound)]" : "[\($0.lowerBound)-\($0.upperBound - 1)]" }
             .joined(separator: " ")
     }
@@ -207,13 +226,13 @@ extension BlockCost {
 
 extension CheckpointPlan {
     /// Policies along the trade-off between activation memory and recompute, for one chain:
-    /// none, selective, sqrt(n), and `budgets` budget plans spread evenly from the smallest
+    /// none, minimal, selective, sqrt(n), and `budgets` budget plans spread evenly from the smallest
     /// feasible budget to no checkpointing's peak (each budget the peak of the plan it gives,
     /// distinct plans only).
     public static func frontier(_ profile: ChainProfile, budgets: Int = 8) throws -> [CheckpointPolicy] {
         let none = try CheckpointPlan(policy: .keepAll, profile: profile).predict(profile).peakBytes
         let smallest = smallestBudget(profile)
-        var policies: [CheckpointPolicy] = [.keepAll, .selective, .sqrtN], seen: [[Range<Int>]] = []
+        var policies: [CheckpointPolicy] = [.keepAll, .minimal, .selective, .sqrtN], seen: [[Range<Int>]] = []
         for k in 0..<max(budgets, 0) {
             let bound = smallest + (none - smallest) * k / max(1, budgets - 1)
             guard let plan = cheapest(within: bound, profile), plan.segments.count > 1, !seen.contains(plan.segments) else { continue }

@@ -20,6 +20,16 @@ public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
     /// pooling, dropout) of each block just before its backward pass. The last block keeps
     /// everything.
     case selective
+    /// The least each block's backward pass needs, with no recompute of convolutions or linear
+    /// layers: as `selective`, but a ResNet block keeps the sum before its last ReLU instead of
+    /// its second convolution's output and its own input, since its BatchNorm is
+    /// differentiated from that sum (half of what `keepAll` keeps in a BasicBlock).
+    case minimal
+
+    /// Whether it recomputes segments that a recompute thread could rebuild ahead of the
+    /// backward pass (none keeps everything; selective and minimal rebuild each block's cheap
+    /// layers on the backward thread).
+    public var canOverlap: Bool { self != .keepAll && self != .selective && self != .minimal }
 
     public var description: String {
         switch self {
@@ -28,6 +38,7 @@ public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
         case .sqrtN: return "sqrt(n)"
         case .budget(let bytes): return "budget-\(Self.mebibytes(bytes))MiB"
         case .selective: return "selective"
+        case .minimal: return "minimal"
         }
     }
 
@@ -36,7 +47,7 @@ public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
         return m == m.rounded() ? String(Int(m)) : String(format: "%.1f", m)
     }
 
-    /// Parses "none" (or "keep-all"), "sqrt" (or "sqrt(n)", "sqrtn"), "every-K", "selective", "budget-SIZE"
+    /// Parses "none" (or "keep-all"), "sqrt" (or "sqrt(n)", "sqrtn"), "every-K", "selective", "minimal", "budget-SIZE"
     /// (SIZE in bytes, or with a KiB/MiB/GiB suffix); nil for anything else.
     public init?(parsing text: String) {
         let t = text.lowercased()
@@ -44,6 +55,7 @@ public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
         case "none", "keep-all": self = .keepAll
         case "sqrt", "sqrtn", "sqrt(n)": self = .sqrtN
         case "selective": self = .selective
+        case "minimal": self = .minimal
         default:
             if t.hasPrefix("every-"), let k = Int(t.dropFirst(6)), k >= 1 { self = .every(blocks: k); return }
             if t.hasPrefix("budget-"), let b = Self.parseBytes(String(t.dropFirst(7))) { self = .budget(bytes: b); return }

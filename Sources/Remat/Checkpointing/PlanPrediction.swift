@@ -55,6 +55,8 @@ struct LiveBytes {
 struct ByteReplay {
     let profile: ChainProfile
     var bytes = LiveBytes()
+    /// Whether stashes are `minimal`'s (else selective's).
+    var minimal = false
     /// What each block's record holds: bytes of its own and the activations it keeps.
     private var records: [Int: (bytes: Int, holds: [Int])] = [:]
 
@@ -78,14 +80,16 @@ struct ByteReplay {
             bytes.drop(i) // and lets the checkpoint go
         case .rebuildFromStash(let k):
             var r = records[k]!
+            let s = b[k].stash(minimal: minimal)
             if !r.holds.contains(k) { // the input, rebuilt from the previous block's stash
-                bytes.transient(b[k - 1].outputRebuildPeak ?? 0)
-                bytes.charge(b[k - 1].outputRebuildBytes)
-                r.bytes += b[k - 1].outputRebuildBytes
+                let previous = b[k - 1].stash(minimal: minimal)
+                bytes.transient(previous.outputRebuildPeak ?? 0)
+                bytes.charge(previous.outputRebuildBytes)
+                r.bytes += previous.outputRebuildBytes
             }
-            bytes.transient(b[k].rebuildPeak)
-            bytes.charge(b[k].rebuildBytes)
-            r.bytes += b[k].rebuildBytes
+            bytes.transient(s.rebuildPeak)
+            bytes.charge(s.rebuildBytes)
+            r.bytes += s.rebuildBytes
             records[k] = r
         case .backward(let k):
             let c = b[k], r = records.removeValue(forKey: k)!
@@ -117,10 +121,11 @@ struct ByteReplay {
             r.bytes = c.statisticsBytes
             bytes.charge(c.statisticsBytes)
         case .stash(let keepsInput):
-            r.bytes = c.stashBytes
-            bytes.charge(c.stashBytes)
+            let s = c.stash(minimal: minimal)
+            r.bytes = s.bytes
+            bytes.charge(s.bytes)
             if keepsInput { r.holds.append(k) }
-            if c.stashKeepsOutput { r.holds.append(k + 1) }
+            if s.keepsOutput { r.holds.append(k + 1) }
         }
         if keep == .records {
             if c.keepsInput { r.holds.append(k) }
@@ -193,12 +198,16 @@ extension ChainProfile {
         return r.bytes.live
     }
 
-    /// Whether each block can rebuild its output from its selective stash.
-    var rebuildsOutput: [Bool] { blocks.map { $0.outputRebuildPeak != nil } }
+    /// Whether each block can rebuild its output from its stash under `plan`.
+    func rebuildsOutput(_ plan: CheckpointPlan) -> [Bool] {
+        let minimal = plan == .minimal(blocks: blocks.count)
+        return blocks.map { $0.stash(minimal: minimal).outputRebuildPeak != nil }
+    }
 
     /// The peak of a whole step's schedule.
     func replayPeak(_ schedule: StepSchedule) -> Int {
         var r = ByteReplay(self)
+        r.minimal = schedule.plan == .minimal(blocks: blocks.count)
         r.bytes.hold(0, 0) // the images, the step's first activation
         for op in schedule.operations { r.apply(op) }
         return r.bytes.peak
@@ -252,9 +261,11 @@ extension CheckpointPlan {
     public func predict(_ profile: ChainProfile, overlap: Overlap? = nil) -> PlanPrediction {
         let b = profile.blocks
         let step = b.reduce(0) { $0 + $1.forwardSeconds + $1.backwardSeconds }
-        let peak = profile.replayPeak(StepSchedule(self, rebuildsOutput: profile.rebuildsOutput))
+        let peak = profile.replayPeak(StepSchedule(self, rebuildsOutput: profile.rebuildsOutput(self)))
         guard case .segmented(let segments) = self else {
-            let seconds = b.dropLast().reduce(0) { $0 + $1.rebuildSeconds + ($1.outputRebuildPeak == nil ? 0 : $1.outputRebuildSeconds) }
+            let minimal = self == .minimal(blocks: b.count)
+            let seconds = b.dropLast().map { $0.stash(minimal: minimal) }
+                .reduce(0) { $0 + $1.rebuildSeconds + ($1.outputRebuildPeak == nil ? 0 : $1.outputRebuildSeconds) }
             return PlanPrediction(peakBytes: peak, overlappedPeakBound: nil, recomputedBlocks: b.count - 1,
                                   extraForwardFLOPs: 0, extraForwardSeconds: seconds, stepSeconds: step)
         }

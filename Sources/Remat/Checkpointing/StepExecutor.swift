@@ -18,7 +18,7 @@ struct StepExecutor {
     init(model: Model, plan: CheckpointPlan, trace: TraceRecorder?) {
         self.model = model
         self.trace = trace
-        schedule = StepSchedule(plan, rebuildsOutput: model.rebuildsOutput)
+        schedule = StepSchedule(plan, rebuildsOutput: model.rebuildsOutput(plan))
     }
 
     /// Runs the step on the calling thread. Returns the mean loss and the correct count.
@@ -34,8 +34,8 @@ struct StepExecutor {
     func runOverlapped(images: Tensor, labels: [Int32], context: ForwardContext, overlap: Overlap,
                        thread: RecomputeThread, account: MemoryAccount, pacer: RecomputePacer?) throws -> (loss: Float, correct: Int) {
         try model.check(images)
-        if case .selective = schedule.plan {
-            throw RematError.invalidArgument("selective recomputation runs on the backward thread: turn overlap off, or use every-k, sqrt(n) or a budget with overlap")
+        if schedule.plan.stashes {
+            throw RematError.invalidArgument("selective and minimal rebuild on the backward thread: turn overlap off, or use every-k, sqrt(n) or a budget with overlap")
         }
         var state = StepState(images: images, blocks: model.blocks.count)
         for op in schedule.forwardOperations { try perform(op, &state, labels: labels, context: context, rebuilder: nil) }
@@ -68,6 +68,9 @@ struct StepExecutor {
         return state.result!
     }
 
+    /// Whether blocks keep the least (the `minimal` plan).
+    private var minimal: Bool { schedule.plan == .minimal(blocks: model.blocks.count) }
+
     /// One operation. Checkpointed segments are rebuilt by `rebuilder` if given, else here.
     private func perform(_ op: StepOperation, _ state: inout StepState, labels: [Int32], context: ForwardContext,
                          rebuilder: RecomputeWorker?) throws {
@@ -85,6 +88,7 @@ struct StepExecutor {
                 if keepsInput { state.keptInputs[i] = state.activation }
                 state.stashes[i] = ActivationStash()
                 c.stash = state.stashes[i]
+                c.keepsMinimum = minimal
             }
             let (y, saved) = try trace.span("forward", block: i) { try model.blocks[i].forward(state.activation, c) }
             if keep == .records { state.records[i] = saved } // the others are dropped here and rebuilt later
@@ -109,6 +113,7 @@ struct StepExecutor {
             for (i, record) in zip(s.blocks, saved) { state.records[i] = record }
         case .rebuildFromStash(let i):
             var replay = context.rebuilding
+            replay.keepsMinimum = minimal
             let input = try state.keptInputs[i] ?? trace.span("recompute", block: i - 1) {
                 try (model.blocks[i - 1] as! OutputFromStash).outputFromStash(state.stashes[i - 1]!, replay)!
             }
@@ -189,6 +194,9 @@ extension Model {
         return saved
     }
 
-    /// Whether each block can rebuild its output from its selective stash alone.
-    var rebuildsOutput: [Bool] { blocks.map { ($0 as? OutputFromStash)?.canRebuildOutputFromStash == true } }
+    /// Whether each block can rebuild its output from its stash alone under `plan`.
+    func rebuildsOutput(_ plan: CheckpointPlan) -> [Bool] {
+        let minimal = plan == .minimal(blocks: blocks.count)
+        return blocks.map { ($0 as? OutputFromStash)?.rebuildsOutputFromStash(minimal: minimal) == true }
+    }
 }

@@ -48,8 +48,9 @@ struct StepSchedule: Sendable, Equatable {
     var segmentOf: [Int] { segments.flatMap { s in s.blocks.map { _ in s.index } } }
 
     /// The schedule of `plan`; `rebuildsOutput[i]` says whether block i can rebuild its output
-    /// from its selective stash (so the next block need not keep its input).
+    /// from its stash under this plan (so the next block need not keep its input).
     init(_ plan: CheckpointPlan, rebuildsOutput: [Bool]) {
+        precondition(rebuildsOutput.count == plan.segments.last!.upperBound, "one flag per block")
         self.plan = plan
         switch plan {
         case .segmented(let ranges):
@@ -57,7 +58,7 @@ struct StepSchedule: Sendable, Equatable {
             let last = segments.count - 1
             operations = segments.flatMap { StepSchedule.forwardPhase(of: $0, last: $0.index == last) } + [.loss]
                 + segments.reversed().flatMap { StepSchedule.backwardPhase(of: $0, last: $0.index == last) }
-        case .selective(let n):
+        case .selective(let n), .minimal(let n):
             segments = [Segment(index: 0, blocks: 0..<n)]
             var ops: [StepOperation] = (0..<(n - 1)).map {
                 .forward(block: $0, keep: .stash(keepsInput: $0 == 0 || !rebuildsOutput[$0 - 1]))

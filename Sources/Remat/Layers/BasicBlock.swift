@@ -2,12 +2,19 @@ import RematKernels
 
 /// He et al.'s CIFAR ResNet BasicBlock: conv3x3, BN, ReLU, conv3x3, BN, plus the shortcut
 /// (identity, or conv1x1 + BN when the stride or the channel count changes), then ReLU.
-public final class BasicBlock: Layer {
+///
+/// Its second BatchNorm is differentiated from the sum u = BN(c2) + shortcut that the block
+/// keeps (BN's output is u - shortcut), not from its input c2, so the block keeps u in place
+/// of c2 and its output: the ReLU's mask is u's sign and the next block's input is relu(u).
+/// Every policy uses that backward, so they agree to the bit. A step whose BatchNorm scale
+/// is too small to divide by (`BatchNorm2D.invertible`) keeps c2 and differentiates from it.
+public final class BasicBlock: Layer, OutputFromStash {
     /// Channels in and out, and the stride of its first convolution (and shortcut).
     public let inChannels: Int, outChannels: Int, stride: Int
-    let main: Sequential
+    let main: Sequential // conv1, bn1, ReLU, conv2, bn2
     let shortcut: Sequential? // nil: identity
     let relu = ReLU()
+    private let conv1: Conv2D, bn1: BatchNorm2D, conv2: Conv2D, bn2: BatchNorm2D
 
     /// A block from `inChannels` to `outChannels`; a projection shortcut when the stride or the
     /// channel count changes.
@@ -15,11 +22,11 @@ public final class BasicBlock: Layer {
         self.inChannels = inChannels
         self.outChannels = outChannels
         self.stride = stride
-        main = Sequential([
-            Conv2D(inChannels, outChannels, kernel: 3, stride: stride, padding: 1, bias: false),
-            BatchNorm2D(outChannels), ReLU(),
-            Conv2D(outChannels, outChannels, kernel: 3, padding: 1, bias: false), BatchNorm2D(outChannels),
-        ])
+        conv1 = Conv2D(inChannels, outChannels, kernel: 3, stride: stride, padding: 1, bias: false)
+        bn1 = BatchNorm2D(outChannels)
+        conv2 = Conv2D(outChannels, outChannels, kernel: 3, padding: 1, bias: false)
+        bn2 = BatchNorm2D(outChannels)
+        main = Sequential([conv1, bn1, ReLU(), conv2, bn2])
         shortcut = stride != 1 || inChannels != outChannels
             ? Sequential([Conv2D(inChannels, outChannels, kernel: 1, stride: stride, bias: false), BatchNorm2D(outChannels)])
             : nil
@@ -53,22 +60,75 @@ public final class BasicBlock: Layer {
         main.forwardFLOPs(for: input) + (shortcut?.forwardFLOPs(for: input) ?? 0)
     }
 
-    /// relu(main(x) + shortcut(x)), the same (N, C, H, W) or, strided, (N, 2C, H/2, W/2); keeps every
-    /// layer's record.
+    /// relu(main(x) + shortcut(x)), the same (N, C, H, W) or, strided, (N, 2C, H/2, W/2).
+    /// Records: the main path's layers (bn2's: its inverse deviation alone when invertible),
+    /// the shortcut's, and the sum. Keeping the minimum (`ForwardContext.keepsMinimum`), the
+    /// stash gets conv1's and the projection's outputs, bn2's inverse deviation and the sum,
+    /// and a rebuild from it skips conv2 and bn2.
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
-        let (m, ms) = try main.forward(x, context)
-        let (sc, ss) = try shortcut?.forward(x, context) ?? (x, Saved())
-        let y = Tensor(uninitialized: m.shape) // the add and the ReLU in one pass
-        kn_add_relu(y.pointer, m.pointer, sc.pointer, m.shape.count)
-        return (y, Saved(children: [ms, ss, Saved(tensors: [y])])) // the ReLU's record: its output
+        guard context.training else {
+            let m = try main.forward(x, context).0, sc = try shortcut?.forward(x, context).0 ?? x
+            let y = Tensor(uninitialized: m.shape)
+            kn_add_relu(y.pointer, m.pointer, sc.pointer, m.shape.count)
+            return (y, Saved()) // evaluation keeps nothing: there is no backward pass
+        }
+        let fromSum = bn2.invertible, minimal = context.keepsMinimum && fromSum
+        let (c1, conv1Saved) = try conv1.forward(x, context)
+        let (r1, bn1Saved, reluSaved) = try bn1.forwardWithReLU(c1, context)
+        var inner = context // conv2 and bn2: nothing of theirs in a minimal stash
+        if minimal { inner.stash = nil }
+        if minimal, let stash = context.stash, stash.replaying {
+            let shortcutSaved = try shortcut?.forward(x, context).1 ?? Saved()
+            let invstd = stash.replayed()!, sum = stash.replayed()!
+            let y = Tensor(uninitialized: sum.shape)
+            kn_relu_forward(y.pointer, sum.pointer, sum.shape.count)
+            let mainSaved = Saved(children: [conv1Saved, bn1Saved, reluSaved, Saved(tensors: [r1]), Saved(tensors: [invstd])])
+            return (y, Saved(children: [mainSaved, shortcutSaved, Saved(tensors: [sum])]))
+        }
+        let (c2, conv2Saved) = try conv2.forward(r1, inner)
+        let (z2, bn2Full) = try bn2.forward(c2, inner)
+        let (sc, shortcutSaved) = try shortcut?.forward(x, context) ?? (x, Saved())
+        let sum = Tensor(uninitialized: z2.shape), y = Tensor(uninitialized: z2.shape)
+        kn_add_relu_keep(sum.pointer, y.pointer, z2.pointer, sc.pointer, sum.shape.count)
+        let bn2Saved = fromSum ? Saved(tensors: [bn2Full.tensors[2]]) : bn2Full
+        if context.keepsMinimum, let stash = context.stash {
+            stash.record(bn2Full.tensors[2])
+            stash.record(sum)
+        }
+        let mainSaved = Saved(children: [conv1Saved, bn1Saved, reluSaved, conv2Saved, bn2Saved])
+        return (y, Saved(children: [mainSaved, shortcutSaved, Saved(tensors: [sum])]))
     }
 
     /// Back-propagates through both paths and adds their input gradients.
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
-        let dsum = try relu.backward(dy, saved.children[2])
-        let dx = try main.backward(dsum, saved.children[0])
-        let dshort = try shortcut?.backward(dsum, saved.children[1]) ?? dsum
-        kn_accumulate(dx.pointer, dshort.pointer, dx.shape.count) // dx is ours: the main path made it
-        return dx
+        guard saved.children.count == 3 else {
+            throw RematError.invalidArgument("\(name): backward needs a training-mode forward")
+        }
+        let mainSaved = saved.children[0], shortcutSaved = saved.children[1], sum = saved.children[2].tensors[0]
+        let bn2Saved = mainSaved.children[4]
+        let dsum: Tensor, dc2: Tensor
+        if bn2Saved.tensors.count == 1 { // from the sum: bn2's output is the sum less the shortcut
+            let sc = try shortcut.map { try ($0.layers[1] as! BatchNorm2D).output(from: shortcutSaved.children[1]) }
+                ?? mainSaved.children[0].tensors[0] // identity: the block's input, conv1's record
+            (dsum, dc2) = try bn2.residualBackward(dy, sum: sum, shortcut: sc, invstd: bn2Saved.tensors[0])
+        } else {
+            dsum = try relu.backward(dy, Saved(tensors: [sum])) // the sum has the output's sign
+            dc2 = try bn2.backward(dsum, bn2Saved)
+        }
+        var g = dc2
+        for i in (0...3).reversed() { g = try main.layers[i].backward(g, mainSaved.children[i]) }
+        let dshort = try shortcut?.backward(dsum, shortcutSaved) ?? dsum
+        kn_accumulate(g.pointer, dshort.pointer, g.shape.count) // g is ours: the main path made it
+        return g
+    }
+
+    /// Keeping the minimum, its output is relu of the sum its stash ends with.
+    func rebuildsOutputFromStash(minimal: Bool) -> Bool { minimal }
+
+    func outputFromStash(_ stash: ActivationStash, _ context: ForwardContext) throws -> Tensor? {
+        guard context.keepsMinimum, let sum = stash.tensors.last else { return nil }
+        let y = Tensor(uninitialized: sum.shape)
+        kn_relu_forward(y.pointer, sum.pointer, sum.shape.count)
+        return y
     }
 }

@@ -112,4 +112,28 @@ public final class BatchNorm2D: Layer {
                               invstd.pointer, s.values, Int32(n), Int32(c), Int32(h * w))
         return dx
     }
+
+    /// Whether its output can stand in for its input in the backward pass this step: every
+    /// channel's scale large enough to divide by (`kn_batchnorm_invertible`).
+    var invertible: Bool { kn_batchnorm_invertible(slot!.values, slot!.values + channels, Int32(channels)) != 0 }
+
+    /// Its training output again from a record of `train` (the same bits as the forward's).
+    func output(from saved: Saved) throws -> Tensor {
+        let x = saved.tensors[0], mean = saved.tensors[1], invstd = saved.tensors[2], s = slot!
+        let (n, c, h, w) = try x.shape.nchw(name)
+        let y = Tensor(uninitialized: x.shape)
+        kn_batchnorm_forward(y.pointer, x.pointer, mean.pointer, invstd.pointer, s.values, s.values + c, Int32(n), Int32(c), Int32(h * w))
+        return y
+    }
+
+    /// The backward pass of relu(this + shortcut) from the sum the forward kept instead of this
+    /// layer's input (`invertible` must have held): d(loss)/d(sum), which the shortcut
+    /// receives, and d(loss)/d(input); accumulates the scale and shift gradients.
+    func residualBackward(_ dy: Tensor, sum: Tensor, shortcut: Tensor, invstd: Tensor) throws -> (dsum: Tensor, dx: Tensor) {
+        let (n, c, h, w) = try sum.shape.nchw(name)
+        let dsum = Tensor(uninitialized: sum.shape), dx = Tensor(uninitialized: sum.shape), s = slot!
+        kn_batchnorm_residual_backward(dsum.pointer, dx.pointer, s.gradients, s.gradients + c, dy.pointer, sum.pointer,
+                                       shortcut.pointer, s.values, s.values + c, invstd.pointer, Int32(n), Int32(c), Int32(h * w))
+        return (dsum, dx)
+    }
 }

@@ -124,6 +124,9 @@ final class ActivationStash: @unchecked Sendable { // used by one thread at a ti
 
     func record(_ t: Tensor) { if cursor == nil { tensors.append(t) } }
 
+    /// Whether it hands back recorded tensors (a rebuild) rather than recording.
+    var replaying: Bool { cursor != nil }
+
     /// Switches from recording to replaying, from the first recorded output.
     func rewind() { cursor = 0 }
 }
@@ -143,6 +146,9 @@ public struct ForwardContext: Sendable {
     /// A checkpointed segment: BatchNorm records its batch statistics here in the forward
     /// pass and takes them back in the recompute (the same bits a second reduction gives).
     var statistics: ActivationStash?
+    /// With `stash`: blocks keep the least their backward passes need (a block that can
+    /// differentiate from a kept sum stashes it instead of the convolution output before it).
+    var keepsMinimum = false
 
     /// A context for training (batch statistics, dropout, running-statistics updates) or evaluation.
     public init(training: Bool, seed: UInt64 = 0, step: Int = 0) {

@@ -76,7 +76,7 @@ public final class Sequential: Layer, OutputFromStash {
     /// expensive layer's recorded output, through the cheap layers after it), or nil when the
     /// block has no expensive layer of its own to start from (its output must then be kept).
     func outputFromStash(_ stash: ActivationStash, _ context: ForwardContext) throws -> Tensor? {
-        guard canRebuildOutputFromStash, let k = layers.lastIndex(where: { $0 is ExpensiveLayer }),
+        guard rebuildsOutputFromStash(minimal: false), let k = layers.lastIndex(where: { $0 is ExpensiveLayer }),
               let last = stash.tensors.last else { return nil }
         var y = last
         for l in layers[(k + 1)...] { y = try l.forward(y, context).0 }
@@ -84,7 +84,7 @@ public final class Sequential: Layer, OutputFromStash {
     }
 
     /// Whether the output is a function of the last expensive layer's output alone.
-    var canRebuildOutputFromStash: Bool {
+    func rebuildsOutputFromStash(minimal: Bool) -> Bool {
         guard let k = layers.lastIndex(where: { $0 is ExpensiveLayer }) else { return false }
         return !layers[(k + 1)...].flatMap(Model.leaves(of:)).contains { $0 is ExpensiveLayer }
     }
@@ -93,6 +93,7 @@ public final class Sequential: Layer, OutputFromStash {
 /// Selective recomputation: a block that can rebuild its output from its stash, so the block
 /// after it need not keep its input.
 protocol OutputFromStash: Layer {
-    var canRebuildOutputFromStash: Bool { get }
+    /// Whether its stash (a minimal one, or selective's) holds what its output is rebuilt from.
+    func rebuildsOutputFromStash(minimal: Bool) -> Bool
     func outputFromStash(_ stash: ActivationStash, _ context: ForwardContext) throws -> Tensor?
 }

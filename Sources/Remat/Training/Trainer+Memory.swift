@@ -26,7 +26,7 @@ extension Trainer {
 
     /// The fastest checkpointing for `batch` images whose predicted peak resident memory of
     /// the whole process stays within `limit` bytes: no checkpointing if it fits, else the
-    /// cheaper of selective recomputation and the budget plan (the least recompute whose
+    /// cheapest of minimal, selective recomputation and the budget plan (the least recompute whose
     /// activations fit what the limit leaves), on the chain measured at the batch.
     ///
     /// `datasetBytes` is what the dataset holds in memory; `runtime` the resident bytes of
@@ -60,14 +60,14 @@ extension Trainer {
             + ". Raise the limit or lower the batch.")
     }
 
-    /// The predicted process peak of each plan the limit may choose: none, selective, sqrt(n)
+    /// The predicted process peak of each plan the limit may choose: none, minimal, selective, sqrt(n)
     /// and the budget plan that takes what the limit leaves (when there is room for one).
     func memoryCandidates(limit: Int, batch: Int, overlap: Overlap?, datasetBytes: Int, runtime: Int) throws -> [MemoryFit] {
         let profile = try self.profile(batch: batch)
         let fixed = ProcessMemory.predict(trainer: self, batch: batch, activations: 0, overlap: overlap != nil,
                                           datasetBytes: datasetBytes, runtime: runtime)
         let room = ProcessMemory.usable(limit) - fixed.total
-        var policies: [CheckpointPolicy] = [.keepAll, .selective, .sqrtN]
+        var policies: [CheckpointPolicy] = [.keepAll, .minimal, .selective, .sqrtN]
         if room > 0, CheckpointPlan.cheapest(within: room, profile) != nil { policies.append(.budget(bytes: room)) }
         return try policies.map { policy in
             let (checkpointing, p) = try Self.planned(policy, profile, overlap: overlap)
@@ -78,9 +78,9 @@ extension Trainer {
         }
     }
 
-    /// `policy` with `overlap` where it can overlap (selective cannot), and its prediction.
+    /// `policy` with `overlap` where it can overlap (selective and minimal cannot), and its prediction.
     static func planned(_ policy: CheckpointPolicy, _ profile: ChainProfile, overlap: Overlap?) throws -> (Checkpointing, PlanPrediction) {
-        let checkpointing = Checkpointing(policy: policy, overlap: policy == .selective ? nil : overlap)
+        let checkpointing = Checkpointing(policy: policy, overlap: policy.canOverlap ? overlap : nil)
         return (checkpointing, try CheckpointPlan(policy: policy, profile: profile).predict(profile, overlap: checkpointing.effectiveOverlap))
     }
 
