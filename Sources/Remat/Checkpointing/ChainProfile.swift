@@ -132,24 +132,28 @@ public struct ChainProfile: Sendable {
                 // selective and minimal: record the stash, then rebuild from it
                 for minimal in [false, true] {
                     var s = StashCost()
-                    let stash = ActivationStash()
+                    let stash = ActivationStash(), statistics = ActivationStash()
                     recording = context
-                    recording.stash = stash
+                    (recording.stash, recording.statistics) = (stash, statistics)
                     recording.keepsMinimum = minimal
                     do {
                         let y2 = try block.forward(x, recording).0
-                        var stashed = Dictionary(stash.tensors.map { ($0.storageID, $0.accountBytes) }, uniquingKeysWith: { a, _ in a })
+                        var stashed = Dictionary((stash.tensors + statistics.tensors).map { ($0.storageID, $0.accountBytes) },
+                                                 uniquingKeysWith: { a, _ in a })
                         s.keepsOutput = stashed.removeValue(forKey: y2.storageID) != nil
                         s.bytes = stashed.values.reduce(0, +)
                     }
                     stash.rewind()
+                    statistics.rewind()
                     let before = account.liveBytes
                     let (rebuilt, rPeak, rSeconds) = try peak { try block.forward(x, recording).1 }
                     (s.rebuildPeak, s.rebuildBytes, s.rebuildSeconds) = (rPeak, account.liveBytes - before, rSeconds)
                     withExtendedLifetime(rebuilt) {}
                     if let b = block as? OutputFromStash, b.rebuildsOutputFromStash(minimal: minimal) {
                         let before = account.liveBytes
-                        let (out, oPeak, oSeconds) = try peak { try b.outputFromStash(stash, recording) }
+                        var output = recording // as the executor derives the next block's input: no statistics
+                        output.statistics = nil
+                        let (out, oPeak, oSeconds) = try peak { try b.outputFromStash(stash, output) }
                         if out != nil {
                             (s.outputRebuildPeak, s.outputRebuildBytes) = (oPeak, account.liveBytes - before)
                             s.outputRebuildSeconds = oSeconds

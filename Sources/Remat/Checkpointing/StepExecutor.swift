@@ -86,8 +86,8 @@ struct StepExecutor {
             case .statistics: c.statistics = state.recording
             case .stash(let keepsInput):
                 if keepsInput { state.keptInputs[i] = state.activation }
-                state.stashes[i] = ActivationStash()
-                c.stash = state.stashes[i]
+                (state.stashes[i], state.stashStatistics[i]) = (ActivationStash(), ActivationStash())
+                (c.stash, c.statistics) = (state.stashes[i], state.stashStatistics[i])
                 c.keepsMinimum = minimal
             }
             let (y, saved) = try trace.span("forward", block: i) { try model.blocks[i].forward(state.activation, c) }
@@ -118,11 +118,12 @@ struct StepExecutor {
                 try (model.blocks[i - 1] as! OutputFromStash).outputFromStash(state.stashes[i - 1]!, replay)!
             }
             state.stashes[i]!.rewind()
-            replay.stash = state.stashes[i]
+            state.stashStatistics[i]!.rewind()
+            (replay.stash, replay.statistics) = (state.stashes[i], state.stashStatistics[i])
             state.records[i] = try trace.span("recompute", block: i) { try model.blocks[i].forward(input, replay).1 }
         case .backward(let i):
             state.gradient = try trace.span("backward", block: i) { try model.blocks[i].backward(state.gradient!, state.records[i]!) }
-            (state.records[i], state.stashes[i], state.keptInputs[i]) = (nil, nil, nil) // its activations go now
+            (state.records[i], state.stashes[i], state.stashStatistics[i], state.keptInputs[i]) = (nil, nil, nil, nil) // its activations go now
             blockDone?(i)
         case .release:
             break
@@ -159,8 +160,10 @@ private struct StepState {
     var recording: ActivationStash?
     /// Each block's records, from its forward or rebuild to its backward.
     var records: [Saved?]
-    /// Selective: each block's stash, and its input where kept.
+    /// Selective and minimal: each block's stash, its BatchNorms' batch statistics (its
+    /// rebuild takes them back instead of reducing again), and its input where kept.
     var stashes: [ActivationStash?]
+    var stashStatistics: [ActivationStash?]
     var keptInputs: [Tensor?]
     var result: (loss: Float, correct: Int)?
 
@@ -168,6 +171,7 @@ private struct StepState {
         activation = images
         records = Array(repeating: nil, count: n)
         stashes = Array(repeating: nil, count: n)
+        stashStatistics = Array(repeating: nil, count: n)
         keptInputs = Array(repeating: nil, count: n)
     }
 }

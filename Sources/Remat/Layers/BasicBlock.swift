@@ -75,15 +75,15 @@ public final class BasicBlock: Layer, OutputFromStash {
         let fromSum = bn2.invertible, minimal = context.keepsMinimum && fromSum
         let (c1, conv1Saved) = try conv1.forward(x, context)
         let (r1, bn1Saved, reluSaved) = try bn1.forwardWithReLU(c1, context)
-        var inner = context // conv2 and bn2: nothing of theirs in a minimal stash
-        if minimal { inner.stash = nil }
+        var inner = context // conv2 and bn2: nothing of theirs in a minimal stash or its statistics
+        if minimal { (inner.stash, inner.statistics) = (nil, nil) }
         if minimal, let stash = context.stash, stash.replaying {
             let shortcutSaved = try shortcut?.forward(x, context).1 ?? Saved()
             let invstd = stash.replayed()!, sum = stash.replayed()!
-            let y = Tensor(uninitialized: sum.shape)
-            kn_relu_forward(y.pointer, sum.pointer, sum.shape.count)
             let mainSaved = Saved(children: [conv1Saved, bn1Saved, reluSaved, Saved(tensors: [r1]), Saved(tensors: [invstd])])
-            return (y, Saved(children: [mainSaved, shortcutSaved, Saved(tensors: [sum])]))
+            // a rebuild's output goes unused (the next block has its input, `outputFromStash`):
+            // the sum stands in for relu(sum), saving a pass over it
+            return (sum, Saved(children: [mainSaved, shortcutSaved, Saved(tensors: [sum])]))
         }
         let (c2, conv2Saved) = try conv2.forward(r1, inner)
         let (z2, bn2Full) = try bn2.forward(c2, inner)

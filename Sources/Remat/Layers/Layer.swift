@@ -143,8 +143,8 @@ public struct ForwardContext: Sendable {
     public var step: Int
     /// Selective recomputation: expensive layers record or replay their outputs here.
     var stash: ActivationStash?
-    /// A checkpointed segment: BatchNorm records its batch statistics here in the forward
-    /// pass and takes them back in the recompute (the same bits a second reduction gives).
+    /// A checkpointed segment, or a block with a stash: BatchNorm records its batch statistics
+    /// here in the forward pass and takes them back in the recompute (the same bits a second reduction gives).
     var statistics: ActivationStash?
     /// With `stash`: blocks keep the least their backward passes need (a block that can
     /// differentiate from a kept sum stashes it instead of the convolution output before it).
