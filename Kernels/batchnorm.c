@@ -104,6 +104,40 @@ void kn_batchnorm_forward_relu(float *y, const float *x, const float *mean, cons
     normalize(y, x, mean, invstd, gamma, beta, N, C, HW, 1);
 }
 
+// sum = x * scale[c] + shift[c] + shortcut and y = max(sum, 0) over planes [lo, hi): the bits
+// of kn_batchnorm_forward then kn_add and kn_add_relu, without writing BN's output
+KN_BODY void affine_add_relu_planes(float *sum, float *y, const float *x, const float *shortcut,
+                                    const float *scale, const float *shift, int C, int HW,
+                                    size_t lo, size_t hi) {
+    for (size_t plane = lo; plane < hi; plane++) {
+        const float a = scale[plane % C], b = shift[plane % C];
+        const size_t o = plane * HW;
+        for (int i = 0; i < HW; i++) {
+            const float z = x[o + i] * a + b, v = z + shortcut[o + i];
+            sum[o + i] = v;
+            y[o + i] = v > 0.0f ? v : 0.0f;
+        }
+    }
+}
+KN_BY_ISA(affine_add_relu_planes,
+          (float *sum, float *y, const float *x, const float *shortcut, const float *scale,
+           const float *shift, int C, int HW, size_t lo, size_t hi),
+          (sum, y, x, shortcut, scale, shift, C, HW, lo, hi))
+
+void kn_batchnorm_forward_add_relu(float *sum, float *y, const float *x, const float *shortcut,
+                                   const float *mean, const float *invstd, const float *gamma,
+                                   const float *beta, int N, int C, int HW) {
+    float *scale = malloc(sizeof(float) * 2 * (size_t)C), *shift = scale + C;
+    if (!scale) abort();
+    for (int c = 0; c < C; c++) {
+        scale[c] = invstd[c] * gamma[c];
+        shift[c] = beta[c] - mean[c] * scale[c];
+    }
+    KN_PARALLEL_RANGES((size_t)N * C, (size_t)N * C * HW > KN_PAR_MIN, affine_add_relu_planes,
+                       (sum, y, x, shortcut, scale, shift, C, HW, lo, hi));
+    free(scale);
+}
+
 void kn_batchnorm_update_running(float *running_mean, float *running_var, const float *mean,
                                  const float *invstd, int C, int count, float eps,
                                  float momentum) {
@@ -166,39 +200,49 @@ void kn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
                        (dx, dgamma, dbeta, dy, x, mean, invstd, gamma, N, C, HW, lo, hi));
 }
 
-// dz = dy where sum > 0 (written to dz); a += sum dz, b += sum dz * xhat
-KN_BODY void residual_sums_into(lanes *a, lanes *b, float *dz, const float *dy, const float *sum,
-                                const float *shortcut, int n, float g, float bt) {
+// dz = dy where sum > 0; then a += sum dz, b += sum dz * xhat, as grad_sums_into (the mask in
+// a loop of its own: beside the sums it kept them scalar, 8x slower)
+KN_BODY void residual_sums_into(lanes *a, lanes *b, float *restrict dz, const float *restrict dy,
+                                const float *restrict sum, const float *restrict shortcut, int n,
+                                float rg, float bt) {
+    for (int i = 0; i < n; i++) dz[i] = sum[i] > 0.0f ? dy[i] : 0.0f;
     int i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int k = 0; k < LANES; k++) {
-            const float d = sum[i + k] > 0.0f ? dy[i + k] : 0.0f;
-            dz[i + k] = d;
-            a->v[k] += d;
-            b->v[k] += (double)d * (((sum[i + k] - shortcut[i + k]) - bt) / g);
+            a->v[k] += dz[i + k];
+            b->v[k] += (double)dz[i + k] * (((sum[i + k] - shortcut[i + k]) - bt) * rg);
         }
     for (; i < n; i++) {
-        const float d = sum[i] > 0.0f ? dy[i] : 0.0f;
-        dz[i] = d;
-        a->v[i % LANES] += d;
-        b->v[i % LANES] += (double)d * (((sum[i] - shortcut[i]) - bt) / g);
+        a->v[i % LANES] += dz[i];
+        b->v[i % LANES] += (double)dz[i] * (((sum[i] - shortcut[i]) - bt) * rg);
+    }
+}
+
+// dx = k * (dz - mdz - xhat * mdzx) over one plane
+KN_BODY void residual_dx(float *restrict dx, const float *restrict dz, const float *restrict sum,
+                         const float *restrict shortcut, int n, float rg, float bt, float k,
+                         float mdz, float mdzx) {
+    for (int i = 0; i < n; i++) {
+        const float xhat = ((sum[i] - shortcut[i]) - bt) * rg;
+        dx[i] = k * (dz[i] - mdz - xhat * mdzx);
     }
 }
 
 // Backward from the kept sum u = BN(x) + shortcut of a residual block ending in ReLU: ReLU's
-// mask from u, BN's output z = u - shortcut, and xhat = (z - beta) / gamma where the forward
-// would have kept x. Channels [lo, hi), each one thread's, sums in double: any team, same bits.
+// mask from u, BN's output z = u - shortcut, and xhat = (z - beta) * (1 / gamma) where the
+// forward would have kept x. Channels [lo, hi), each one thread's, sums in double: any team,
+// the same bits.
 KN_BODY void residual_channels(float *dsum, float *dx, float *dgamma, float *dbeta,
                                const float *dy, const float *sum, const float *shortcut,
                                const float *gamma, const float *beta, const float *invstd,
                                int N, int C, int HW, size_t lo, size_t hi) {
     const double count = (double)N * HW;
     for (size_t c = lo; c < hi; c++) {
-        const float g = gamma[c], bt = beta[c];
+        const float g = gamma[c], bt = beta[c], rg = 1.0f / g; // a multiply a value, not a divide
         lanes a = {{0}}, b = {{0}}; // sum dz, sum dz * xhat
         for (int n = 0; n < N; n++) {
             const size_t o = ((size_t)n * C + c) * HW;
-            residual_sums_into(&a, &b, dsum + o, dy + o, sum + o, shortcut + o, HW, g, bt);
+            residual_sums_into(&a, &b, dsum + o, dy + o, sum + o, shortcut + o, HW, rg, bt);
         }
         const double sdz = lanes_total(&a), sdzx = lanes_total(&b);
         dbeta[c] += (float)sdz;
@@ -206,10 +250,7 @@ KN_BODY void residual_channels(float *dsum, float *dx, float *dgamma, float *dbe
         const float k = g * invstd[c], mdz = (float)(sdz / count), mdzx = (float)(sdzx / count);
         for (int n = 0; n < N; n++) {
             const size_t o = ((size_t)n * C + c) * HW;
-            for (int i = 0; i < HW; i++) {
-                const float xhat = ((sum[o + i] - shortcut[o + i]) - bt) / g;
-                dx[o + i] = k * (dsum[o + i] - mdz - xhat * mdzx);
-            }
+            residual_dx(dx + o, dsum + o, sum + o, shortcut + o, HW, rg, bt, k, mdz, mdzx);
         }
     }
 }

@@ -28,22 +28,6 @@ void kn_add_relu(float *y, const float *a, const float *b, size_t n) {
     KN_PARALLEL_RANGES(n, n > KN_PAR_MIN, add_relu_range, (y, a, b, lo, hi));
 }
 
-KN_BODY void add_relu_keep_range(float *sum, float *y, const float *a, const float *b, size_t lo,
-                                 size_t hi) {
-    for (size_t i = lo; i < hi; i++) {
-        const float v = a[i] + b[i];
-        sum[i] = v;
-        y[i] = v > 0.0f ? v : 0.0f;
-    }
-}
-KN_BY_ISA(add_relu_keep_range,
-          (float *sum, float *y, const float *a, const float *b, size_t lo, size_t hi),
-          (sum, y, a, b, lo, hi))
-
-void kn_add_relu_keep(float *sum, float *y, const float *a, const float *b, size_t n) {
-    KN_PARALLEL_RANGES(n, n > KN_PAR_MIN, add_relu_keep_range, (sum, y, a, b, lo, hi));
-}
-
 KN_BODY void accumulate_range(float *y, const float *x, size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; i++) y[i] += x[i];
 }

@@ -260,8 +260,6 @@ void kn_linear_backward(float *dx, float *dw, float *db, const float *dy, const 
 void kn_add(float *y, const float *a, const float *b, size_t n);
 /// y[i] = max(a[i] + b[i], 0): kn_add then kn_relu_forward in one pass, the same bits.
 void kn_add_relu(float *y, const float *a, const float *b, size_t n);
-/// sum[i] = a[i] + b[i] and y[i] = max(sum[i], 0): kn_add_relu keeping the sum, the same bits.
-void kn_add_relu_keep(float *sum, float *y, const float *a, const float *b, size_t n);
 /// y[i] += x[i] (gradient accumulation, residual backward).
 void kn_accumulate(float *y, const float *x, size_t n);
 /// y = max(x, 0). y may alias x.
@@ -308,6 +306,12 @@ void kn_batchnorm_forward(float *y, const float *x, const float *mean, const flo
 /// in training: the normalised tensor is never written).
 void kn_batchnorm_forward_relu(float *y, const float *x, const float *mean, const float *invstd,
                                const float *gamma, const float *beta, int N, int C, int HW);
+/// sum = kn_batchnorm_forward(x) + shortcut and y = max(sum, 0) in one pass, the bits of
+/// kn_batchnorm_forward then kn_add (for sum) and kn_add_relu (for y); BN's output is never
+/// written: the end of a residual block in training.
+void kn_batchnorm_forward_add_relu(float *sum, float *y, const float *x, const float *shortcut,
+                                   const float *mean, const float *invstd, const float *gamma,
+                                   const float *beta, int N, int C, int HW);
 /// running = (1 - momentum) * running + momentum * batch, with the unbiased batch variance.
 void kn_batchnorm_update_running(float *running_mean, float *running_var, const float *mean,
                                  const float *invstd, int C, int count, float eps, float momentum);
@@ -320,7 +324,7 @@ void kn_batchnorm_inference(float *y, const float *x, const float *running_mean,
 void kn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *x, const float *mean, const float *invstd,
                            const float *gamma, int N, int C, int HW);
-/// The backward of relu(BN(x) + shortcut) from the sum it kept (kn_add_relu_keep's) instead of
+/// The backward of relu(BN(x) + shortcut) from the sum it kept (kn_batchnorm_forward_add_relu's) instead of
 /// x: dsum = dy where sum > 0 (the shortcut's gradient), BN's output recovered as
 /// sum - shortcut and xhat as (that - beta) / gamma; dx as kn_batchnorm_backward's, dgamma
 /// and dbeta accumulated. dsum and dx are written, never read. Needs

@@ -17,10 +17,8 @@ struct ResidualBackwardTests {
         let gamma = (0..<C).map { c in (c % 2 == 0 ? 1 : -1) * rng.uniform(0.3, 2) }, beta = rng.array(C, -0.5, 0.5)
         var mean = [Float](repeating: 0, count: C), invstd = mean
         kn_batchnorm_stats(&mean, &invstd, x, Int32(N), Int32(C), Int32(HW), 1e-5)
-        var z = [Float](repeating: 0, count: count)
-        kn_batchnorm_forward(&z, x, mean, invstd, gamma, beta, Int32(N), Int32(C), Int32(HW))
-        var sum = z, y = z
-        kn_add_relu_keep(&sum, &y, z, sc, count)
+        var sum = [Float](repeating: .nan, count: count), y = sum
+        kn_batchnorm_forward_add_relu(&sum, &y, x, sc, mean, invstd, gamma, beta, Int32(N), Int32(C), Int32(HW))
         #expect(sum.contains { $0 > 0 } && sum.contains { $0 <= 0 }, "both sides of the ReLU exercised")
         #expect(kn_batchnorm_invertible(gamma, beta, Int32(C)) == 1)
 
@@ -63,15 +61,27 @@ struct ResidualBackwardTests {
         }
     }
 
-    /// The sum and the output in one pass: the output has kn_add_relu's bits.
-    @Test func addReluKeepsTheSum() {
+    /// BatchNorm, the shortcut added and ReLU in one pass: the bits of the three passes, for
+    /// 1 and 2 threads, a ragged plane included.
+    @Test(arguments: [(3, 4, 7), (2, 8, 1024)])
+    func forwardAddReluIsTheThreePasses(shape: (Int, Int, Int)) {
+        let (N, C, HW) = shape, n = N * C * HW
         var rng = SplitMix(3)
-        let n = 1037, a = rng.array(n), b = rng.array(n)
-        var sum = [Float](repeating: .nan, count: n), y = sum, fused = sum
-        kn_add_relu_keep(&sum, &y, a, b, n)
-        kn_add_relu(&fused, a, b, n)
-        expectBitwise(y, fused, "output")
-        expectBitwise(sum, zip(a, b).map { $0 + $1 }, "sum")
+        let x = rng.array(n, -2, 3), sc = rng.array(n), gamma = rng.array(C, 0.5, 1.5), beta = rng.array(C)
+        var mean = [Float](repeating: 0, count: C), invstd = mean
+        kn_batchnorm_stats(&mean, &invstd, x, Int32(N), Int32(C), Int32(HW), 1e-5)
+        var z = [Float](repeating: 0, count: n), sum = z, y = z
+        kn_batchnorm_forward(&z, x, mean, invstd, gamma, beta, Int32(N), Int32(C), Int32(HW))
+        kn_add(&sum, z, sc, n)
+        kn_add_relu(&y, z, sc, n)
+        for team in [1, 2] {
+            var fusedSum = [Float](repeating: .nan, count: n), fusedY = fusedSum
+            withThreads(team) {
+                kn_batchnorm_forward_add_relu(&fusedSum, &fusedY, x, sc, mean, invstd, gamma, beta, Int32(N), Int32(C), Int32(HW))
+            }
+            expectBitwise(fusedSum, sum, "sum, \(team) threads")
+            expectBitwise(fusedY, y, "output, \(team) threads")
+        }
     }
 
     /// A scale of 0, 1e-30, NaN or one far below its shift cannot be divided by; 1 can.

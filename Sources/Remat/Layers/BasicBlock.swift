@@ -86,10 +86,8 @@ public final class BasicBlock: Layer, OutputFromStash {
             return (sum, Saved(children: [mainSaved, shortcutSaved, Saved(tensors: [sum])]))
         }
         let (c2, conv2Saved) = try conv2.forward(r1, inner)
-        let (z2, bn2Full) = try bn2.forward(c2, inner)
         let (sc, shortcutSaved) = try shortcut?.forward(x, context) ?? (x, Saved())
-        let sum = Tensor(uninitialized: z2.shape), y = Tensor(uninitialized: z2.shape)
-        kn_add_relu_keep(sum.pointer, y.pointer, z2.pointer, sc.pointer, sum.shape.count)
+        let (sum, y, bn2Full) = try bn2.forwardAddReLU(c2, shortcut: sc, inner) // bn2's output is never written
         let bn2Saved = fromSum ? Saved(tensors: [bn2Full.tensors[2]]) : bn2Full
         if context.keepsMinimum, let stash = context.stash {
             stash.record(bn2Full.tensors[2])

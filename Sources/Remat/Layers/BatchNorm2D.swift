@@ -64,7 +64,7 @@ public final class BatchNorm2D: Layer {
                                    Int32(n), Int32(c), Int32(h * w), eps)
             return (y, Saved(tensors: [x]))
         }
-        return (y, try train(x, into: y, context, relu: false))
+        return (y, try train(x, into: y, context, then: .nothing))
     }
 
     /// Training forward then ReLU in one pass: the ReLU's output, and the records of both
@@ -72,13 +72,31 @@ public final class BatchNorm2D: Layer {
     func forwardWithReLU(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved, Saved) {
         _ = try outputShape(for: x.shape)
         let y = Tensor(uninitialized: x.shape)
-        return (y, try train(x, into: y, context, relu: true), Saved(tensors: [y]))
+        return (y, try train(x, into: y, context, then: .relu), Saved(tensors: [y]))
+    }
+
+    /// Training forward, then the shortcut added and ReLU, in one pass (the end of a residual
+    /// block): the sum, relu(sum) and this layer's record.
+    func forwardAddReLU(_ x: Tensor, shortcut: Tensor, _ context: ForwardContext) throws -> (sum: Tensor, y: Tensor, Saved) {
+        _ = try outputShape(for: x.shape)
+        guard shortcut.shape == x.shape else {
+            throw RematError.shape("\(name): shortcut \(shortcut.shape) does not match \(x.shape)")
+        }
+        let sum = Tensor(uninitialized: x.shape), y = Tensor(uninitialized: x.shape)
+        return (sum, y, try train(x, into: y, context, then: .addReLU(shortcut: shortcut, sum: sum)))
+    }
+
+    /// What the normalising pass does after the affine map.
+    private enum Epilogue {
+        case nothing, relu
+        /// Adds `shortcut`, writes the result to `sum` and its ReLU to the output.
+        case addReLU(shortcut: Tensor, sum: Tensor)
     }
 
     /// Batch statistics (recorded in, or in a recompute taken back from,
-    /// `context.statistics`), y = normalised x (then ReLU), the running update unless a
+    /// `context.statistics`), y = normalised x (then the epilogue), the running update unless a
     /// recompute; returns the record.
-    private func train(_ x: Tensor, into y: Tensor, _ context: ForwardContext, relu: Bool) throws -> Saved {
+    private func train(_ x: Tensor, into y: Tensor, _ context: ForwardContext, then epilogue: Epilogue) throws -> Saved {
         let (n, c, h, w) = try x.shape.nchw(name)
         let s = slot!
         let mean: Tensor, invstd: Tensor
@@ -90,8 +108,14 @@ public final class BatchNorm2D: Layer {
             context.statistics?.record(mean)
             context.statistics?.record(invstd)
         }
-        let normalize = relu ? kn_batchnorm_forward_relu : kn_batchnorm_forward
-        normalize(y.pointer, x.pointer, mean.pointer, invstd.pointer, s.values, s.values + c, Int32(n), Int32(c), Int32(h * w))
+        let (gamma, beta, nn, cc, hw) = (s.values, s.values + c, Int32(n), Int32(c), Int32(h * w))
+        switch epilogue {
+        case .nothing: kn_batchnorm_forward(y.pointer, x.pointer, mean.pointer, invstd.pointer, gamma, beta, nn, cc, hw)
+        case .relu: kn_batchnorm_forward_relu(y.pointer, x.pointer, mean.pointer, invstd.pointer, gamma, beta, nn, cc, hw)
+        case .addReLU(let shortcut, let sum):
+            kn_batchnorm_forward_add_relu(sum.pointer, y.pointer, x.pointer, shortcut.pointer, mean.pointer, invstd.pointer,
+                                          gamma, beta, nn, cc, hw)
+        }
         if context.updateRunningStatistics {
             kn_batchnorm_update_running(&runningMean, &runningVariance, mean.pointer, invstd.pointer, Int32(c),
                                         Int32(n * h * w), eps, momentum)
