@@ -82,15 +82,23 @@ static void affine(float *y, const float *x, const float *scale, const float *sh
                        (y, x, scale, shift, C, HW, relu, lo, hi));
 }
 
-static void normalize(float *y, const float *x, const float *mean, const float *invstd,
-                      const float *gamma, const float *beta, int N, int C, int HW, int relu) {
+// The training forward as y = x * scale + shift: scale (C) then shift (C) in one buffer
+// (malloc'd; the caller frees it)
+static float *fold_affine(const float *mean, const float *invstd, const float *gamma,
+                          const float *beta, int C) {
     float *scale = malloc(sizeof(float) * 2 * (size_t)C), *shift = scale + C;
     if (!scale) abort();
     for (int c = 0; c < C; c++) {
         scale[c] = invstd[c] * gamma[c];
         shift[c] = beta[c] - mean[c] * scale[c];
     }
-    affine(y, x, scale, shift, N, C, HW, relu);
+    return scale;
+}
+
+static void normalize(float *y, const float *x, const float *mean, const float *invstd,
+                      const float *gamma, const float *beta, int N, int C, int HW, int relu) {
+    float *scale = fold_affine(mean, invstd, gamma, beta, C);
+    affine(y, x, scale, scale + C, N, C, HW, relu);
     free(scale);
 }
 
@@ -127,12 +135,7 @@ KN_BY_ISA(affine_add_relu_planes,
 void kn_batchnorm_forward_add_relu(float *sum, float *y, const float *x, const float *shortcut,
                                    const float *mean, const float *invstd, const float *gamma,
                                    const float *beta, int N, int C, int HW) {
-    float *scale = malloc(sizeof(float) * 2 * (size_t)C), *shift = scale + C;
-    if (!scale) abort();
-    for (int c = 0; c < C; c++) {
-        scale[c] = invstd[c] * gamma[c];
-        shift[c] = beta[c] - mean[c] * scale[c];
-    }
+    float *scale = fold_affine(mean, invstd, gamma, beta, C), *shift = scale + C;
     KN_PARALLEL_RANGES((size_t)N * C, (size_t)N * C * HW > KN_PAR_MIN, affine_add_relu_planes,
                        (sum, y, x, shortcut, scale, shift, C, HW, lo, hi));
     free(scale);

@@ -129,11 +129,11 @@ public struct ChainProfile: Sendable {
                     (cost.recomputePeak, cost.recomputeSeconds) = (rPeak, rSeconds)
                     y = replayed.0 // the same bits as the forward's output
                 }
-                // selective and minimal: record the stash, then rebuild from it
-                for minimal in [false, true] {
+                // selective's and minimal's stash: recorded, then a rebuild from it
+                func stashCost(minimal: Bool) throws -> StashCost {
                     var s = StashCost()
                     let stash = ActivationStash(), statistics = ActivationStash()
-                    recording = context
+                    var recording = context
                     (recording.stash, recording.statistics) = (stash, statistics)
                     recording.keepsMinimum = minimal
                     do {
@@ -160,8 +160,9 @@ public struct ChainProfile: Sendable {
                         }
                         withExtendedLifetime(out) {}
                     }
-                    if minimal { cost.minimal = s } else { cost.selective = s }
+                    return s
                 }
+                (cost.selective, cost.minimal) = (try stashCost(minimal: false), try stashCost(minimal: true))
                 costs.append(cost)
                 x = y!
                 // what this block's runs left cached goes back: the profile holds no more than
@@ -195,8 +196,8 @@ public struct ChainProfile: Sendable {
             (e.recomputeSeconds, e.recomputePeak) = (e.forwardSeconds, e.forwardPeak)
             e.backwardPeak = scale(c.inputGradientBytes)
             e.inputGradientBytes = scale(c.inputGradientBytes)
-            for minimal in [false, true] {
-                var s = c.stash(minimal: minimal)
+            func scaled(_ one: StashCost) -> StashCost {
+                var s = one
                 s.bytes = scale(s.bytes)
                 s.rebuildBytes = scale(s.rebuildBytes)
                 s.rebuildPeak = scale(s.rebuildPeak)
@@ -205,8 +206,9 @@ public struct ChainProfile: Sendable {
                 s.outputRebuildSeconds = Double(2 * e.outputBytes) / (gigabytesPerSecond * 1e9)
                 s.outputRebuildPeak = s.outputRebuildPeak.map(scale)
                 s.outputRebuildBytes = scale(s.outputRebuildBytes)
-                if minimal { e.minimal = s } else { e.selective = s }
+                return s
             }
+            (e.selective, e.minimal) = (scaled(c.selective), scaled(c.minimal))
             return e
         }
         return ChainProfile(batch: batch, blocks: costs, measured: false)
@@ -233,8 +235,7 @@ public struct ChainProfile: Sendable {
             e.savedBytes = line(x.savedBytes, y.savedBytes)
             e.backwardPeak = line(x.backwardPeak, y.backwardPeak)
             e.inputGradientBytes = line(x.inputGradientBytes, y.inputGradientBytes)
-            for minimal in [false, true] {
-                let sx = x.stash(minimal: minimal), sy = y.stash(minimal: minimal)
+            func stashLine(_ sx: StashCost, _ sy: StashCost) -> StashCost {
                 var s = sy
                 s.rebuildSeconds = line(sx.rebuildSeconds, sy.rebuildSeconds)
                 s.outputRebuildSeconds = line(sx.outputRebuildSeconds, sy.outputRebuildSeconds)
@@ -243,8 +244,9 @@ public struct ChainProfile: Sendable {
                 s.rebuildBytes = line(sx.rebuildBytes, sy.rebuildBytes)
                 if let p = sx.outputRebuildPeak, let q = sy.outputRebuildPeak { s.outputRebuildPeak = line(p, q) }
                 s.outputRebuildBytes = line(sx.outputRebuildBytes, sy.outputRebuildBytes)
-                if minimal { e.minimal = s } else { e.selective = s }
+                return s
             }
+            (e.selective, e.minimal) = (stashLine(x.selective, y.selective), stashLine(x.minimal, y.minimal))
             e.statisticsBytes = line(x.statisticsBytes, y.statisticsBytes)
             return e
         }

@@ -77,6 +77,12 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// Whether it is `minimal`: blocks keep the least their backward passes need.
+    var keepsMinimum: Bool {
+        if case .minimal = self { return true }
+        return false
+    }
+
     /// Whether it is `selective` or `minimal`: every block but the last keeps a stash and
     /// rebuilds its cheap layers before its backward pass.
     var stashes: Bool {

@@ -200,14 +200,13 @@ extension ChainProfile {
 
     /// Whether each block can rebuild its output from its stash under `plan`.
     func rebuildsOutput(_ plan: CheckpointPlan) -> [Bool] {
-        let minimal = plan == .minimal(blocks: blocks.count)
-        return blocks.map { $0.stash(minimal: minimal).outputRebuildPeak != nil }
+        blocks.map { $0.stash(minimal: plan.keepsMinimum).outputRebuildPeak != nil }
     }
 
     /// The peak of a whole step's schedule.
     func replayPeak(_ schedule: StepSchedule) -> Int {
         var r = ByteReplay(self)
-        r.minimal = schedule.plan == .minimal(blocks: blocks.count)
+        r.minimal = schedule.plan.keepsMinimum
         r.bytes.hold(0, 0) // the images, the step's first activation
         for op in schedule.operations { r.apply(op) }
         return r.bytes.peak
@@ -263,8 +262,7 @@ extension CheckpointPlan {
         let step = b.reduce(0) { $0 + $1.forwardSeconds + $1.backwardSeconds }
         let peak = profile.replayPeak(StepSchedule(self, rebuildsOutput: profile.rebuildsOutput(self)))
         guard case .segmented(let segments) = self else {
-            let minimal = self == .minimal(blocks: b.count)
-            let seconds = b.dropLast().map { $0.stash(minimal: minimal) }
+            let seconds = b.dropLast().map { $0.stash(minimal: keepsMinimum) }
                 .reduce(0) { $0 + $1.rebuildSeconds + ($1.outputRebuildPeak == nil ? 0 : $1.outputRebuildSeconds) }
             return PlanPrediction(peakBytes: peak, overlappedPeakBound: nil, recomputedBlocks: b.count - 1,
                                   extraForwardFLOPs: 0, extraForwardSeconds: seconds, stepSeconds: step)

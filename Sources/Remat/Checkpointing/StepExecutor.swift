@@ -68,9 +68,6 @@ struct StepExecutor {
         return state.result!
     }
 
-    /// Whether blocks keep the least (the `minimal` plan).
-    private var minimal: Bool { schedule.plan == .minimal(blocks: model.blocks.count) }
-
     /// One operation. Checkpointed segments are rebuilt by `rebuilder` if given, else here.
     private func perform(_ op: StepOperation, _ state: inout StepState, labels: [Int32], context: ForwardContext,
                          rebuilder: RecomputeWorker?) throws {
@@ -88,7 +85,7 @@ struct StepExecutor {
                 if keepsInput { state.keptInputs[i] = state.activation }
                 (state.stashes[i], state.stashStatistics[i]) = (ActivationStash(), ActivationStash())
                 (c.stash, c.statistics) = (state.stashes[i], state.stashStatistics[i])
-                c.keepsMinimum = minimal
+                c.keepsMinimum = schedule.plan.keepsMinimum
             }
             let (y, saved) = try trace.span("forward", block: i) { try model.blocks[i].forward(state.activation, c) }
             if keep == .records { state.records[i] = saved } // the others are dropped here and rebuilt later
@@ -113,7 +110,7 @@ struct StepExecutor {
             for (i, record) in zip(s.blocks, saved) { state.records[i] = record }
         case .rebuildFromStash(let i):
             var replay = context.rebuilding
-            replay.keepsMinimum = minimal
+            replay.keepsMinimum = schedule.plan.keepsMinimum
             let input = try state.keptInputs[i] ?? trace.span("recompute", block: i - 1) {
                 try (model.blocks[i - 1] as! OutputFromStash).outputFromStash(state.stashes[i - 1]!, replay)!
             }
@@ -200,7 +197,6 @@ extension Model {
 
     /// Whether each block can rebuild its output from its stash alone under `plan`.
     func rebuildsOutput(_ plan: CheckpointPlan) -> [Bool] {
-        let minimal = plan == .minimal(blocks: blocks.count)
-        return blocks.map { ($0 as? OutputFromStash)?.rebuildsOutputFromStash(minimal: minimal) == true }
+        blocks.map { ($0 as? OutputFromStash)?.rebuildsOutputFromStash(minimal: plan.keepsMinimum) == true }
     }
 }
