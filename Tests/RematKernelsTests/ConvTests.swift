@@ -303,33 +303,38 @@ struct ConvTests {
 
     /// The tuning table's row steers the plan (a narrower "narrow plane" sends an 8x8 layer from
     /// batch innermost to the padded grid), refuses values out of range, and a plan keeps the
-    /// row it was made with; backward-weights' transpose tile changes no bit.
+    /// row it was made with; backward-weights' transpose tile changes no bit. The table is
+    /// process-wide: the test edits the portable row on a thread that selected the portable
+    /// kernels, so the models other suites train meanwhile (on the default ISA) keep their plans.
     @Test func tuningTableSteersThePlan() {
         kernelStateLock.withLock {
+            let main = kn_isa_active()
+            #expect(kn_isa_select(KN_ISA_PORTABLE) == KN_OK)
+            defer { _ = kn_isa_select(main) }
             var t = kn_tuning()
-            #expect(kn_tuning_get(kn_isa_active(), &t) == KN_OK)
+            #expect(kn_tuning_get(KN_ISA_PORTABLE, &t) == KN_OK)
             let saved = t
-            defer { var s = saved; _ = kn_tuning_set(kn_isa_active(), &s) }
+            defer { var s = saved; _ = kn_tuning_set(KN_ISA_PORTABLE, &s) }
             let shape = { Conv(N: 16, C: 32, H: 8, W: 8, K: 32, R: 3, S: 3, pad: (1, 1))! }
             let before = shape()
             #expect(before.algos == Array(repeating: KN_CONV_BATCH_INNER, count: 3))
             t.narrow_plane = 8
-            #expect(kn_tuning_set(kn_isa_active(), &t) == KN_OK)
+            #expect(kn_tuning_set(KN_ISA_PORTABLE, &t) == KN_OK)
             let after = shape()
             #expect(after.algos == Array(repeating: KN_CONV_PADDED_GRID, count: 3), "\(after)")
             #expect(before.algos == Array(repeating: KN_CONV_BATCH_INNER, count: 3)) // planned before: unchanged
             var bad = t
             bad.transpose_tile = 33
-            #expect(kn_tuning_set(kn_isa_active(), &bad) == KN_EINVAL)
+            #expect(kn_tuning_set(KN_ISA_PORTABLE, &bad) == KN_EINVAL)
             bad.transpose_tile = 16; bad.dw_groups = 0
-            #expect(kn_tuning_set(kn_isa_active(), &bad) == KN_EINVAL)
+            #expect(kn_tuning_set(KN_ISA_PORTABLE, &bad) == KN_EINVAL)
             var rng = SplitMix(900)
             let grid = Conv(N: 8, C: 16, H: 16, W: 16, K: 24, R: 3, S: 3, pad: (1, 1), algo: KN_CONV_PADDED_GRID)!
             let dy = rng.array(grid.yCount), x = rng.array(grid.xCount)
             let zeroW = [Float](repeating: 0, count: grid.wCount), zeroB = [Float](repeating: 0, count: Int(grid.K))
             let dw16 = grid.backwardWeights(dy, x, into: zeroW, biasInto: zeroB).0
             t.transpose_tile = 5
-            #expect(kn_tuning_set(kn_isa_active(), &t) == KN_OK)
+            #expect(kn_tuning_set(KN_ISA_PORTABLE, &t) == KN_OK)
             let dw5 = grid.with(algo: KN_CONV_PADDED_GRID)!.backwardWeights(dy, x, into: zeroW, biasInto: zeroB).0
             expectBitwise(dw16, dw5, "transpose tile 16 vs 5")
         }
