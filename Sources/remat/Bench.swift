@@ -14,8 +14,9 @@ struct Bench: ParsableCommand {
                           minimal, budget-SIZE)
               overlap     on: a second thread rebuilds the next segment during the
                           backward pass
-              segs        segments the plan splits the model into (1: nothing is
-                          recomputed)
+              segs        parts the plan splits the model into: each checkpointed
+                          segment, each run of blocks kept, minimal or selective (1:
+                          nothing is recomputed)
               step ms     median step time, and half the range of the timed steps
               images/s    batch images per median step
               act. MiB    the highest activation memory of any timed step, counted exactly
@@ -78,7 +79,7 @@ struct Bench: ParsableCommand {
 
     struct Row {
         var policy: CheckpointPolicy, overlap: Bool
-        var segments: Int
+        var plan: CheckpointPlan
         var median: Double, spread: Double
         var activationBytes: Int, predictedBytes: Int, rssMiB: Double
         /// The plan's predicted extra time as a share of its predicted unchecked step.
@@ -186,7 +187,7 @@ struct Bench: ParsableCommand {
             let (plan, profile) = try trainers[k].plan(batch: batch)
             let p = plan.predict(profile, overlap: configs[k].effectiveOverlap)
             let sorted = times[k].sorted()
-            var row = Row(policy: configs[k].policy, overlap: configs[k].overlap != nil, segments: plan.segments.count,
+            var row = Row(policy: configs[k].policy, overlap: configs[k].overlap != nil, plan: plan,
                           median: median(sorted), spread: (sorted.last! - sorted.first!) / 2, activationBytes: peaks[k],
                           predictedBytes: p.activationPeak, rssMiB: 0,
                           communication: median(communication[k]), waited: median(waited[k]),
@@ -246,7 +247,7 @@ struct Bench: ParsableCommand {
                 if step >= warmup { times.append(m.seconds); peak = max(peak, m.peakActivationBytes) }
             }
             let sorted = times.sorted()
-            var row = Row(policy: c.policy, overlap: c.overlap != nil, segments: plan.segments.count, median: median(sorted),
+            var row = Row(policy: c.policy, overlap: c.overlap != nil, plan: plan, median: median(sorted),
                           spread: (sorted.last! - sorted.first!) / 2, activationBytes: peak, predictedBytes: activations,
                           rssMiB: PeakRSS.mebibytes)
             row.predictedRSS = memory.total
@@ -301,10 +302,11 @@ struct Bench: ParsableCommand {
         if !json && !csv { print("wrote the trade-off plot to \(path): open it in a browser") }
     }
 
-    /// Share of the recompute time the overlap hid, per policy run both ways.
+    /// Share of the recompute time the overlap hid, per plan run both ways (with overlap, a
+    /// budget chooses among segmentations only, so its plan may differ from the sequential one).
     func hidden(_ row: Row, in rows: [Row], base: Double?) -> Double? {
         guard row.overlap, let base,
-              let sequential = rows.first(where: { $0.policy == row.policy && !$0.overlap })?.median,
+              let sequential = rows.first(where: { $0.plan == row.plan && !$0.overlap })?.median,
               sequential > base else { return nil }
         return (sequential - row.median) / (sequential - base)
     }
@@ -323,7 +325,7 @@ struct Bench: ParsableCommand {
         func fields(_ r: Row) -> [(String, Any)] {
             [("model", options.model), ("batch", options.batch), ("threads", settings.threads), ("isa", KernelRuntime.isa.rawValue),
              ("policy", r.policy.description), ("overlap", r.overlap), ("split", r.overlap ? split : ""),
-             ("lookahead", r.overlap ? settings.overlap.lookahead : 0), ("segments", r.segments),
+             ("lookahead", r.overlap ? settings.overlap.lookahead : 0), ("segments", r.plan.segments.count), ("plan", r.plan.description),
              ("step_seconds_median", r.median), ("step_seconds_spread", r.spread),
              ("images_per_second", Double(ranks * options.batch) / r.median), ("ranks", ranks),
              ("allreduce_seconds", r.communication),
@@ -371,7 +373,7 @@ struct Bench: ParsableCommand {
             let best = idealOverhead(r, threads: settings.threads, base: base).map {
                 String(format: "%+.0f%% (%.1f)", 100 * $0, 1e3 * r.oneThread!)
             } ?? "-"
-            print(pad(r.policy.description, 16) + pad(r.overlap ? "on" : "off", 9) + pad(String(r.segments), 6)
+            print(pad(r.policy.description, 16) + pad(r.overlap ? "on" : "off", 9) + pad(String(r.plan.segments.count), 6)
                   + pad(String(format: "%8.1f +- %.1f", r.median * 1e3, r.spread * 1e3), 32)
                   + pad(String(format: "%8.1f", Double(ranks * options.batch) / r.median), 10)
                   + pad("\(mib(r.activationBytes)) (\(mib(r.predictedBytes)))", 22)

@@ -79,6 +79,7 @@ struct Plan: ParsableCommand {
             var object: [String: Any] = [
                 "model": options.model, "batch": options.batch, "policy": chosen.description, "profile": estimate ? "estimated" : "measured",
                 "segments": plan.segments.map { [$0.lowerBound, $0.upperBound - 1] }, "selective": plan == .selective(blocks: model.blocks.count), "minimal": plan == .minimal(blocks: model.blocks.count),
+                "choices": plan.choices.map(\.description),
                 "predicted_peak_bytes": p.peakBytes, "none_peak_bytes": none.peakBytes, "smallest_budget_bytes": smallest,
                 "recomputed_blocks": p.recomputedBlocks, "extra_forward_flops": p.extraForwardFLOPs,
                 "extra_forward_seconds": p.extraForwardSeconds, "step_seconds": p.stepSeconds,
@@ -180,16 +181,18 @@ struct Plan: ParsableCommand {
 
     /// What the plan does with each block's activations.
     func roles(_ plan: CheckpointPlan, blocks n: Int) -> [String] {
-        if case .selective = plan { return (0..<n).map { $0 == n - 1 ? "kept" : "conv/linear outputs kept, the rest rebuilt" } }
-        if case .minimal = plan { return (0..<n).map { $0 == n - 1 ? "kept" : "the least kept, the rest rebuilt" } }
-        var out = [String](repeating: "", count: n)
-        for (s, r) in plan.segments.enumerated() {
-            for i in r {
-                let last = s == plan.segments.count - 1
-                out[i] = last ? "kept (last segment)" : "recomputed (segment \(s))"
-                if i == r.lowerBound && i > 0 { out[i] += ", input is a checkpoint" }
+        let choices = plan.choices
+        var segment = -1
+        return choices.enumerated().map { i, choice in
+            switch choice {
+            case .keep: return "kept"
+            case .minimal: return "the least kept, the rest rebuilt"
+            case .selective: return "conv/linear outputs kept, the rest rebuilt"
+            case .checkpoint:
+                segment += 1
+                return "recomputed (segment \(segment))" + (i > 0 ? ", input is a checkpoint" : "")
+            case .recompute: return "recomputed (segment \(segment))"
             }
         }
-        return out
     }
 }

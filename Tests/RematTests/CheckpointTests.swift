@@ -105,9 +105,28 @@ struct CheckpointTests {
         #expect(selective.operations == [
             .forward(block: 0, keep: .stash(keepsInput: true)), .forward(block: 1, keep: .stash(keepsInput: false)),
             .forward(block: 2, keep: .stash(keepsInput: true)), .forward(block: 3, keep: .records),
-            .loss, .backward(block: 3), .rebuildFromStash(block: 2), .backward(block: 2),
+            .loss, .backward(block: 3), .release(Segment(index: 0, blocks: 3..<4)), .rebuildFromStash(block: 2), .backward(block: 2),
             .rebuildFromStash(block: 1), .backward(block: 1), .rebuildFromStash(block: 0), .backward(block: 0),
         ])
+        // per block: a stash after a segment keeps its input, one after a stash that rebuilds its output does not
+        let mixed = try CheckpointPlan(choices: [.checkpoint, .recompute, .minimal, .selective, .keep])
+        let (s0, s1) = (Segment(index: 0, blocks: 0..<2), Segment(index: 1, blocks: 4..<5))
+        #expect(StepSchedule(mixed, rebuildsOutput: [true, true, true, true, false]).operations == [
+            .checkpoint(s0), .forward(block: 0, keep: .statistics), .forward(block: 1, keep: .statistics),
+            .forward(block: 2, keep: .stash(keepsInput: true)), .forward(block: 3, keep: .stash(keepsInput: false)),
+            .forward(block: 4, keep: .records), .loss, .backward(block: 4), .release(s1),
+            .rebuildFromStash(block: 3), .backward(block: 3), .rebuildFromStash(block: 2), .backward(block: 2),
+            .rebuild(s0), .backward(block: 1), .backward(block: 0), .release(s0),
+        ])
+        #expect(mixed.description == "rebuilt [0-1] minimal [2] selective [3] keep [4]")
+        // choices go by the simplest name; impossible ones are refused
+        #expect(try CheckpointPlan(choices: [.checkpoint, .recompute, .checkpoint, .keep, .keep]) == .segmented([0..<2, 2..<3, 3..<5]))
+        #expect(try CheckpointPlan(choices: [.selective, .selective, .keep]) == .selective(blocks: 3))
+        #expect(try CheckpointPlan(choices: [.minimal, .keep]) == .minimal(blocks: 2))
+        #expect(try CheckpointPlan(choices: [.keep, .checkpoint, .keep]) == .perBlock([.keep, .checkpoint, .keep]))
+        for bad: [BlockChoice] in [[], [.recompute, .keep], [.minimal, .recompute, .keep], [.keep, .minimal]] {
+            #expect(throws: RematError.self) { try CheckpointPlan(choices: bad) }
+        }
         // the model and its profile agree on which blocks rebuild their outputs
         for name in ["resnet20", "vgg11", "plain-deep-6"] {
             let model = try Zoo.model(named: name), profile = try ChainProfile.measure(model, batch: 1)
@@ -145,6 +164,48 @@ struct CheckpointTests {
                 #expect(r == baseline, "\(name) \(policy) overlap \(String(describing: overlap)) differs from no checkpointing")
             }
         }
+    }
+
+    /// Any mix of per-block choices gives the bits of no checkpointing, and its predicted peak
+    /// is what the allocator measures (the budget program's plans are such mixes).
+    @Test(arguments: testModels(["lenet5", "resnet20", "vgg11", "dropout-net"]))
+    func everyMixOfChoicesIsExact(model name: String) throws {
+        let make = { try name == "dropout-net" ? PlanTests.dropoutNet() : Zoo.model(named: name, seed: 3) }
+        let n = try make().blocks.count, batch = name == "vgg11" ? 2 : 4
+        let cycles: [[BlockChoice]] = [[.checkpoint, .recompute, .minimal, .selective, .keep],
+                                       [.selective, .minimal, .checkpoint, .recompute, .recompute, .keep, .minimal],
+                                       [.keep, .minimal, .minimal, .checkpoint, .selective]]
+        let baseline = try runPlan(make, batch: batch, plan: .segmented([0..<n]))
+        for cycle in cycles {
+            let plan = try CheckpointPlan(choices: (0..<n).map { $0 == n - 1 ? .keep : cycle[$0 % cycle.count] })
+            let run = try runPlan(make, batch: batch, plan: plan)
+            #expect(run.result == baseline.result, "\(name) \(plan) differs from no checkpointing")
+            let predicted = plan.predict(try ChainProfile.measure(try make(), batch: batch)).peakBytes
+            #expect(abs(Double(run.peak - predicted)) <= 0.01 * Double(run.peak), "\(name) \(plan): predicted \(predicted), measured \(run.peak)")
+        }
+    }
+
+    /// Two steps of `plan` run by its executor as a trainer runs them, and the first step's
+    /// peak of activation bytes.
+    func runPlan(_ makeModel: () throws -> Model, batch: Int, plan: CheckpointPlan) throws -> (result: StepResult, peak: Int) {
+        let model = try makeModel(), optimizer = SGD(learningRate: 0.01, momentum: 0.9), account = MemoryAccount()
+        let data = try SyntheticDataset(count: batch * 2, imageShape: model.imageShape, classes: model.classes, seed: 4)
+        var loss: Float = 0, peak = 0
+        for s in 0..<2 {
+            let (x, y) = try data.batch(Array(s * batch..<(s + 1) * batch))
+            model.zeroGradients()
+            try account.withCurrent {
+                account.resetPeak()
+                loss = try StepExecutor(model: model, plan: plan, trace: nil)
+                    .run(images: x, labels: y, context: ForwardContext(training: true, seed: 8, step: s)).loss
+                if s == 0 { peak = account.peakBytes }
+            }
+            optimizer.step(model)
+        }
+        let bns = model.leaves.compactMap { $0 as? BatchNorm2D }
+        return (StepResult(loss: loss.bitPattern, gradients: model.parameterGradients.map(\.bitPattern),
+                           weights: model.parameters.map(\.bitPattern),
+                           running: bns.flatMap { $0.runningMean + $0.runningVariance }.map(\.bitPattern)), peak)
     }
 
     /// A BasicBlock whose second BatchNorm scale is 0 or 1e-30 cannot be differentiated from the

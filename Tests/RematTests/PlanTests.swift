@@ -77,11 +77,11 @@ struct PlanTests {
         }
         let plan = try CheckpointPlan(policy: .every(blocks: 3), blocks: profile.blocks.count)
         let again = plan.segments.dropLast().flatMap { $0 }.reduce(0) { $0 + profile.blocks[$1].recomputeSeconds }
-        #expect(plan.predict(profile).extraForwardSeconds == again)
+        #expect(abs(plan.predict(profile).extraForwardSeconds - again) <= 1e-12)
     }
 
-    /// The dynamic program finds the least recompute time within each budget: the same as
-    /// trying every one of the 2^(n-1) segmentations of resnet20's 11 blocks.
+    /// Among segmentations, the dynamic program finds the least recompute time within each
+    /// budget: the same as trying every one of the 2^(n-1) segmentations of resnet20's 11 blocks.
     /// (Also with the BatchNorm statistics made 1024 times larger, 128-768 KiB a block, so that
     /// the program's count of them, with the checkpoints, weighs in the choice.)
     @Test(arguments: [false, true]) func budgetPlansAreOptimal(heavyStatistics: Bool) throws {
@@ -99,18 +99,50 @@ struct PlanTests {
             let p = CheckpointPlan.segmented(segments).predict(profile)
             all.append((p.peakBytes, p.extraForwardSeconds))
         }
-        let smallest = CheckpointPlan.smallestBudget(profile)
+        let smallest = CheckpointPlan.smallestBudget(profile, perBlock: false)
         #expect(smallest == all.map(\.peak).min())
-        #expect(CheckpointPlan.cheapest(within: smallest, profile) != nil)
-        #expect(CheckpointPlan.cheapest(within: smallest - 1, profile) == nil)
+        #expect(CheckpointPlan.cheapest(within: smallest, profile, perBlock: false) != nil)
+        #expect(CheckpointPlan.cheapest(within: smallest - 1, profile, perBlock: false) == nil)
         let most = all.map(\.peak).max()!
         for step in 0...8 {
             let budget = smallest + (most - smallest) * step / 8
-            let plan = try #require(CheckpointPlan.cheapest(within: budget, profile))
+            let plan = try #require(CheckpointPlan.cheapest(within: budget, profile, perBlock: false))
             let p = plan.predict(profile)
             let best = all.filter { $0.peak <= budget }.map(\.seconds).min()!
             #expect(p.peakBytes <= budget)
             #expect(abs(p.extraForwardSeconds - best) <= 1e-12 * max(best, 1), "budget \(budget): \(plan) recomputes \(p.extraForwardSeconds) s, best \(best) s")
+        }
+    }
+
+    /// Per block, the dynamic program finds the least rebuild time within each budget: the
+    /// same as trying every valid mix of keep, minimal, selective and checkpointed segments
+    /// on a ResNet of 8 blocks (stem, six BasicBlocks, two of them downsampling, head).
+    @Test func perBlockBudgetsAreOptimal() throws {
+        let profile = try ChainProfile.measure(try Zoo.resnet(blocksPerStage: 2), batch: 4)
+        let n = profile.blocks.count
+        var all: [(peak: Int, seconds: Double)] = []
+        func enumerate(_ prefix: [BlockChoice]) {
+            if prefix.count == n - 1 {
+                let p = try! CheckpointPlan(choices: prefix + [.keep]).predict(profile)
+                all.append((p.peakBytes, p.extraForwardSeconds))
+                return
+            }
+            for c: BlockChoice in [.keep, .minimal, .selective, .checkpoint, .recompute]
+                where c != .recompute || prefix.last?.recomputes == true { enumerate(prefix + [c]) }
+        }
+        enumerate([])
+        let smallest = CheckpointPlan.smallestBudget(profile)
+        #expect(smallest == all.map(\.peak).min())
+        #expect(smallest <= CheckpointPlan.smallestBudget(profile, perBlock: false))
+        #expect(CheckpointPlan.cheapest(within: smallest - 1, profile) == nil)
+        let most = all.map(\.peak).max()!
+        for step in 0...12 {
+            let budget = smallest + (most - smallest) * step / 12
+            let plan = try #require(CheckpointPlan.cheapest(within: budget, profile))
+            let p = plan.predict(profile)
+            let best = all.filter { $0.peak <= budget }.map(\.seconds).min()!
+            #expect(p.peakBytes <= budget)
+            #expect(abs(p.extraForwardSeconds - best) <= 1e-12 * max(best, 1), "budget \(budget): \(plan) rebuilds \(p.extraForwardSeconds) s, best \(best) s")
         }
     }
 
@@ -133,7 +165,7 @@ struct PlanTests {
         let budget = (smallest + none) / 2
         trainer.checkpointing = Checkpointing(policy: .budget(bytes: budget))
         let (plan, _) = try trainer.plan(batch: batch)
-        #expect(plan.segments.count > 1 && plan.predict(profile).peakBytes <= budget)
+        #expect(plan != .segmented([0..<profile.blocks.count]) && plan.predict(profile).peakBytes <= budget)
         let data = try SyntheticDataset(count: batch, imageShape: trainer.model.imageShape, seed: 4)
         let (x, y) = try data.batch(Array(0..<batch))
         let measured = try trainer.train(images: x, labels: y).peakActivationBytes
@@ -143,13 +175,14 @@ struct PlanTests {
         // checkpointing
         let overlap = Overlap(backwardThreads: 1, recomputeThreads: 1)
         let baseline = try runSteps(make, batch: batch, checkpointing: .keepAll)
-        for b in [smallest, budget] {
+        for b in [CheckpointPlan.smallestBudget(profile, perBlock: false), budget] {
             let tight = Checkpointing(policy: .budget(bytes: b), overlap: overlap)
             #expect(tight.effectiveOverlap?.memoryLimit == b)
             let overlapped = Trainer(model: try make(), optimizer: SGD(), seed: 8)
             overlapped.checkpointing = tight
             let (p, own) = try overlapped.plan(batch: batch)
-            #expect(p == (try CheckpointPlan(policy: .budget(bytes: b), profile: own)))
+            #expect(p.isSegmented)
+            #expect(p == (try CheckpointPlan(policy: .budget(bytes: b), profile: own, overlapped: true)))
             #expect(p.predict(own, overlap: tight.effectiveOverlap).overlappedPeakBound! <= b)
             for _ in 0..<4 {
                 let o = try overlapped.train(images: x, labels: y).peakActivationBytes

@@ -8,7 +8,7 @@ public struct BlockCost: Sendable, Equatable {
     public var forwardSeconds: Double
     /// Seconds of its backward pass.
     public var backwardSeconds: Double
-    /// Forward FLOPs of the block (multiply-add = 2).
+    /// Forward FLOPs of the block for one image (multiply-add = 2).
     public var forwardFLOPs: Int
     /// The block's input and output activations (the first block's input, the images, is
     /// not charged: the caller owns it).

@@ -1,3 +1,35 @@
+/// What one block keeps for its backward pass.
+public enum BlockChoice: Sendable, Equatable, CustomStringConvertible {
+    /// Everything its backward pass needs.
+    case keep
+    /// The least its backward pass needs (as `CheckpointPolicy.minimal`); its cheap layers are
+    /// rebuilt from that just before its backward pass.
+    case minimal
+    /// Its expensive layers' outputs (as `CheckpointPolicy.selective`); its cheap layers are
+    /// rebuilt from them just before its backward pass.
+    case selective
+    /// Nothing but its input (a checkpoint) and BatchNorm statistics: the first block of a
+    /// segment rebuilt from that checkpoint just before the segment's backward pass.
+    case checkpoint
+    /// Nothing: rebuilt with the segment of the block before it (a `checkpoint` or `recompute`).
+    case recompute
+
+    /// Whether the block keeps a stash and rebuilds its cheap layers from it (minimal, selective).
+    var stashes: Bool { self == .minimal || self == .selective }
+    /// Whether a checkpointed segment rebuilds the block.
+    var recomputes: Bool { self == .checkpoint || self == .recompute }
+
+    public var description: String {
+        switch self {
+        case .keep: return "keep"
+        case .minimal: return "minimal"
+        case .selective: return "selective"
+        case .checkpoint: return "checkpoint"
+        case .recompute: return "recompute"
+        }
+    }
+}
+
 /// What a training step keeps and rebuilds.
 public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
     /// Contiguous segments of blocks, in order, covering the chain once. The forward pass
@@ -13,18 +45,60 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
     /// differentiate from a sum it keeps (a ResNet block) stashes that sum instead of the
     /// convolution output before it and rebuilds its output from it (see `CheckpointPolicy.minimal`).
     case minimal(blocks: Int)
+    /// Each block's own choice, as the budget program makes them: any mix of kept blocks,
+    /// stashes and checkpointed segments (`CheckpointPlan(choices:)` checks and names it).
+    case perBlock([BlockChoice])
+
+    /// The plan that makes these choices, by its simplest name (segments, selective or
+    /// minimal where it is one of them). The last block must keep everything (nothing runs
+    /// between its forward and backward passes), and a `recompute` must follow a
+    /// `checkpoint` or another `recompute`.
+    public init(choices: [BlockChoice]) throws {
+        guard let last = choices.last else { throw RematError.invalidArgument("a plan needs at least one block") }
+        guard last == .keep else { throw RematError.invalidArgument("the last block must keep everything, not \(last)") }
+        for (i, c) in choices.enumerated() where c == .recompute && (i == 0 || !choices[i - 1].recomputes) {
+            throw RematError.invalidArgument("block \(i) is recomputed with a segment, but no checkpointed segment reaches it: make it a checkpoint")
+        }
+        let n = choices.count, body = choices.dropLast()
+        if body.allSatisfy({ $0 == .selective }) && n > 1 { self = .selective(blocks: n); return }
+        if body.allSatisfy({ $0 == .minimal }) && n > 1 { self = .minimal(blocks: n); return }
+        let plan = CheckpointPlan.perBlock(choices)
+        self = plan.isSegmented ? .segmented(plan.segments) : plan
+    }
+
+    /// Every block's choice under the plan.
+    public var choices: [BlockChoice] {
+        switch self {
+        case .segmented(let ranges):
+            return ranges.enumerated().flatMap { s, r in
+                s == ranges.count - 1 ? r.map { _ in BlockChoice.keep } : r.map { $0 == r.lowerBound ? .checkpoint : .recompute }
+            }
+        case .selective(let n): return Array(repeating: .selective, count: n - 1) + [.keep]
+        case .minimal(let n): return Array(repeating: .minimal, count: n - 1) + [.keep]
+        case .perBlock(let c): return c
+        }
+    }
+
+    /// Whether the plan is checkpointed segments and a last kept one (the only plans a
+    /// recompute thread can run ahead of the backward pass).
+    public var isSegmented: Bool {
+        let c = choices
+        guard let tail = c.firstIndex(of: .keep) else { return false }
+        return c[..<tail].allSatisfy(\.recomputes) && c[tail...].allSatisfy { $0 == .keep }
+    }
 
     /// A plan from the policy and the chain's profile (bytes balance sqrt(n)'s segments; a
-    /// budget is solved on the profile's times and bytes). A budget's plan is the same with
-    /// overlap: the step then paces the recompute thread under the budget
-    /// (`Checkpointing.effectiveOverlap`), which bounds the overlapped peak by it.
-    public init(policy: CheckpointPolicy, profile: ChainProfile) throws {
+    /// budget is solved on the profile's times and bytes). `overlapped`: the step will rebuild
+    /// on a recompute thread, so a budget chooses among segmentations only (what that thread
+    /// runs), and the step paces the thread under the budget (`Checkpointing.effectiveOverlap`).
+    public init(policy: CheckpointPolicy, profile: ChainProfile, overlapped: Bool = false) throws {
         let b = profile.blocks
         if case .budget(let bytes) = policy {
-            guard let best = CheckpointPlan.cheapest(within: bytes, profile) else {
-                let smallest = CheckpointPlan.smallestBudget(profile)
+            guard let best = CheckpointPlan.cheapest(within: bytes, profile, perBlock: !overlapped) else {
+                let smallest = CheckpointPlan.smallestBudget(profile, perBlock: !overlapped)
                 throw RematError.invalidArgument(
-                    "a budget of \(bytes) bytes (\(CheckpointPolicy.mebibytes(bytes)) MiB) cannot hold this chain at batch \(profile.batch): "
+                    "a budget of \(bytes) bytes (\(CheckpointPolicy.mebibytes(bytes)) MiB) cannot hold this chain at batch \(profile.batch)"
+                    + (overlapped ? " with overlap" : "") + ": "
                     + "the smallest feasible budget is \(smallest) bytes (\(CheckpointPolicy.mebibytes(smallest)) MiB); "
                     + "raise the budget or lower the batch")
             }
@@ -32,11 +106,11 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
             return
         }
         try self.init(policy: policy, blocks: b.count, blockBytes: b.map(\.keptBytes))
-        // sqrt(n) sets the memory; at that peak, the program finds the least recompute (often
-        // fewer segments than the balanced split)
+        // sqrt(n) sets the memory; at that peak, the program finds the segments with the
+        // least recompute (often fewer than the balanced split)
         if policy == .sqrtN {
             let balanced = predict(profile)
-            if let better = CheckpointPlan.cheapest(within: balanced.peakBytes, profile),
+            if let better = CheckpointPlan.cheapest(within: balanced.peakBytes, profile, perBlock: false),
                better.predict(profile).extraForwardSeconds < balanced.extraForwardSeconds {
                 self = better
             }
@@ -69,27 +143,18 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// The segments of the plan (selective: the whole chain as one).
+    /// The chain split where its handling changes: each checkpointed segment, and each run
+    /// of blocks with one other choice (a plan of segments: its segments; none: one).
     public var segments: [Range<Int>] {
-        switch self {
-        case .segmented(let ranges): return ranges
-        case .selective(let n), .minimal(let n): return [0..<n]
+        var out: [Range<Int>] = [], c = choices
+        for (i, choice) in c.enumerated() {
+            if i > 0 && (choice == .recompute || (choice == c[i - 1] && choice != .checkpoint)) {
+                out[out.count - 1] = out[out.count - 1].lowerBound..<(i + 1)
+            } else {
+                out.append(i..<(i + 1))
+            }
         }
-    }
-
-    /// Whether it is `minimal`: blocks keep the least their backward passes need.
-    var keepsMinimum: Bool {
-        if case .minimal = self { return true }
-        return false
-    }
-
-    /// Whether it is `selective` or `minimal`: every block but the last keeps a stash and
-    /// rebuilds its cheap layers before its backward pass.
-    var stashes: Bool {
-        switch self {
-        case .segmented: return false
-        case .selective, .minimal: return true
-        }
+        return out
     }
 
     /// At most m contiguous segments whose largest byte total is as small as it can be (the
@@ -119,107 +184,137 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
         return split(lo)!
     }
 
-    /// Blocks whose forward runs twice in a step.
-    public var recomputedBlocks: Int {
-        guard case .segmented(let ranges) = self else { return 0 }
-        return ranges.dropLast().reduce(0) { $0 + $1.count }
-    }
+    /// Blocks whose forward runs twice in a step (rebuilt from a checkpoint).
+    public var recomputedBlocks: Int { choices.filter(\.recomputes).count }
 
     public var description: String {
         switch self {
         case .selective(let n): return "selective (cheap layers of blocks 0-\(max(0, n - 2)) rebuilt)"
         case .minimal(let n): return "minimal (cheap layers of blocks 0-\(max(0, n - 2)) rebuilt from the least kept)"
-        case .segmented: break
+        case .segmented, .perBlock: break
         }
-        return segments.map { $0.count == 1 ? "[\($0.lowerBound)]" : "[\($0.lowerBound)-\($0.upperBound - 1)]" }
-            .joined(separator: " ")
+        func span(_ r: Range<Int>) -> String { r.count == 1 ? "[\(r.lowerBound)]" : "[\(r.lowerBound)-\(r.upperBound - 1)]" }
+        guard case .perBlock(let c) = self else { return segments.map(span).joined(separator: " ") }
+        return segments.map { (c[$0.lowerBound].recomputes ? "rebuilt " : "\(c[$0.lowerBound]) ") + span($0) }.joined(separator: " ")
     }
 }
 
-// MARK: - Budget: the least recompute time within a peak
+// MARK: - Budget: the least rebuild time within a peak
 
 extension CheckpointPlan {
-    /// The segmentation with the least recomputed forward seconds whose predicted peak fits
-    /// in `budget`, or nil if none does.
+    /// The plan with the least rebuild seconds whose predicted peak fits in `budget`, or nil
+    /// if none does. `perBlock`: each block may keep everything, keep a minimal or selective
+    /// stash, or be rebuilt in a checkpointed segment; otherwise segmentations only.
     ///
-    /// A plan's peak is max over segments s of (P_s + local_s): P_s, the bytes of earlier
-    /// segments' checkpoints (their inputs and BatchNorm statistics), plus what segment s
-    /// holds while it runs (its forward, and its
-    /// rebuild and backward), which depends on s alone. So a dynamic program over the chain
-    /// (Beaumont et al., "Optimal checkpointing for heterogeneous chains", restricted to
-    /// one level of checkpoints as this engine runs them) keeps, at each block where a
-    /// segment may start, the Pareto front of (checkpoint bytes so far, recompute seconds).
-    public static func cheapest(within budget: Int, _ profile: ChainProfile) -> CheckpointPlan? {
-        cheapest(within: budget, profile, SegmentPeaks(profile))
+    /// A step runs the chain as stages (a checkpointed segment, a kept block, a stashed
+    /// block): forward in order, backward in reverse, each holding what it keeps until its own
+    /// backward pass. So the peak is max over stages t of (H_t + local_t): H_t, the bytes the
+    /// stages before t keep; local_t, what t adds while its forward, or its rebuild and
+    /// backward, run. local_t depends on t and, through the activation between them, on the
+    /// stage before: whether that one keeps t's input, and whether it can rebuild it from its
+    /// stash. A dynamic program over block boundaries keeps, for each such entry, the Pareto
+    /// front of (H, rebuild seconds): a chain with several options a stage (Beaumont et al.,
+    /// "Optimal checkpointing for heterogeneous chains", and its follow-ups), with one level
+    /// of checkpoints as this engine runs them.
+    public static func cheapest(within budget: Int, _ profile: ChainProfile, perBlock: Bool = true) -> CheckpointPlan? {
+        StageCosts(profile, perBlock: perBlock).cheapest(within: budget)
     }
 
-    /// The smallest budget any segmentation fits in (binary search over `cheapest`).
-    public static func smallestBudget(_ profile: ChainProfile) -> Int {
+    /// The smallest budget any plan fits in (binary search over `cheapest`).
+    public static func smallestBudget(_ profile: ChainProfile, perBlock: Bool = true) -> Int {
+        let costs = StageCosts(profile, perBlock: perBlock)
         var hi = try! CheckpointPlan(policy: .keepAll, blocks: profile.blocks.count).predict(profile).peakBytes
         var lo = 0
-        let peaks = SegmentPeaks(profile)
         while lo < hi {
             let mid = lo + (hi - lo) / 2
-            if cheapest(within: mid, profile, peaks) != nil { hi = mid } else { lo = mid + 1 }
+            if costs.cheapest(within: mid) != nil { hi = mid } else { lo = mid + 1 }
         }
         return lo
     }
+}
 
-    private static func cheapest(within budget: Int, _ profile: ChainProfile, _ peaks: SegmentPeaks) -> CheckpointPlan? {
+/// What each stage a plan can run costs, for each way the stage before can leave its input,
+/// computed once per profile by replaying the stage's operations (`ChainProfile.stageCost`).
+private struct StageCosts {
+    /// How the stage before leaves a stage's input: held by its records (then shared, not
+    /// charged again), and the stash kind it can rebuild the input from (nil: none).
+    struct Entry: Hashable { var inputHeld: Bool; var rebuiltBy: BlockChoice? }
+    struct Option { let end: Int; let choice: BlockChoice; let costs: [Entry: StageCost] }
+
+    let profile: ChainProfile
+    let options: [[Option]] // by first block
+
+    init(_ profile: ChainProfile, perBlock: Bool) {
+        self.profile = profile
         let b = profile.blocks, n = b.count
-        guard n >= 1 else { return nil }
-        struct State { var bytes: Int; var seconds: Double; var parent: Int; var start: Int }
-        var states = [State(bytes: 0, seconds: 0, parent: -1, start: 0)]
-        var fronts: [[Int]] = Array(repeating: [], count: n + 1) // states whose next segment starts at i
-        fronts[0] = [0]
-        var best: (seconds: Double, state: Int, start: Int)?
+        let kinds: [BlockChoice?] = perBlock ? [nil, .selective, .minimal] : [nil]
+        let entries = [false, true].flatMap { held in kinds.map { Entry(inputHeld: held, rebuiltBy: $0) } }
+        options = (0..<n).map { i in
+            var stages: [(Int, BlockChoice)] = (i + 1..<n).map { ($0, .checkpoint) }
+            if perBlock {
+                stages.append((i + 1, .keep))
+                if i < n - 1 {
+                    stages.append((i + 1, .selective))
+                    if b[i].minimal != b[i].selective { stages.append((i + 1, .minimal)) }
+                }
+            } else {
+                stages.append((n, .keep))
+            }
+            return stages.map { end, choice in
+                Option(end: end, choice: choice, costs: Dictionary(uniqueKeysWithValues: entries.compactMap { e in
+                    if e.rebuiltBy != nil && (!choice.stashes || i == 0) { return nil } // as `cheapest` looks them up
+                    return (e, profile.stageCost(i..<end, choice, inputHeld: e.inputHeld, rebuiltBy: e.rebuiltBy))
+                }))
+            }
+        }
+    }
+
+    /// The entry a stage leaves the next one.
+    func exit(_ i: Int, _ choice: BlockChoice, _ cost: StageCost) -> Entry {
+        let rebuilds = choice.stashes && profile.blocks[i].stash(minimal: choice == .minimal).outputRebuildPeak != nil
+        return Entry(inputHeld: cost.keepsOutput, rebuiltBy: rebuilds ? choice : nil)
+    }
+
+    func cheapest(within budget: Int) -> CheckpointPlan? {
+        let n = profile.blocks.count
+        struct State { var bytes: Int; var seconds: Double; var parent: Int; var start: Int; var choice: BlockChoice }
+        var states: [State] = [State(bytes: 0, seconds: 0, parent: -1, start: 0, choice: .keep)]
+        var fronts: [[Entry: [Int]]] = Array(repeating: [:], count: n + 1) // states whose next stage starts at i
+        fronts[0][Entry(inputHeld: false, rebuiltBy: nil)] = [0]
+        var best: Int?
         for i in 0..<n {
-            // prune: keep states no other beats on both bytes and seconds
-            let sorted = fronts[i].sorted { (states[$0].bytes, states[$0].seconds) < (states[$1].bytes, states[$1].seconds) }
-            var kept: [Int] = [], cheapest = Double.infinity
-            for s in sorted where states[s].seconds < cheapest { kept.append(s); cheapest = states[s].seconds }
-            var recompute = 0.0
-            for j in (i + 1)...n {
-                recompute += b[j - 1].recomputeSeconds
-                let checkpoint = profile.checkpointBytes(i..<j) // stays for the segments after it
-                for s in kept where states[s].bytes + peaks.own[i][j] <= budget {
-                    let st = states[s]
-                    if j == n {
-                        if best == nil || st.seconds < best!.seconds { best = (st.seconds, s, i) }
-                    } else {
-                        states.append(State(bytes: st.bytes + checkpoint, seconds: st.seconds + recompute,
-                                            parent: s, start: i))
-                        fronts[j].append(states.count - 1)
+            for (entry, candidates) in fronts[i] {
+                // keep the states no other beats on both bytes and seconds
+                let sorted = candidates.sorted { (states[$0].bytes, states[$0].seconds) < (states[$1].bytes, states[$1].seconds) }
+                var kept: [Int] = [], least = Double.infinity
+                for s in sorted where states[s].seconds < least { kept.append(s); least = states[s].seconds }
+                for option in options[i] {
+                    // only a stash rebuilds its input from the stash before it
+                    let rebuilt = option.choice.stashes ? entry : Entry(inputHeld: entry.inputHeld, rebuiltBy: nil)
+                    guard let cost = option.costs[rebuilt] else { continue }
+                    let next = exit(i, option.choice, cost)
+                    for s in kept where states[s].bytes + max(cost.forwardPeak, cost.backwardPeak) <= budget {
+                        let st = states[s]
+                        let state = State(bytes: st.bytes + cost.keeps, seconds: st.seconds + cost.seconds, parent: s,
+                                          start: i, choice: option.choice)
+                        if option.end == n {
+                            if best == nil || state.seconds < states[best!].seconds { states.append(state); best = states.count - 1 }
+                        } else {
+                            states.append(state)
+                            fronts[option.end][next, default: []].append(states.count - 1)
+                        }
                     }
                 }
             }
         }
-        guard let best else { return nil }
-        var segments = [best.start..<n], s = best.state, end = best.start
+        guard var s = best else { return nil }
+        var choices = [BlockChoice](repeating: .keep, count: n), end = n
         while states[s].parent >= 0 {
-            segments.insert(states[s].start..<end, at: 0)
-            end = states[s].start
-            s = states[s].parent
+            let st = states[s]
+            for k in st.start..<end { choices[k] = st.choice == .checkpoint && k > st.start ? .recompute : st.choice }
+            (end, s) = (st.start, st.parent)
         }
-        return .segmented(segments)
-    }
-}
-
-/// What a segment adds to the checkpoints before it, for each (start, end), computed once:
-/// its forward, or its rebuild and backward (the last segment: its forward, loss and
-/// backward).
-private struct SegmentPeaks {
-    let own: [[Int]] // [start][end]
-
-    init(_ profile: ChainProfile) {
-        let n = profile.blocks.count
-        own = (0..<n).map { i in
-            (0...n).map { j in
-                if j <= i { return 0 }
-                let peaks = profile.segmentPeaks(i..<j, last: j == n)
-                return max(peaks.forward, peaks.backward)
-            }
-        }
+        return try! CheckpointPlan(choices: choices)
     }
 }
 
@@ -236,13 +331,15 @@ extension CheckpointPlan {
     /// feasible budget to no checkpointing's peak (each budget the peak of the plan it gives,
     /// distinct plans only).
     public static func frontier(_ profile: ChainProfile, budgets: Int = 8) throws -> [CheckpointPolicy] {
+        let n = profile.blocks.count
         let none = try CheckpointPlan(policy: .keepAll, profile: profile).predict(profile).peakBytes
         let smallest = smallestBudget(profile)
-        var policies: [CheckpointPolicy] = [.keepAll, .minimal, .selective, .sqrtN], seen: [[Range<Int>]] = []
+        var policies: [CheckpointPolicy] = [.keepAll, .minimal, .selective, .sqrtN]
+        var seen: [CheckpointPlan] = [.segmented([0..<n]), .minimal(blocks: n), .selective(blocks: n)]
         for k in 0..<max(budgets, 0) {
             let bound = smallest + (none - smallest) * k / max(1, budgets - 1)
-            guard let plan = cheapest(within: bound, profile), plan.segments.count > 1, !seen.contains(plan.segments) else { continue }
-            seen.append(plan.segments)
+            guard let plan = cheapest(within: bound, profile), !seen.contains(plan) else { continue }
+            seen.append(plan)
             policies.append(.budget(bytes: plan.predict(profile).peakBytes))
         }
         return policies

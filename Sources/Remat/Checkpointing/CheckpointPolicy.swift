@@ -10,10 +10,11 @@ public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
     /// The peak of at most ceil(sqrt(n)) segments of balanced bytes (O(sqrt n) memory), with
     /// the least recompute that peak allows (given a chain profile; see `CheckpointPlan`).
     case sqrtN
-    /// The segments that recompute the least forward time while the predicted peak of
-    /// activation bytes stays within this many bytes (a dynamic program over the chain's
-    /// measured or estimated profile). A budget below the smallest feasible one is an error
-    /// that names that smallest budget.
+    /// The choice per block (keep, minimal or selective stash, or rebuilt in a checkpointed
+    /// segment) that rebuilds for the least time while the predicted peak of activation bytes
+    /// stays within this many bytes (a dynamic program over the chain's measured or estimated
+    /// profile; with overlap, segmentations only). A budget below the smallest feasible one is
+    /// an error that names that smallest budget.
     case budget(bytes: Int)
     /// Keep only the outputs of expensive layers (convolutions, linear) and the block
     /// inputs that cannot be rebuilt from them; recompute the cheap layers (BatchNorm, ReLU,

@@ -43,6 +43,8 @@ struct LiveBytes {
     mutating func hold(_ id: Int, _ bytes: Int) {
         if let h = holders[id] { holders[id] = (h.bytes, h.count + 1) } else { holders[id] = (bytes, 1); charge(bytes) }
     }
+    /// How many holders activation `id` has.
+    func holders(of id: Int) -> Int { holders[id]?.count ?? 0 }
     mutating func drop(_ id: Int) {
         guard let h = holders[id] else { preconditionFailure("activation \(id) dropped while not held") }
         if h.count == 1 { holders[id] = nil; release(h.bytes) } else { holders[id] = (h.bytes, h.count - 1) }
@@ -55,14 +57,20 @@ struct LiveBytes {
 struct ByteReplay {
     let profile: ChainProfile
     var bytes = LiveBytes()
-    /// Whether stashes are `minimal`'s (else selective's).
-    var minimal = false
+    /// Each block's choice (which stash it keeps).
+    var choices: [BlockChoice]
+    /// Seconds and forward FLOPs of the rebuilds replayed so far.
+    private(set) var seconds = 0.0, flops = 0
     /// What each block's record holds: bytes of its own and the activations it keeps.
     private var records: [Int: (bytes: Int, holds: [Int])] = [:]
 
-    init(_ profile: ChainProfile) { self.profile = profile }
+    init(_ profile: ChainProfile, choices: [BlockChoice]? = nil) {
+        self.profile = profile
+        self.choices = choices ?? Array(repeating: .keep, count: profile.blocks.count)
+    }
 
     private var b: [BlockCost] { profile.blocks }
+    private func stash(_ k: Int) -> StashCost { b[k].stash(minimal: choices[k] == .minimal) }
 
     mutating func apply(_ op: StepOperation) {
         switch op {
@@ -75,21 +83,26 @@ struct ByteReplay {
         case .rebuild(let s):
             let (i, j) = (s.blocks.lowerBound, s.blocks.upperBound)
             bytes.hold(i, b[i].inputBytes) // the rebuild's variable
-            for k in s.blocks { forward(k, keep: .records, rebuild: true) }
+            for k in s.blocks {
+                forward(k, keep: .records, rebuild: true)
+                (seconds, flops) = (seconds + b[k].recomputeSeconds, flops + b[k].forwardFLOPs * profile.batch)
+            }
             bytes.drop(j) // the rebuild returns its records, not its output
             bytes.drop(i) // and lets the checkpoint go
         case .rebuildFromStash(let k):
             var r = records[k]!
-            let s = b[k].stash(minimal: minimal)
+            let s = stash(k)
             if !r.holds.contains(k) { // the input, rebuilt from the previous block's stash
-                let previous = b[k - 1].stash(minimal: minimal)
+                let previous = stash(k - 1)
                 bytes.transient(previous.outputRebuildPeak ?? 0)
                 bytes.charge(previous.outputRebuildBytes)
                 r.bytes += previous.outputRebuildBytes
+                seconds += previous.outputRebuildSeconds
             }
             bytes.transient(s.rebuildPeak)
             bytes.charge(s.rebuildBytes)
             r.bytes += s.rebuildBytes
+            seconds += s.rebuildSeconds
             records[k] = r
         case .backward(let k):
             let c = b[k], r = records.removeValue(forKey: k)!
@@ -121,7 +134,7 @@ struct ByteReplay {
             r.bytes = c.statisticsBytes
             bytes.charge(c.statisticsBytes)
         case .stash(let keepsInput):
-            let s = c.stash(minimal: minimal)
+            let s = stash(k)
             r.bytes = s.bytes
             bytes.charge(s.bytes)
             if keepsInput { r.holds.append(k) }
@@ -155,25 +168,33 @@ struct ByteReplay {
 }
 
 extension ChainProfile {
-    /// Peaks of one segment of a plan, above the checkpoints of the segments before it: while
-    /// its forward phase runs (the last segment: with the loss and its backward), and while
-    /// its backward phase runs (the rebuild from its checkpoint, then its backward).
-    func segmentPeaks(_ range: Range<Int>, last: Bool) -> (forward: Int, backward: Int) {
-        let s = Segment(index: 0, blocks: range), i = range.lowerBound
-        var r = ByteReplay(self)
+    /// What stage `range` (one block for a stash) costs under `choice`, above the bytes the
+    /// stages before it keep: `inputHeld`, the stage before keeps its input (then not
+    /// charged again); `rebuiltBy`, the stash kind of the block before when that block can
+    /// rebuild this one's input (a stash then keeps no input). Replays the stage's operations.
+    func stageCost(_ range: Range<Int>, _ choice: BlockChoice, inputHeld: Bool, rebuiltBy: BlockChoice?) -> StageCost {
+        let (i, j) = (range.lowerBound, range.upperBound)
+        var choices = [BlockChoice](repeating: .keep, count: blocks.count)
+        for k in range { choices[k] = choice }
+        if let before = rebuiltBy { choices[i - 1] = before }
+        let stage: Stage = choice.stashes ? .stash(block: i, keepsInput: rebuiltBy == nil)
+                                          : .segment(Segment(index: 0, blocks: range), recomputed: choice.recomputes)
+        var r = ByteReplay(self, choices: choices)
         r.bytes.hold(i, blocks[i].inputBytes) // the step's current activation
-        for op in StepSchedule.forwardPhase(of: s, last: last) { r.apply(op) }
-        if last {
+        if inputHeld { r.bytes.hold(i, blocks[i].inputBytes) } // and the stage before's records
+        for op in StepSchedule.forwardPhase(of: stage) { r.apply(op) }
+        if j == blocks.count {
             r.apply(.loss)
-            for op in StepSchedule.backwardPhase(of: s, last: true) { r.apply(op) }
-            return (r.bytes.peak, r.bytes.peak)
+            for op in StepSchedule.backwardPhase(of: stage) { r.apply(op) }
+            return StageCost(forwardPeak: r.bytes.peak, backwardPeak: r.bytes.peak, keeps: 0, keepsOutput: false, seconds: r.seconds)
         }
-        let forward = r.bytes.peak
-        r.bytes.drop(range.upperBound) // the output goes on as the next segment's activation
+        let forward = r.bytes.peak, keepsOutput = r.bytes.holders(of: j) > 1
+        r.bytes.drop(j) // the output goes on as the next stage's input
+        let keeps = r.bytes.live - (keepsOutput ? blocks[j].inputBytes : 0) // the next stage counts the output
         r.bytes.resetPeak()
-        r.backwardEntered(at: range.upperBound)
-        for op in StepSchedule.backwardPhase(of: s, last: false) { r.apply(op) }
-        return (forward, r.bytes.peak)
+        r.backwardEntered(at: j)
+        for op in StepSchedule.backwardPhase(of: stage) { r.apply(op) }
+        return StageCost(forwardPeak: forward, backwardPeak: r.bytes.peak, keeps: keeps, keepsOutput: keepsOutput, seconds: r.seconds)
     }
 
     /// Peak of a segment's backward pass alone, its records already rebuilt (with overlap,
@@ -200,17 +221,20 @@ extension ChainProfile {
 
     /// Whether each block can rebuild its output from its stash under `plan`.
     func rebuildsOutput(_ plan: CheckpointPlan) -> [Bool] {
-        blocks.map { $0.stash(minimal: plan.keepsMinimum).outputRebuildPeak != nil }
+        zip(blocks, plan.choices).map { $0.stash(minimal: $1 == .minimal).outputRebuildPeak != nil }
     }
+}
 
-    /// The peak of a whole step's schedule.
-    func replayPeak(_ schedule: StepSchedule) -> Int {
-        var r = ByteReplay(self)
-        r.minimal = schedule.plan.keepsMinimum
-        r.bytes.hold(0, 0) // the images, the step's first activation
-        for op in schedule.operations { r.apply(op) }
-        return r.bytes.peak
-    }
+/// What one stage of a plan adds to the bytes the stages before it keep: the most while its
+/// forward phase runs (the last stage: with the loss and its backward phase) and while its
+/// backward phase runs (a segment's rebuild included); what it keeps for the stages after
+/// it, and whether that includes its output; the seconds of its rebuilds.
+struct StageCost {
+    var forwardPeak: Int
+    var backwardPeak: Int
+    var keeps: Int
+    var keepsOutput: Bool
+    var seconds: Double
 }
 
 /// Paces the recompute thread under `Overlap.memoryLimit` with the same replay of allocations
@@ -260,32 +284,28 @@ extension CheckpointPlan {
     public func predict(_ profile: ChainProfile, overlap: Overlap? = nil) -> PlanPrediction {
         let b = profile.blocks
         let step = b.reduce(0) { $0 + $1.forwardSeconds + $1.backwardSeconds }
-        let peak = profile.replayPeak(StepSchedule(self, rebuildsOutput: profile.rebuildsOutput(self)))
-        guard case .segmented(let segments) = self else {
-            let seconds = b.dropLast().map { $0.stash(minimal: keepsMinimum) }
-                .reduce(0) { $0 + $1.rebuildSeconds + ($1.outputRebuildPeak == nil ? 0 : $1.outputRebuildSeconds) }
-            return PlanPrediction(peakBytes: peak, overlappedPeakBound: nil, recomputedBlocks: b.count - 1,
-                                  extraForwardFLOPs: 0, extraForwardSeconds: seconds, stepSeconds: step)
-        }
+        let schedule = StepSchedule(self, rebuildsOutput: profile.rebuildsOutput(self))
+        var r = ByteReplay(profile, choices: schedule.choices)
+        r.bytes.hold(0, 0) // the images, the step's first activation
+        for op in schedule.operations { r.apply(op) }
         var bound: Int?
-        if let o = overlap {
+        if let o = overlap, isSegmented {
             // the main thread runs the forward and then only backward passes; while segment
             // s's runs, the recompute thread may hold up to `lookahead` earlier segments
             // rebuilt and be running a forward
             var prefix = 0, worst = 0
-            for (s, r) in segments.enumerated() {
-                worst = max(worst, prefix + profile.segmentPeaks(r, last: s == segments.count - 1).forward)
+            for (s, range) in segments.enumerated() {
+                let last = s == segments.count - 1
+                worst = max(worst, prefix + profile.stageCost(range, last ? .keep : .checkpoint, inputHeld: false, rebuiltBy: nil).forwardPeak)
                 let ahead = segments[max(0, s - o.lookahead)..<s].reduce(0) { $0 + profile.rebuiltBytes($1) }
                 let transient = s > 0 ? segments[s - 1].map { b[$0].recomputePeak }.max() ?? 0 : 0
-                worst = max(worst, prefix + profile.backwardOnlyPeak(r) + ahead + transient)
-                prefix += profile.checkpointBytes(r)
+                worst = max(worst, prefix + profile.backwardOnlyPeak(range) + ahead + transient)
+                prefix += profile.checkpointBytes(range)
             }
-            bound = o.memoryLimit.map { min(worst, max($0, peak)) } ?? worst
+            bound = o.memoryLimit.map { min(worst, max($0, r.bytes.peak)) } ?? worst
         }
-        let again = segments.dropLast().flatMap { $0 }
-        return PlanPrediction(peakBytes: peak, overlappedPeakBound: bound,
-                              recomputedBlocks: again.count, extraForwardFLOPs: again.reduce(0) { $0 + b[$1].forwardFLOPs },
-                              extraForwardSeconds: again.reduce(0) { $0 + b[$1].recomputeSeconds }, stepSeconds: step)
+        return PlanPrediction(peakBytes: r.bytes.peak, overlappedPeakBound: bound, recomputedBlocks: choices.filter { $0 != .keep }.count,
+                              extraForwardFLOPs: r.flops, extraForwardSeconds: r.seconds, stepSeconds: step)
     }
 }
 

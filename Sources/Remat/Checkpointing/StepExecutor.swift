@@ -34,8 +34,8 @@ struct StepExecutor {
     func runOverlapped(images: Tensor, labels: [Int32], context: ForwardContext, overlap: Overlap,
                        thread: RecomputeThread, account: MemoryAccount, pacer: RecomputePacer?) throws -> (loss: Float, correct: Int) {
         try model.check(images)
-        if schedule.plan.stashes {
-            throw RematError.invalidArgument("selective and minimal rebuild on the backward thread: turn overlap off, or use every-k, sqrt(n) or a budget with overlap")
+        guard schedule.plan.isSegmented else {
+            throw RematError.invalidArgument("\(schedule.plan) rebuilds stashes on the backward thread: turn overlap off, or use every-k, sqrt(n) or a budget with overlap")
         }
         var state = StepState(images: images, blocks: model.blocks.count)
         for op in schedule.forwardOperations { try perform(op, &state, labels: labels, context: context, rebuilder: nil) }
@@ -85,7 +85,7 @@ struct StepExecutor {
                 if keepsInput { state.keptInputs[i] = state.activation }
                 (state.stashes[i], state.stashStatistics[i]) = (ActivationStash(), ActivationStash())
                 (c.stash, c.statistics) = (state.stashes[i], state.stashStatistics[i])
-                c.keepsMinimum = schedule.plan.keepsMinimum
+                c.keepsMinimum = schedule.choices[i] == .minimal
             }
             let (y, saved) = try trace.span("forward", block: i) { try model.blocks[i].forward(state.activation, c) }
             if keep == .records { state.records[i] = saved } // the others are dropped here and rebuilt later
@@ -110,10 +110,11 @@ struct StepExecutor {
             for (i, record) in zip(s.blocks, saved) { state.records[i] = record }
         case .rebuildFromStash(let i):
             var replay = context.rebuilding
-            replay.keepsMinimum = schedule.plan.keepsMinimum
+            replay.keepsMinimum = i > 0 && schedule.choices[i - 1] == .minimal
             let input = try state.keptInputs[i] ?? trace.span("recompute", block: i - 1) {
                 try (model.blocks[i - 1] as! OutputFromStash).outputFromStash(state.stashes[i - 1]!, replay)!
             }
+            replay.keepsMinimum = schedule.choices[i] == .minimal
             state.stashes[i]!.rewind()
             state.stashStatistics[i]!.rewind()
             (replay.stash, replay.statistics) = (state.stashes[i], state.stashStatistics[i])
@@ -197,6 +198,6 @@ extension Model {
 
     /// Whether each block can rebuild its output from its stash alone under `plan`.
     func rebuildsOutput(_ plan: CheckpointPlan) -> [Bool] {
-        blocks.map { ($0 as? OutputFromStash)?.rebuildsOutputFromStash(minimal: plan.keepsMinimum) == true }
+        zip(blocks, plan.choices).map { ($0 as? OutputFromStash)?.rebuildsOutputFromStash(minimal: $1 == .minimal) == true }
     }
 }

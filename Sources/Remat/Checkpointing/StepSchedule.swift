@@ -37,46 +37,65 @@ enum StepOperation: Sendable, Equatable {
     }
 }
 
+/// A part of the chain a schedule runs as one: a segment, rebuilt from its checkpoint or kept
+/// whole, or one block that keeps a stash.
+enum Stage: Sendable, Equatable {
+    case segment(Segment, recomputed: Bool)
+    case stash(block: Int, keepsInput: Bool)
+}
+
 /// The operations of one training step under a plan, in order: the forward phase up to and
 /// including the loss, then the backward phase.
 struct StepSchedule: Sendable, Equatable {
     let plan: CheckpointPlan
+    /// Each block's choice under the plan.
+    let choices: [BlockChoice]
     let operations: [StepOperation]
-    /// The checkpointed segments (one for a plan without checkpoints).
+    /// The segments, recomputed or kept, in order (a plan of segments: every block's).
     let segments: [Segment]
-    /// The segment of each block.
+    /// The segment of each block (a plan of segments only).
     var segmentOf: [Int] { segments.flatMap { s in s.blocks.map { _ in s.index } } }
 
     /// The schedule of `plan`; `rebuildsOutput[i]` says whether block i can rebuild its output
     /// from its stash under this plan (so the next block need not keep its input).
     init(_ plan: CheckpointPlan, rebuildsOutput: [Bool]) {
-        precondition(rebuildsOutput.count == plan.segments.last!.upperBound, "one flag per block")
+        let choices = plan.choices
+        precondition(rebuildsOutput.count == choices.count, "one flag per block")
         self.plan = plan
-        switch plan {
-        case .segmented(let ranges):
-            segments = ranges.enumerated().map { Segment(index: $0, blocks: $1) }
-            let last = segments.count - 1
-            operations = segments.flatMap { StepSchedule.forwardPhase(of: $0, last: $0.index == last) } + [.loss]
-                + segments.reversed().flatMap { StepSchedule.backwardPhase(of: $0, last: $0.index == last) }
-        case .selective(let n), .minimal(let n):
-            segments = [Segment(index: 0, blocks: 0..<n)]
-            var ops: [StepOperation] = (0..<(n - 1)).map {
-                .forward(block: $0, keep: .stash(keepsInput: $0 == 0 || !rebuildsOutput[$0 - 1]))
+        self.choices = choices
+        var stages: [Stage] = [], segments: [Segment] = []
+        for r in plan.segments {
+            let first = r.lowerBound, choice = choices[first]
+            if choice.stashes {
+                stages += r.map { .stash(block: $0, keepsInput: $0 == 0 || !(choices[$0 - 1].stashes && rebuildsOutput[$0 - 1])) }
+            } else {
+                segments.append(Segment(index: segments.count, blocks: r))
+                stages.append(.segment(segments.last!, recomputed: choice.recomputes))
             }
-            ops += [.forward(block: n - 1, keep: .records), .loss, .backward(block: n - 1)]
-            for i in stride(from: n - 2, through: 0, by: -1) { ops += [.rebuildFromStash(block: i), .backward(block: i)] }
-            operations = ops
+        }
+        self.segments = segments
+        operations = stages.flatMap(StepSchedule.forwardPhase) + [.loss] + stages.reversed().flatMap(StepSchedule.backwardPhase)
+    }
+
+    /// A stage's forward: a recomputed segment keeps its checkpoint and statistics, a kept
+    /// one its records.
+    static func forwardPhase(of stage: Stage) -> [StepOperation] {
+        switch stage {
+        case .segment(let s, let recomputed):
+            return (recomputed ? [.checkpoint(s)] : []) + s.blocks.map { .forward(block: $0, keep: recomputed ? .statistics : .records) }
+        case .stash(let i, let keepsInput):
+            return [.forward(block: i, keep: .stash(keepsInput: keepsInput))]
         }
     }
 
-    /// A segment's forward: the last keeps every record, the others keep their checkpoint.
-    static func forwardPhase(of s: Segment, last: Bool) -> [StepOperation] {
-        (last ? [] : [.checkpoint(s)]) + s.blocks.map { .forward(block: $0, keep: last ? .records : .statistics) }
-    }
-
-    /// A segment's backward: the others are rebuilt first.
-    static func backwardPhase(of s: Segment, last: Bool) -> [StepOperation] {
-        (last ? [] : [.rebuild(s)]) + s.blocks.reversed().map { .backward(block: $0) } + [.release(s)]
+    /// A stage's backward: a recomputed segment is rebuilt first, a stashed block's cheap layers.
+    static func backwardPhase(of stage: Stage) -> [StepOperation] {
+        switch stage {
+        case .segment(let s, let recomputed):
+            return (recomputed ? [.rebuild(s)] : []) + s.blocks.reversed().map { .backward(block: $0) } + [.release(s)]
+        case .stash(let i, _):
+            return [.rebuildFromStash(block: i), .backward(block: i)]
+        }
     }
 
     /// The operations up to and including the loss, and those after it.

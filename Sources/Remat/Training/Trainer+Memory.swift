@@ -61,15 +61,19 @@ extension Trainer {
     }
 
     /// The predicted process peak of each plan the limit may choose: none, minimal, selective, sqrt(n)
-    /// and the budget plan that takes what the limit leaves (when there is room for one).
+    /// and the budget plan that takes what the limit leaves (when there is room for one:
+    /// chosen per block, and with overlap also among segmentations, which can overlap).
     func memoryCandidates(limit: Int, batch: Int, overlap: Overlap?, datasetBytes: Int, runtime: Int) throws -> [MemoryFit] {
         let profile = try self.profile(batch: batch)
         let fixed = ProcessMemory.predict(trainer: self, batch: batch, activations: 0, overlap: overlap != nil,
                                           datasetBytes: datasetBytes, runtime: runtime)
         let room = ProcessMemory.usable(limit) - fixed.total
-        var policies: [CheckpointPolicy] = [.keepAll, .minimal, .selective, .sqrtN]
-        if room > 0, CheckpointPlan.cheapest(within: room, profile) != nil { policies.append(.budget(bytes: room)) }
-        return try policies.map { policy in
+        var policies: [(CheckpointPolicy, Overlap?)] = [.keepAll, .minimal, .selective, .sqrtN].map { ($0, overlap) }
+        for o in (overlap == nil ? [nil] : [overlap, nil])
+            where room > 0 && CheckpointPlan.cheapest(within: room, profile, perBlock: o == nil) != nil {
+            policies.append((.budget(bytes: room), o))
+        }
+        return try policies.map { policy, overlap in
             let (checkpointing, p) = try Self.planned(policy, profile, overlap: overlap)
             let memory = ProcessMemory.predict(trainer: self, batch: batch, activations: p.activationPeak,
                                                overlap: checkpointing.overlap != nil, datasetBytes: datasetBytes,
@@ -81,7 +85,8 @@ extension Trainer {
     /// `policy` with `overlap` where it can overlap (selective and minimal cannot), and its prediction.
     static func planned(_ policy: CheckpointPolicy, _ profile: ChainProfile, overlap: Overlap?) throws -> (Checkpointing, PlanPrediction) {
         let checkpointing = Checkpointing(policy: policy, overlap: policy.canOverlap ? overlap : nil)
-        return (checkpointing, try CheckpointPlan(policy: policy, profile: profile).predict(profile, overlap: checkpointing.effectiveOverlap))
+        let plan = try CheckpointPlan(policy: policy, profile: profile, overlapped: checkpointing.effectiveOverlap != nil)
+        return (checkpointing, plan.predict(profile, overlap: checkpointing.effectiveOverlap))
     }
 
     /// The largest batch in (`lo`, `hi`) that `fits`, or `lo`: `lo` fits (or is 0), `hi` does not.

@@ -96,19 +96,20 @@ public final class Trainer {
         return p
     }
     private var profiles: [Int: ChainProfile] = [:]
-    private var plans: [Int: (policy: CheckpointPolicy, plan: CheckpointPlan)] = [:]
+    private var plans: [Int: (policy: CheckpointPolicy, overlapped: Bool, plan: CheckpointPlan)] = [:]
 
-    /// The plan of a step, made once per batch size and policy (overlap does not change it).
-    /// Policies that balance or budget bytes need the profile; the others only count blocks.
+    /// The plan of a step, made once per batch size and checkpointing (with overlap, a budget
+    /// chooses among segmentations only). Policies that balance or budget bytes need the
+    /// profile; the others only count blocks.
     private func stepPlan(batch: Int) throws -> CheckpointPlan {
-        let policy = checkpointing.policy
-        if let p = plans[batch], p.policy == policy { return p.plan }
+        let policy = checkpointing.policy, overlapped = checkpointing.effectiveOverlap != nil
+        if let p = plans[batch], p.policy == policy, p.overlapped == overlapped { return p.plan }
         let plan: CheckpointPlan
         switch policy {
-        case .sqrtN, .budget: plan = try CheckpointPlan(policy: policy, profile: profile(batch: batch))
+        case .sqrtN, .budget: plan = try CheckpointPlan(policy: policy, profile: profile(batch: batch), overlapped: overlapped)
         default: plan = try CheckpointPlan(policy: policy, blocks: model.blocks.count)
         }
-        plans[batch] = (policy, plan)
+        plans[batch] = (policy, overlapped, plan)
         return plan
     }
 
