@@ -302,11 +302,12 @@ struct Bench: ParsableCommand {
         if !json && !csv { print("wrote the trade-off plot to \(path): open it in a browser") }
     }
 
-    /// Share of the recompute time the overlap hid, per plan run both ways (with overlap, a
-    /// budget chooses among segmentations only, so its plan may differ from the sequential one).
+    /// Share of the recompute time the overlap hid, per policy run both ways as segments (with
+    /// overlap a budget chooses among segmentations only: against a per-block plan run
+    /// sequentially, there is no share to give).
     func hidden(_ row: Row, in rows: [Row], base: Double?) -> Double? {
         guard row.overlap, let base,
-              let sequential = rows.first(where: { $0.plan == row.plan && !$0.overlap })?.median,
+              let sequential = rows.first(where: { $0.policy == row.policy && !$0.overlap && $0.plan.isSegmented })?.median,
               sequential > base else { return nil }
         return (sequential - row.median) / (sequential - base)
     }

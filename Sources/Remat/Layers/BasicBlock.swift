@@ -7,7 +7,9 @@ import RematKernels
 /// keeps (BN's output is u - shortcut), not from its input c2, so the block keeps u in place
 /// of c2 and its output: the ReLU's mask is u's sign and the next block's input is relu(u).
 /// Every policy uses that backward, so they agree to the bit. A step whose BatchNorm scale
-/// is too small to divide by (`BatchNorm2D.invertible`) keeps c2 and differentiates from it.
+/// is too small to divide by (`BatchNorm2D.invertible`) keeps no more: its backward pass
+/// runs conv2 again on conv2's kept input and differentiates BatchNorm from that c2, so a
+/// plan's predicted peak holds for any scale.
 public final class BasicBlock: Layer, OutputFromStash {
     /// Channels in and out, and the stride of its first convolution (and shortcut).
     public let inChannels: Int, outChannels: Int, stride: Int
@@ -61,10 +63,10 @@ public final class BasicBlock: Layer, OutputFromStash {
     }
 
     /// relu(main(x) + shortcut(x)), the same (N, C, H, W) or, strided, (N, 2C, H/2, W/2).
-    /// Records: the main path's layers (bn2's: its inverse deviation alone when invertible),
-    /// the shortcut's, and the sum. Keeping the minimum (`ForwardContext.keepsMinimum`), the
-    /// stash gets conv1's and the projection's outputs, bn2's inverse deviation and the sum,
-    /// and a rebuild from it skips conv2 and bn2.
+    /// Records: the main path's layers (bn2's: its inverse deviation alone when invertible,
+    /// else its batch mean too), the shortcut's, and the sum. Keeping the minimum
+    /// (`ForwardContext.keepsMinimum`), the stash gets conv1's and the projection's outputs,
+    /// bn2's record and the sum, and a rebuild from it skips conv2 and bn2.
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
         guard context.training else {
             let m = try main.forward(x, context).0, sc = try shortcut?.forward(x, context).0 ?? x
@@ -72,15 +74,16 @@ public final class BasicBlock: Layer, OutputFromStash {
             kn_add_relu(y.pointer, m.pointer, sc.pointer, m.shape.count)
             return (y, Saved()) // evaluation keeps nothing: there is no backward pass
         }
-        let fromSum = bn2.invertible, minimal = context.keepsMinimum && fromSum
+        // bn2's record: its inverse deviation, and its mean where c2 must be rebuilt
+        let bn2Kept = bn2.invertible ? 1 : 2, minimal = context.keepsMinimum
         let (c1, conv1Saved) = try conv1.forward(x, context)
         let (r1, bn1Saved, reluSaved) = try bn1.forwardWithReLU(c1, context)
         var inner = context // conv2 and bn2: nothing of theirs in a minimal stash or its statistics
         if minimal { (inner.stash, inner.statistics) = (nil, nil) }
         if minimal, let stash = context.stash, stash.replaying {
             let shortcutSaved = try shortcut?.forward(x, context).1 ?? Saved()
-            let invstd = stash.replayed()!, sum = stash.replayed()!
-            let mainSaved = Saved(children: [conv1Saved, bn1Saved, reluSaved, Saved(tensors: [r1]), Saved(tensors: [invstd])])
+            let bn2Saved = Saved(tensors: (0..<bn2Kept).map { _ in stash.replayed()! }), sum = stash.replayed()!
+            let mainSaved = Saved(children: [conv1Saved, bn1Saved, reluSaved, Saved(tensors: [r1]), bn2Saved])
             // a rebuild's output goes unused (the next block has its input, `outputFromStash`):
             // the sum stands in for relu(sum), saving a pass over it
             return (sum, Saved(children: [mainSaved, shortcutSaved, Saved(tensors: [sum])]))
@@ -88,9 +91,9 @@ public final class BasicBlock: Layer, OutputFromStash {
         let (c2, conv2Saved) = try conv2.forward(r1, inner)
         let (sc, shortcutSaved) = try shortcut?.forward(x, context) ?? (x, Saved())
         let (sum, y, bn2Full) = try bn2.forwardAddReLU(c2, shortcut: sc, inner) // bn2's output is never written
-        let bn2Saved = fromSum ? Saved(tensors: [bn2Full.tensors[2]]) : bn2Full
-        if context.keepsMinimum, let stash = context.stash {
-            stash.record(bn2Full.tensors[2])
+        let bn2Saved = Saved(tensors: Array(bn2Full.tensors.suffix(bn2Kept))) // never c2
+        if minimal, let stash = context.stash {
+            bn2Saved.tensors.forEach(stash.record)
             stash.record(sum)
         }
         let mainSaved = Saved(children: [conv1Saved, bn1Saved, reluSaved, conv2Saved, bn2Saved])
@@ -109,9 +112,10 @@ public final class BasicBlock: Layer, OutputFromStash {
             let sc = try shortcut.map { try ($0.layers[1] as! BatchNorm2D).output(from: shortcutSaved.children[1]) }
                 ?? mainSaved.children[0].tensors[0] // identity: the block's input, conv1's record
             (dsum, dc2) = try bn2.residualBackward(dy, sum: sum, shortcut: sc, invstd: bn2Saved.tensors[0])
-        } else {
+        } else { // a scale too small to divide by: c2 again from conv2's input, the forward's bits
+            let c2 = try conv2.forward(mainSaved.children[3].tensors[0], ForwardContext(training: true)).0
             dsum = try relu.backward(dy, Saved(tensors: [sum])) // the sum has the output's sign
-            dc2 = try bn2.backward(dsum, bn2Saved)
+            dc2 = try bn2.backward(dsum, Saved(tensors: [c2] + bn2Saved.tensors))
         }
         var g = dc2
         for i in (0...3).reversed() { g = try main.layers[i].backward(g, mainSaved.children[i]) }
