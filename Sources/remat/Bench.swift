@@ -64,6 +64,8 @@ struct Bench: ParsableCommand {
     var frontier = false
     @Option(help: ArgumentHelp("Draw step time against peak activation memory, measured and predicted, into this SVG file.", valueName: "file.svg"))
     var plot: String?
+    @Option(help: ArgumentHelp("With --plot: also draw a peer's points from this file, one JSON object a line with who, label, peak_activation_mib and step_ms (Benchmarks/peers/torch_frontier.py writes PyTorch's).", valueName: "file.jsonl"))
+    var peerPoints: String?
     @Flag(help: "One JSON object per row instead of a table.") var json = false
     @Flag(help: "CSV with a header row instead of a table.") var csv = false
 
@@ -74,6 +76,10 @@ struct Bench: ParsableCommand {
         try validateSize(budget, option: "--budget", example: "80MiB")
         if let trace { try checkWritable(trace, option: "--trace") }
         if let plot { try checkWritable(plot, option: "--plot") }
+        if let peerPoints {
+            guard plot != nil else { throw ValidationError("--peer-points adds to the plot: give --plot FILE.svg too.") }
+            _ = try PeerPoint.load(peerPoints)
+        }
         if frontier && memoryOptions.memory != nil { throw ValidationError("--frontier runs every plan along the curve: drop --memory.") }
     }
 
@@ -297,8 +303,10 @@ struct Bench: ParsableCommand {
                       kind: .predicted, label: nil)
             }
         }
+        let peers = try peerPoints.map(PeerPoint.load) ?? []
+        points += peers.map { .init(mebibytes: $0.mebibytes, milliseconds: $0.milliseconds, kind: .peer, label: nil) }
         let title = "\(options.model), batch \(options.batch), \(settings.threads) thread(s), \(KernelRuntime.isa)"
-        try TradeOffPlot(title: title, points: points).svg.write(toFile: path, atomically: true, encoding: .utf8)
+        try TradeOffPlot(title: title, points: points, peer: peers.first?.who).svg.write(toFile: path, atomically: true, encoding: .utf8)
         if !json && !csv { print("wrote the trade-off plot to \(path): open it in a browser") }
     }
 
@@ -379,6 +387,33 @@ struct Bench: ParsableCommand {
                   + pad(String(format: "%8.1f", Double(ranks * options.batch) / r.median), 10)
                   + pad("\(mib(r.activationBytes)) (\(mib(r.predictedBytes)))", 22)
                   + pad(String(format: "%12.1f", r.rssMiB) + (r.predictedRSS.map { " (\(mib($0)))" } ?? ""), 14) + pad(versus, 9) + (ideal ? pad(hid, 18) + best : hid))
+        }
+    }
+}
+
+/// A point another framework measured for the plot (`--peer-points`).
+struct PeerPoint: Decodable {
+    var who: String, label: String
+    var mebibytes: Double, milliseconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case who, label, mebibytes = "peak_activation_mib", milliseconds = "step_ms"
+    }
+
+    /// The points of a JSON-lines file; an unreadable file or a malformed line is an error that names it.
+    static func load(_ path: String) throws -> [PeerPoint] {
+        guard let text = try? String(contentsOfFile: (path as NSString).expandingTildeInPath, encoding: .utf8) else {
+            throw ValidationError("--peer-points \(path): cannot read it. Give the file Benchmarks/peers/torch_frontier.py wrote.")
+        }
+        let lines = text.split(separator: "\n").filter { !$0.allSatisfy(\.isWhitespace) }
+        guard !lines.isEmpty else { throw ValidationError("--peer-points \(path) has no points.") }
+        return try lines.enumerated().map { k, line in
+            guard let p = try? JSONDecoder().decode(PeerPoint.self, from: Data(line.utf8)),
+                  p.mebibytes.isFinite, p.mebibytes >= 0, p.milliseconds.isFinite, p.milliseconds > 0 else {
+                throw ValidationError("--peer-points \(path), line \(k + 1): expected one JSON object with who, label, "
+                                      + "peak_activation_mib (>= 0) and step_ms (> 0).")
+            }
+            return p
         }
     }
 }

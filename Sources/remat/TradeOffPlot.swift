@@ -3,7 +3,7 @@ import Foundation
 /// Step time against peak activation memory as an SVG scatter plot: measured points (overlap
 /// off and on) and the plans' predictions, the named policies labelled.
 struct TradeOffPlot {
-    enum Kind { case measured, overlapped, predicted }
+    enum Kind { case measured, overlapped, predicted, peer }
     struct Point {
         var mebibytes: Double, milliseconds: Double
         var kind: Kind
@@ -11,6 +11,8 @@ struct TradeOffPlot {
     }
     var title: String
     var points: [Point]
+    /// Who the peer points are from, for the legend (nil: none drawn).
+    var peer: String? = nil
 
     /// Only these policies are labelled: the budget plans between them would crowd the plot.
     static let labelled: Set<String> = ["none", "minimal", "selective", "sqrt(n)"]
@@ -49,17 +51,19 @@ struct TradeOffPlot {
             case .measured: out += "<circle cx=\"\(cx)\" cy=\"\(cy)\" r=\"5\" fill=\"#1f77b4\"/>"
             case .overlapped: out += "<rect x=\"\(cx - 4)\" y=\"\(cy - 4)\" width=\"8\" height=\"8\" fill=\"#ff7f0e\"/>"
             case .predicted: out += "<circle cx=\"\(cx)\" cy=\"\(cy)\" r=\"5\" fill=\"none\" stroke=\"#555\"/>"
+            case .peer: out += "<path d=\"M \(cx) \(cy - 6) L \(cx + 5) \(cy + 4) L \(cx - 5) \(cy + 4) Z\" fill=\"#2ca02c\"/>"
             }
             if let label = p.label, TradeOffPlot.labelled.contains(label) {
                 out += "<text x=\"\(cx + 8)\" y=\"\(cy - 6)\">\(escape(label))</text>"
             }
             out += "\n"
         }
-        let legend: [(String, String)] = [
+        var legend: [(String, String)] = [
             ("<circle cx=\"0\" cy=\"0\" r=\"5\" fill=\"#1f77b4\"/>", "measured"),
             ("<rect x=\"-4\" y=\"-4\" width=\"8\" height=\"8\" fill=\"#ff7f0e\"/>", "measured, overlapped"),
             ("<circle cx=\"0\" cy=\"0\" r=\"5\" fill=\"none\" stroke=\"#555\"/>", "predicted"),
         ]
+        if let peer { legend.append(("<path d=\"M 0 -6 L 5 4 L -5 4 Z\" fill=\"#2ca02c\"/>", escape(peer))) }
         for (k, (mark, name)) in legend.enumerated() {
             let ly = top + 10 + 20 * Double(k)
             out += "<g transform=\"translate(\(width - right + 20) \(ly))\">\(mark)<text x=\"10\" y=\"4\">\(name)</text></g>\n"

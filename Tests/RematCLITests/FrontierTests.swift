@@ -31,8 +31,10 @@ struct FrontierTests {
     @Test func benchMeasuresAndPlotsTheCurve() throws {
         let folder = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
+        let peer = #"{"who": "PyTorch checkpoint_sequential", "label": "none", "peak_activation_mib": 1.5, "step_ms": 9.25}"#
+        try (peer + "\n").write(to: folder.appendingPathComponent("torch.jsonl"), atomically: true, encoding: .utf8)
         let r = try remat(["bench", "--model", "lenet5", "--batch", "8", "--frontier", "--steps", "1", "--warmup", "0",
-                           "--json", "--plot", "curve.svg"], folder: folder)
+                           "--json", "--plot", "curve.svg", "--peer-points", "torch.jsonl"], folder: folder)
         #expect(r.status == 0, "\(r.stderr)")
         for row in r.json {
             for field in ["policy", "overlap", "peak_activation_mib", "step_ms", "overhead"] {
@@ -43,5 +45,14 @@ struct FrontierTests {
         let svg = try String(contentsOf: folder.appendingPathComponent("curve.svg"), encoding: .utf8)
         #expect(svg.hasPrefix("<svg") && svg.contains(">none<") && svg.contains(">sqrt(n)<") && svg.contains("predicted"), "\(svg.prefix(400))")
         #expect(svg.components(separatedBy: "<circle").count - 1 >= r.json.count, "a mark for every measured point and prediction")
+        #expect(svg.components(separatedBy: "fill=\"#2ca02c\"").count - 1 == 2 && svg.contains(">PyTorch checkpoint_sequential<"),
+                "the peer's point and its legend")
+        // a peer file that is not one JSON object a line is refused before any step runs
+        try "{\"who\": \"x\"}\n".write(to: folder.appendingPathComponent("bad.jsonl"), atomically: true, encoding: .utf8)
+        for (file, plot) in [("bad.jsonl", true), ("missing.jsonl", true), ("torch.jsonl", false)] {
+            let bad = try remat(["bench", "--model", "lenet5", "--frontier", "--peer-points", file] + (plot ? ["--plot", "c.svg"] : []),
+                                folder: folder)
+            #expect(bad.status == 64 && bad.stderr.contains("--peer-points"), "\(file): \(bad.stderr)")
+        }
     }
 }
