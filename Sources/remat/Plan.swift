@@ -188,9 +188,10 @@ struct Plan: ParsableCommand {
             case .keep: return "kept"
             case .minimal: return "the least kept, the rest rebuilt"
             case .selective: return "conv/linear outputs kept, the rest rebuilt"
-            case .checkpoint:
+            case .checkpoint, .checkpointMinimal:
                 segment += 1
-                return "recomputed (segment \(segment))" + (i > 0 ? ", input is a checkpoint" : "")
+                return "recomputed (segment \(segment)" + (choice == .checkpointMinimal ? ", into minimal stashes)" : ")")
+                    + (i > 0 ? ", input is a checkpoint" : "")
             case .recompute: return "recomputed (segment \(segment))"
             }
         }

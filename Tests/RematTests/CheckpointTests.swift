@@ -119,6 +119,17 @@ struct CheckpointTests {
             .rebuild(s0), .backward(block: 1), .backward(block: 0), .release(s0),
         ])
         #expect(mixed.description == "rebuilt [0-1] minimal [2] selective [3] keep [4]")
+        // a segment rebuilt into minimal stashes: each block's cheap layers from its stash before its backward
+        let stashed = try CheckpointPlan(choices: [.checkpointMinimal, .recompute, .recompute, .keep])
+        #expect(!stashed.isSegmented && stashed.stashKinds == [.minimal, .minimal, .minimal, nil])
+        #expect(StepSchedule(stashed, rebuildsOutput: [true, false, true, false]).operations == [
+            .checkpoint(Segment(index: 0, blocks: 0..<3)), .forward(block: 0, keep: .statistics), .forward(block: 1, keep: .statistics),
+            .forward(block: 2, keep: .statistics), .forward(block: 3, keep: .records), .loss, .backward(block: 3),
+            .release(Segment(index: 1, blocks: 3..<4)),
+            .rebuildIntoStashes(Segment(index: 0, blocks: 0..<3), keepsInput: [true, false, true]),
+            .rebuildFromStash(block: 2), .backward(block: 2), .rebuildFromStash(block: 1), .backward(block: 1),
+            .rebuildFromStash(block: 0), .backward(block: 0), .release(Segment(index: 0, blocks: 0..<3)),
+        ])
         // choices go by the simplest name; impossible ones are refused
         #expect(try CheckpointPlan(choices: [.checkpoint, .recompute, .checkpoint, .keep, .keep]) == .segmented([0..<2, 2..<3, 3..<5]))
         #expect(try CheckpointPlan(choices: [.selective, .selective, .keep]) == .selective(blocks: 3))
@@ -174,7 +185,8 @@ struct CheckpointTests {
         let n = try make().blocks.count, batch = name == "vgg11" ? 2 : 4
         let cycles: [[BlockChoice]] = [[.checkpoint, .recompute, .minimal, .selective, .keep],
                                        [.selective, .minimal, .checkpoint, .recompute, .recompute, .keep, .minimal],
-                                       [.keep, .minimal, .minimal, .checkpoint, .selective]]
+                                       [.keep, .minimal, .minimal, .checkpoint, .selective],
+                                       [.checkpointMinimal, .recompute, .minimal, .checkpointMinimal, .checkpoint, .recompute]]
         let baseline = try runPlan(make, batch: batch, plan: .segmented([0..<n]))
         for cycle in cycles {
             let plan = try CheckpointPlan(choices: (0..<n).map { $0 == n - 1 ? .keep : cycle[$0 % cycle.count] })

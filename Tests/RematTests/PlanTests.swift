@@ -116,7 +116,8 @@ struct PlanTests {
 
     /// Per block, the dynamic program finds the least rebuild time within each budget: the
     /// same as trying every valid mix of keep, minimal, selective and checkpointed segments
-    /// on a ResNet of 8 blocks (stem, six BasicBlocks, two of them downsampling, head).
+    /// (rebuilt whole or into minimal stashes) on a ResNet of 8 blocks (stem, six
+    /// BasicBlocks, two of them downsampling, head).
     @Test func perBlockBudgetsAreOptimal() throws {
         let profile = try ChainProfile.measure(try Zoo.resnet(blocksPerStage: 2), batch: 4)
         let n = profile.blocks.count
@@ -127,7 +128,7 @@ struct PlanTests {
                 all.append((p.peakBytes, p.extraForwardSeconds))
                 return
             }
-            for c: BlockChoice in [.keep, .minimal, .selective, .checkpoint, .recompute]
+            for c: BlockChoice in [.keep, .minimal, .selective, .checkpoint, .checkpointMinimal, .recompute]
                 where c != .recompute || prefix.last?.recomputes == true { enumerate(prefix + [c]) }
         }
         enumerate([])

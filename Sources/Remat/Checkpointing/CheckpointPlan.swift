@@ -11,13 +11,19 @@ public enum BlockChoice: Sendable, Equatable, CustomStringConvertible {
     /// Nothing but its input (a checkpoint) and BatchNorm statistics: the first block of a
     /// segment rebuilt from that checkpoint just before the segment's backward pass.
     case checkpoint
-    /// Nothing: rebuilt with the segment of the block before it (a `checkpoint` or `recompute`).
+    /// As `checkpoint`, but the segment's rebuild keeps only minimal stashes, and each
+    /// block's cheap layers are rebuilt from its stash just before its backward pass (a
+    /// rebuilt segment then holds what `minimal` keeps, not everything).
+    case checkpointMinimal
+    /// Nothing: rebuilt with the segment of the block before it (a checkpoint or `recompute`).
     case recompute
 
     /// Whether the block keeps a stash and rebuilds its cheap layers from it (minimal, selective).
     var stashes: Bool { self == .minimal || self == .selective }
     /// Whether a checkpointed segment rebuilds the block.
-    var recomputes: Bool { self == .checkpoint || self == .recompute }
+    var recomputes: Bool { self == .checkpoint || self == .checkpointMinimal || self == .recompute }
+    /// Whether the block starts a checkpointed segment.
+    var startsSegment: Bool { self == .checkpoint || self == .checkpointMinimal }
 
     public var description: String {
         switch self {
@@ -25,6 +31,7 @@ public enum BlockChoice: Sendable, Equatable, CustomStringConvertible {
         case .minimal: return "minimal"
         case .selective: return "selective"
         case .checkpoint: return "checkpoint"
+        case .checkpointMinimal: return "checkpoint-minimal"
         case .recompute: return "recompute"
         }
     }
@@ -84,7 +91,18 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
     public var isSegmented: Bool {
         let c = choices
         guard let tail = c.firstIndex(of: .keep) else { return false }
-        return c[..<tail].allSatisfy(\.recomputes) && c[tail...].allSatisfy { $0 == .keep }
+        return c[..<tail].allSatisfy { $0 == .checkpoint || $0 == .recompute } && c[tail...].allSatisfy { $0 == .keep }
+    }
+
+    /// The stash each block keeps, if any: its own choice's, or, in a segment rebuilt into
+    /// minimal stashes, `minimal` (nil: none).
+    var stashKinds: [BlockChoice?] {
+        var minimalSegment = false
+        return choices.map { c in
+            if c.startsSegment { minimalSegment = c == .checkpointMinimal }
+            if c.stashes { return c }
+            return c.recomputes && minimalSegment ? .minimal : nil
+        }
     }
 
     /// A plan from the policy and the chain's profile (bytes balance sqrt(n)'s segments; a
@@ -148,7 +166,7 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
     public var segments: [Range<Int>] {
         var out: [Range<Int>] = [], c = choices
         for (i, choice) in c.enumerated() {
-            if i > 0 && (choice == .recompute || (choice == c[i - 1] && choice != .checkpoint)) {
+            if i > 0 && (choice == .recompute || (choice == c[i - 1] && !choice.startsSegment)) {
                 out[out.count - 1] = out[out.count - 1].lowerBound..<(i + 1)
             } else {
                 out.append(i..<(i + 1))
@@ -195,7 +213,10 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
         }
         func span(_ r: Range<Int>) -> String { r.count == 1 ? "[\(r.lowerBound)]" : "[\(r.lowerBound)-\(r.upperBound - 1)]" }
         guard case .perBlock(let c) = self else { return segments.map(span).joined(separator: " ") }
-        return segments.map { (c[$0.lowerBound].recomputes ? "rebuilt " : "\(c[$0.lowerBound]) ") + span($0) }.joined(separator: " ")
+        func name(_ first: BlockChoice) -> String {
+            first == .checkpointMinimal ? "rebuilt minimal " : first.recomputes ? "rebuilt " : "\(first) "
+        }
+        return segments.map { name(c[$0.lowerBound]) + span($0) }.joined(separator: " ")
     }
 }
 
@@ -252,6 +273,7 @@ private struct StageCosts {
         options = (0..<n).map { i in
             var stages: [(Int, BlockChoice)] = (i + 1..<n).map { ($0, .checkpoint) }
             if perBlock {
+                stages += (i + 1..<n).map { ($0, .checkpointMinimal) }
                 stages.append((i + 1, .keep))
                 if i < n - 1 {
                     stages.append((i + 1, .selective))
@@ -311,7 +333,7 @@ private struct StageCosts {
         var choices = [BlockChoice](repeating: .keep, count: n), end = n
         while states[s].parent >= 0 {
             let st = states[s]
-            for k in st.start..<end { choices[k] = st.choice == .checkpoint && k > st.start ? .recompute : st.choice }
+            for k in st.start..<end { choices[k] = st.choice.startsSegment && k > st.start ? .recompute : st.choice }
             (end, s) = (st.start, st.parent)
         }
         return try! CheckpointPlan(choices: choices)

@@ -57,20 +57,20 @@ struct LiveBytes {
 struct ByteReplay {
     let profile: ChainProfile
     var bytes = LiveBytes()
-    /// Each block's choice (which stash it keeps).
-    var choices: [BlockChoice]
+    /// The stash each block keeps (`CheckpointPlan.stashKinds`).
+    var stashKinds: [BlockChoice?]
     /// Seconds and forward FLOPs of the rebuilds replayed so far.
     private(set) var seconds = 0.0, flops = 0
     /// What each block's record holds: bytes of its own and the activations it keeps.
     private var records: [Int: (bytes: Int, holds: [Int])] = [:]
 
-    init(_ profile: ChainProfile, choices: [BlockChoice]? = nil) {
+    init(_ profile: ChainProfile, stashKinds: [BlockChoice?]? = nil) {
         self.profile = profile
-        self.choices = choices ?? Array(repeating: .keep, count: profile.blocks.count)
+        self.stashKinds = stashKinds ?? Array(repeating: nil, count: profile.blocks.count)
     }
 
     private var b: [BlockCost] { profile.blocks }
-    private func stash(_ k: Int) -> StashCost { b[k].stash(minimal: choices[k] == .minimal) }
+    private func stash(_ k: Int) -> StashCost { b[k].stash(minimal: stashKinds[k] == .minimal) }
 
     mutating func apply(_ op: StepOperation) {
         switch op {
@@ -88,6 +88,16 @@ struct ByteReplay {
                 (seconds, flops) = (seconds + b[k].recomputeSeconds, flops + b[k].forwardFLOPs * profile.batch)
             }
             bytes.drop(j) // the rebuild returns its records, not its output
+            bytes.drop(i) // and lets the checkpoint go
+        case .rebuildIntoStashes(let s, let keepsInput):
+            let (i, j) = (s.blocks.lowerBound, s.blocks.upperBound)
+            for k in s.blocks { bytes.release(records.removeValue(forKey: k)!.bytes) } // the statistics: each stash reduces again
+            bytes.hold(i, b[i].inputBytes) // the rebuild's variable
+            for (k, keeps) in zip(s.blocks, keepsInput) {
+                forward(k, keep: .stash(keepsInput: keeps), rebuild: false)
+                (seconds, flops) = (seconds + b[k].forwardSeconds, flops + b[k].forwardFLOPs * profile.batch)
+            }
+            bytes.drop(j) // its output goes unused
             bytes.drop(i) // and lets the checkpoint go
         case .rebuildFromStash(let k):
             var r = records[k]!
@@ -173,13 +183,21 @@ extension ChainProfile {
     /// charged again); `rebuiltBy`, the stash kind of the block before when that block can
     /// rebuild this one's input (a stash then keeps no input). Replays the stage's operations.
     func stageCost(_ range: Range<Int>, _ choice: BlockChoice, inputHeld: Bool, rebuiltBy: BlockChoice?) -> StageCost {
-        let (i, j) = (range.lowerBound, range.upperBound)
-        var choices = [BlockChoice](repeating: .keep, count: blocks.count)
-        for k in range { choices[k] = choice }
-        if let before = rebuiltBy { choices[i - 1] = before }
-        let stage: Stage = choice.stashes ? .stash(block: i, keepsInput: rebuiltBy == nil)
-                                          : .segment(Segment(index: 0, blocks: range), recomputed: choice.recomputes)
-        var r = ByteReplay(self, choices: choices)
+        let (i, j) = (range.lowerBound, range.upperBound), segment = Segment(index: 0, blocks: range)
+        var kinds = [BlockChoice?](repeating: nil, count: blocks.count)
+        if let before = rebuiltBy { kinds[i - 1] = before }
+        let stage: Stage
+        switch choice {
+        case .minimal, .selective:
+            kinds[i] = choice
+            stage = .stash(block: i, keepsInput: rebuiltBy == nil)
+        case .checkpointMinimal:
+            for k in range { kinds[k] = .minimal }
+            stage = .minimalSegment(segment, keepsInput: range.map { $0 == i || blocks[$0 - 1].minimal.outputRebuildPeak == nil })
+        default:
+            stage = .segment(segment, recomputed: choice.recomputes)
+        }
+        var r = ByteReplay(self, stashKinds: kinds)
         r.bytes.hold(i, blocks[i].inputBytes) // the step's current activation
         if inputHeld { r.bytes.hold(i, blocks[i].inputBytes) } // and the stage before's records
         for op in StepSchedule.forwardPhase(of: stage) { r.apply(op) }
@@ -221,7 +239,7 @@ extension ChainProfile {
 
     /// Whether each block can rebuild its output from its stash under `plan`.
     func rebuildsOutput(_ plan: CheckpointPlan) -> [Bool] {
-        zip(blocks, plan.choices).map { $0.stash(minimal: $1 == .minimal).outputRebuildPeak != nil }
+        zip(blocks, plan.stashKinds).map { $0.stash(minimal: $1 == .minimal).outputRebuildPeak != nil }
     }
 }
 
@@ -285,7 +303,7 @@ extension CheckpointPlan {
         let b = profile.blocks
         let step = b.reduce(0) { $0 + $1.forwardSeconds + $1.backwardSeconds }
         let schedule = StepSchedule(self, rebuildsOutput: profile.rebuildsOutput(self))
-        var r = ByteReplay(profile, choices: schedule.choices)
+        var r = ByteReplay(profile, stashKinds: schedule.stashKinds)
         r.bytes.hold(0, 0) // the images, the step's first activation
         for op in schedule.operations { r.apply(op) }
         var bound: Int?

@@ -85,7 +85,7 @@ struct StepExecutor {
                 if keepsInput { state.keptInputs[i] = state.activation }
                 (state.stashes[i], state.stashStatistics[i]) = (ActivationStash(), ActivationStash())
                 (c.stash, c.statistics) = (state.stashes[i], state.stashStatistics[i])
-                c.keepsMinimum = schedule.choices[i] == .minimal
+                c.keepsMinimum = schedule.stashKinds[i] == .minimal
             }
             let (y, saved) = try trace.span("forward", block: i) { try model.blocks[i].forward(state.activation, c) }
             if keep == .records { state.records[i] = saved } // the others are dropped here and rebuilt later
@@ -108,13 +108,22 @@ struct StepExecutor {
                                           context.rebuilding, trace: trace)
             }
             for (i, record) in zip(s.blocks, saved) { state.records[i] = record }
+        case .rebuildIntoStashes(let s, let keepsInput):
+            let logits = state.activation
+            state.activation = state.checkpoints.removeValue(forKey: s.index)!
+            state.statistics[s.index] = nil // each stash reduces its own again (the same bits)
+            for (i, keeps) in zip(s.blocks, keepsInput) {
+                try perform(.forward(block: i, keep: .stash(keepsInput: keeps)), &state, labels: labels,
+                            context: context.rebuilding, rebuilder: nil)
+            }
+            state.activation = logits
         case .rebuildFromStash(let i):
             var replay = context.rebuilding
-            replay.keepsMinimum = i > 0 && schedule.choices[i - 1] == .minimal
+            replay.keepsMinimum = i > 0 && schedule.stashKinds[i - 1] == .minimal
             let input = try state.keptInputs[i] ?? trace.span("recompute", block: i - 1) {
                 try (model.blocks[i - 1] as! OutputFromStash).outputFromStash(state.stashes[i - 1]!, replay)!
             }
-            replay.keepsMinimum = schedule.choices[i] == .minimal
+            replay.keepsMinimum = schedule.stashKinds[i] == .minimal
             state.stashes[i]!.rewind()
             state.stashStatistics[i]!.rewind()
             (replay.stash, replay.statistics) = (state.stashes[i], state.stashStatistics[i])
@@ -198,6 +207,6 @@ extension Model {
 
     /// Whether each block can rebuild its output from its stash alone under `plan`.
     func rebuildsOutput(_ plan: CheckpointPlan) -> [Bool] {
-        zip(blocks, plan.choices).map { ($0 as? OutputFromStash)?.rebuildsOutputFromStash(minimal: $1 == .minimal) == true }
+        zip(blocks, plan.stashKinds).map { ($0 as? OutputFromStash)?.rebuildsOutputFromStash(minimal: $1 == .minimal) == true }
     }
 }

@@ -17,6 +17,9 @@ enum StepOperation: Sendable, Equatable {
     case loss
     /// Rebuild the records of the segment's blocks from its checkpoint, which is then let go.
     case rebuild(Segment)
+    /// Rebuild the segment's blocks from its checkpoint, which is then let go, each keeping a
+    /// minimal stash (and its input where `keepsInput` says, one flag a block).
+    case rebuildIntoStashes(Segment, keepsInput: [Bool])
     /// Selective: rebuild the block's records from its stash (and its input from the previous
     /// block's stash where the input was not kept).
     case rebuildFromStash(block: Int)
@@ -38,9 +41,10 @@ enum StepOperation: Sendable, Equatable {
 }
 
 /// A part of the chain a schedule runs as one: a segment, rebuilt from its checkpoint or kept
-/// whole, or one block that keeps a stash.
+/// whole, or rebuilt into minimal stashes; or one block that keeps a stash.
 enum Stage: Sendable, Equatable {
     case segment(Segment, recomputed: Bool)
+    case minimalSegment(Segment, keepsInput: [Bool])
     case stash(block: Int, keepsInput: Bool)
 }
 
@@ -48,8 +52,9 @@ enum Stage: Sendable, Equatable {
 /// including the loss, then the backward phase.
 struct StepSchedule: Sendable, Equatable {
     let plan: CheckpointPlan
-    /// Each block's choice under the plan.
+    /// Each block's choice under the plan, and the stash it keeps (`CheckpointPlan.stashKinds`).
     let choices: [BlockChoice]
+    let stashKinds: [BlockChoice?]
     let operations: [StepOperation]
     /// The segments, recomputed or kept, in order (a plan of segments: every block's).
     let segments: [Segment]
@@ -63,6 +68,7 @@ struct StepSchedule: Sendable, Equatable {
         precondition(rebuildsOutput.count == choices.count, "one flag per block")
         self.plan = plan
         self.choices = choices
+        stashKinds = plan.stashKinds
         var stages: [Stage] = [], segments: [Segment] = []
         for r in plan.segments {
             let first = r.lowerBound, choice = choices[first]
@@ -70,7 +76,9 @@ struct StepSchedule: Sendable, Equatable {
                 stages += r.map { .stash(block: $0, keepsInput: $0 == 0 || !(choices[$0 - 1].stashes && rebuildsOutput[$0 - 1])) }
             } else {
                 segments.append(Segment(index: segments.count, blocks: r))
-                stages.append(.segment(segments.last!, recomputed: choice.recomputes))
+                stages.append(choice == .checkpointMinimal
+                              ? .minimalSegment(segments.last!, keepsInput: r.map { $0 == first || !rebuildsOutput[$0 - 1] })
+                              : .segment(segments.last!, recomputed: choice.recomputes))
             }
         }
         self.segments = segments
@@ -83,6 +91,8 @@ struct StepSchedule: Sendable, Equatable {
         switch stage {
         case .segment(let s, let recomputed):
             return (recomputed ? [.checkpoint(s)] : []) + s.blocks.map { .forward(block: $0, keep: recomputed ? .statistics : .records) }
+        case .minimalSegment(let s, _):
+            return forwardPhase(of: .segment(s, recomputed: true))
         case .stash(let i, let keepsInput):
             return [.forward(block: i, keep: .stash(keepsInput: keepsInput))]
         }
@@ -93,6 +103,9 @@ struct StepSchedule: Sendable, Equatable {
         switch stage {
         case .segment(let s, let recomputed):
             return (recomputed ? [.rebuild(s)] : []) + s.blocks.reversed().map { .backward(block: $0) } + [.release(s)]
+        case .minimalSegment(let s, let keepsInput):
+            return [.rebuildIntoStashes(s, keepsInput: keepsInput)]
+                + s.blocks.reversed().flatMap { [StepOperation.rebuildFromStash(block: $0), .backward(block: $0)] } + [.release(s)]
         case .stash(let i, _):
             return [.rebuildFromStash(block: i), .backward(block: i)]
         }
