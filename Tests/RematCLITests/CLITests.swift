@@ -143,6 +143,14 @@ struct CLITests {
         #expect(tight.status != 0 && tight.stderr.contains("smallest feasible budget is \(smallest) bytes"), "\(tight.stderr)")
         let ok = try remat(["plan", "--model", "resnet20", "--batch", "4", "--budget", String(smallest)], folder: folder)
         #expect(ok.status == 0 && ok.stdout.contains("predicted peak activations"), "\(ok.stderr)")
+        // a budget's plan names each block's choice
+        let budget = (smallest + none) / 2
+        let mid = try #require(try remat(["plan", "--model", "resnet20", "--batch", "4", "--budget", String(budget), "--json"],
+                                         folder: folder).json.first)
+        let choices = try #require(mid["choices"] as? [String])
+        let names: Set = ["keep", "minimal", "selective", "checkpoint", "checkpoint-minimal", "recompute"]
+        #expect(choices.count == 11 && choices.last == "keep" && Set(choices).isSubset(of: names), "\(choices)")
+        #expect((mid["predicted_peak_bytes"] as! Int) <= budget)
         // selective saves memory where BatchNorm follows a conv, and says so where it cannot
         let warning = "keeps no less than no checkpointing"
         let saves = try remat(["plan", "--model", "resnet20", "--batch", "2", "--policy", "selective", "--estimate"], folder: folder)
