@@ -225,7 +225,8 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
 extension CheckpointPlan {
     /// The plan with the least rebuild seconds whose predicted peak fits in `budget`, or nil
     /// if none does. `perBlock`: each block may keep everything, keep a minimal or selective
-    /// stash, or be rebuilt in a checkpointed segment; otherwise segmentations only.
+    /// stash, or be rebuilt in a checkpointed segment (into records, or into minimal stashes);
+    /// otherwise segmentations only.
     ///
     /// A step runs the chain as stages (a checkpointed segment, a kept block, a stashed
     /// block): forward in order, backward in reverse, each holding what it keeps until its own
