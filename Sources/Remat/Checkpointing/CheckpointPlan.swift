@@ -1,5 +1,5 @@
 /// What one block keeps for its backward pass.
-public enum BlockChoice: Sendable, Equatable, CustomStringConvertible {
+public enum BlockChoice: String, Sendable, Equatable, CustomStringConvertible {
     /// Everything its backward pass needs.
     case keep
     /// The least its backward pass needs (as `CheckpointPolicy.minimal`); its cheap layers are
@@ -14,7 +14,7 @@ public enum BlockChoice: Sendable, Equatable, CustomStringConvertible {
     /// As `checkpoint`, but the segment's rebuild keeps only minimal stashes, and each
     /// block's cheap layers are rebuilt from its stash just before its backward pass (a
     /// rebuilt segment then holds what `minimal` keeps, not everything).
-    case checkpointMinimal
+    case checkpointMinimal = "checkpoint-minimal"
     /// Nothing: rebuilt with the segment of the block before it (a checkpoint or `recompute`).
     case recompute
 
@@ -25,16 +25,7 @@ public enum BlockChoice: Sendable, Equatable, CustomStringConvertible {
     /// Whether the block starts a checkpointed segment.
     var startsSegment: Bool { self == .checkpoint || self == .checkpointMinimal }
 
-    public var description: String {
-        switch self {
-        case .keep: return "keep"
-        case .minimal: return "minimal"
-        case .selective: return "selective"
-        case .checkpoint: return "checkpoint"
-        case .checkpointMinimal: return "checkpoint-minimal"
-        case .recompute: return "recompute"
-        }
-    }
+    public var description: String { rawValue }
 }
 
 /// What a training step keeps and rebuilds.
@@ -265,12 +256,14 @@ private struct StageCosts {
 
     let profile: ChainProfile
     let options: [[Option]] // by first block
+    let entries: [Entry] // in a fixed order, so that ties go the same way in every process
 
     init(_ profile: ChainProfile, perBlock: Bool) {
         self.profile = profile
         let b = profile.blocks, n = b.count
         let kinds: [BlockChoice?] = perBlock ? [nil, .selective, .minimal] : [nil]
         let entries = [false, true].flatMap { held in kinds.map { Entry(inputHeld: held, rebuiltBy: $0) } }
+        self.entries = entries
         options = (0..<n).map { i in
             var stages: [(Int, BlockChoice)] = (i + 1..<n).map { ($0, .checkpoint) }
             if perBlock {
@@ -306,7 +299,8 @@ private struct StageCosts {
         fronts[0][Entry(inputHeld: false, rebuiltBy: nil)] = [0]
         var best: Int?
         for i in 0..<n {
-            for (entry, candidates) in fronts[i] {
+            for entry in entries {
+                guard let candidates = fronts[i][entry] else { continue }
                 // keep the states no other beats on both bytes and seconds
                 let sorted = candidates.sorted { (states[$0].bytes, states[$0].seconds) < (states[$1].bytes, states[$1].seconds) }
                 var kept: [Int] = [], least = Double.infinity

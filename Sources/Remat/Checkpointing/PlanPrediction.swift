@@ -183,21 +183,15 @@ extension ChainProfile {
     /// charged again); `rebuiltBy`, the stash kind of the block before when that block can
     /// rebuild this one's input (a stash then keeps no input). Replays the stage's operations.
     func stageCost(_ range: Range<Int>, _ choice: BlockChoice, inputHeld: Bool, rebuiltBy: BlockChoice?) -> StageCost {
-        let (i, j) = (range.lowerBound, range.upperBound), segment = Segment(index: 0, blocks: range)
-        var kinds = [BlockChoice?](repeating: nil, count: blocks.count)
-        if let before = rebuiltBy { kinds[i - 1] = before }
-        let stage: Stage
-        switch choice {
-        case .minimal, .selective:
-            kinds[i] = choice
-            stage = .stash(block: i, keepsInput: rebuiltBy == nil)
-        case .checkpointMinimal:
-            for k in range { kinds[k] = .minimal }
-            stage = .minimalSegment(segment, keepsInput: range.map { $0 == i || blocks[$0 - 1].minimal.outputRebuildPeak == nil })
-        default:
-            stage = .segment(segment, recomputed: choice.recomputes)
-        }
-        var r = ByteReplay(self, stashKinds: kinds)
+        let (i, j) = (range.lowerBound, range.upperBound)
+        // the stage in a plan whose other blocks each start a segment of their own, so that
+        // the schedule's rules make it
+        var choices = [BlockChoice](repeating: .checkpoint, count: blocks.count)
+        if let before = rebuiltBy { choices[i - 1] = before }
+        for k in range { choices[k] = choice.startsSegment && k > i ? .recompute : choice }
+        let plan = CheckpointPlan.perBlock(choices)
+        let stage = StepSchedule.stages(of: plan, rebuildsOutput: rebuildsOutput(plan)).stages.first { $0.firstBlock == i }!
+        var r = ByteReplay(self, stashKinds: plan.stashKinds)
         r.bytes.hold(i, blocks[i].inputBytes) // the step's current activation
         if inputHeld { r.bytes.hold(i, blocks[i].inputBytes) } // and the stage before's records
         for op in StepSchedule.forwardPhase(of: stage) { r.apply(op) }

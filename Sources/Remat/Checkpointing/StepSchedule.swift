@@ -46,6 +46,14 @@ enum Stage: Sendable, Equatable {
     case segment(Segment, recomputed: Bool)
     case minimalSegment(Segment, keepsInput: [Bool])
     case stash(block: Int, keepsInput: Bool)
+
+    /// The first block it runs.
+    var firstBlock: Int {
+        switch self {
+        case .segment(let s, _), .minimalSegment(let s, _): return s.blocks.lowerBound
+        case .stash(let i, _): return i
+        }
+    }
 }
 
 /// The operations of one training step under a plan, in order: the forward phase up to and
@@ -69,6 +77,15 @@ struct StepSchedule: Sendable, Equatable {
         self.plan = plan
         self.choices = choices
         stashKinds = plan.stashKinds
+        let stages: [Stage]
+        (stages, segments) = StepSchedule.stages(of: plan, rebuildsOutput: rebuildsOutput)
+        operations = stages.flatMap(StepSchedule.forwardPhase) + [.loss] + stages.reversed().flatMap(StepSchedule.backwardPhase)
+    }
+
+    /// The stages of `plan` in order, and its segments: a stash keeps its input unless the
+    /// block before keeps a stash it can rebuild that input from.
+    static func stages(of plan: CheckpointPlan, rebuildsOutput: [Bool]) -> (stages: [Stage], segments: [Segment]) {
+        let choices = plan.choices
         var stages: [Stage] = [], segments: [Segment] = []
         for r in plan.segments {
             let first = r.lowerBound, choice = choices[first]
@@ -81,8 +98,7 @@ struct StepSchedule: Sendable, Equatable {
                               : .segment(segments.last!, recomputed: choice.recomputes))
             }
         }
-        self.segments = segments
-        operations = stages.flatMap(StepSchedule.forwardPhase) + [.loss] + stages.reversed().flatMap(StepSchedule.backwardPhase)
+        return (stages, segments)
     }
 
     /// A stage's forward: a recomputed segment keeps its checkpoint and statistics, a kept
