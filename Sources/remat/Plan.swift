@@ -156,7 +156,8 @@ struct Plan: ParsableCommand {
 
     /// --memory SIZE --max-batch: the largest batch each policy's plan fits in the limit.
     func printMaxBatch(_ trainer: Trainer, _ limit: MemoryLimit) throws {
-        let rows: [(String, CheckpointPolicy?)] = [("none", CheckpointPolicy.keepAll), ("minimal", .minimal), ("selective", .selective), ("sqrt(n)", .sqrtN),
+        let rows: [(String, CheckpointPolicy?)] = [("none", CheckpointPolicy.keepAll), ("minimal", .minimal), ("lean", .lean), ("selective", .selective),
+                                                   ("sqrt(n)", .sqrtN),
                                                    ("any plan (the smallest budget)", nil)]
         if !json {
             print("\(options.model) in \(mib(limit.bytes)) MiB (\(limit.source)); each answer fits on a profile measured "
@@ -187,6 +188,7 @@ struct Plan: ParsableCommand {
             switch choice {
             case .keep: return "kept"
             case .minimal: return "the least kept, the rest rebuilt"
+            case .lean: return "the least kept, first conv and the rest rebuilt"
             case .selective: return "conv/linear outputs kept, the rest rebuilt"
             case .checkpoint, .checkpointMinimal:
                 segment += 1

@@ -15,7 +15,7 @@ struct TradeOffPlot {
     var peer: String? = nil
 
     /// Only these policies are labelled: the budget plans between them would crowd the plot.
-    static let labelled: Set<String> = ["none", "minimal", "selective", "sqrt(n)"]
+    static let labelled: Set<String> = ["none", "minimal", "lean", "selective", "sqrt(n)"]
 
     var svg: String {
         let (width, height) = (760.0, 480.0), (left, right, top, bottom) = (70.0, 170.0, 40.0, 50.0)

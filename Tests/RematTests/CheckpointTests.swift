@@ -134,6 +134,10 @@ struct CheckpointTests {
         #expect(try CheckpointPlan(choices: [.checkpoint, .recompute, .checkpoint, .keep, .keep]) == .segmented([0..<2, 2..<3, 3..<5]))
         #expect(try CheckpointPlan(choices: [.selective, .selective, .keep]) == .selective(blocks: 3))
         #expect(try CheckpointPlan(choices: [.minimal, .keep]) == .minimal(blocks: 2))
+        let lean = try CheckpointPlan(choices: [.lean, .lean, .minimal, .keep])
+        #expect(lean == .perBlock([.lean, .lean, .minimal, .keep]) && lean.description == "lean [0-1] minimal [2] keep [3]")
+        #expect(lean.stashKinds == [.lean, .lean, .minimal, nil])
+        #expect(try CheckpointPlan(policy: .lean, blocks: 3) == .perBlock([.lean, .lean, .keep]))
         #expect(try CheckpointPlan(choices: [.keep, .checkpoint, .keep]) == .perBlock([.keep, .checkpoint, .keep]))
         for bad: [BlockChoice] in [[], [.recompute, .keep], [.minimal, .recompute, .keep], [.keep, .minimal]] {
             #expect(throws: RematError.self) { try CheckpointPlan(choices: bad) }
@@ -141,7 +145,8 @@ struct CheckpointTests {
         // the model and its profile agree on which blocks rebuild their outputs
         for name in ["resnet20", "vgg11", "plain-deep-6"] {
             let model = try Zoo.model(named: name), profile = try ChainProfile.measure(model, batch: 1)
-            for plan in [CheckpointPlan.selective(blocks: model.blocks.count), .minimal(blocks: model.blocks.count)] {
+            for plan in [CheckpointPlan.selective(blocks: model.blocks.count), .minimal(blocks: model.blocks.count),
+                         try CheckpointPlan(policy: .lean, blocks: model.blocks.count)] {
                 #expect(model.rebuildsOutput(plan) == profile.rebuildsOutput(plan), "\(name) \(plan)")
             }
             // minimal: every BasicBlock rebuilds its output (relu of its kept sum), so the block after keeps no input
@@ -169,7 +174,7 @@ struct CheckpointTests {
         }
         let batch = name == "vgg11" || name.hasPrefix("plain") ? 2 : 4
         let baseline = try runSteps(make, batch: batch, checkpointing: .keepAll)
-        for policy in [CheckpointPolicy.every(blocks: 1), .every(blocks: 2), .sqrtN, .selective, .minimal] {
+        for policy in [CheckpointPolicy.every(blocks: 1), .every(blocks: 2), .sqrtN, .selective, .minimal, .lean] {
             for overlap in Self.overlaps where policy.canOverlap || overlap == nil {
                 let r = try runSteps(make, batch: batch, checkpointing: Checkpointing(policy: policy, overlap: overlap))
                 #expect(r == baseline, "\(name) \(policy) overlap \(String(describing: overlap)) differs from no checkpointing")
@@ -186,7 +191,8 @@ struct CheckpointTests {
         let cycles: [[BlockChoice]] = [[.checkpoint, .recompute, .minimal, .selective, .keep],
                                        [.selective, .minimal, .checkpoint, .recompute, .recompute, .keep, .minimal],
                                        [.keep, .minimal, .minimal, .checkpoint, .selective],
-                                       [.checkpointMinimal, .recompute, .minimal, .checkpointMinimal, .checkpoint, .recompute]]
+                                       [.checkpointMinimal, .recompute, .minimal, .checkpointMinimal, .checkpoint, .recompute],
+                                       [.lean, .lean, .minimal, .checkpoint, .lean, .selective, .lean, .keep]]
         let baseline = try runPlan(make, batch: batch, plan: .segmented([0..<n]))
         for cycle in cycles {
             let plan = try CheckpointPlan(choices: (0..<n).map { $0 == n - 1 ? .keep : cycle[$0 % cycle.count] })
@@ -249,7 +255,7 @@ struct CheckpointTests {
         let baseline = try runSteps({ try make(tiny: true) }, batch: 4, checkpointing: .keepAll)
         #expect(baseline.gradients.allSatisfy { Float(bitPattern: $0).isFinite })
         let profile = try ChainProfile.measure(try make(tiny: false), batch: 4)
-        for policy in [CheckpointPolicy.keepAll, .minimal, .selective, .sqrtN] {
+        for policy in [CheckpointPolicy.keepAll, .minimal, .lean, .selective, .sqrtN] {
             #expect(try runSteps({ try make(tiny: true) }, batch: 4, checkpointing: Checkpointing(policy: policy)) == baseline, "\(policy)")
             let trainer = Trainer(model: try make(tiny: true), optimizer: SGD())
             trainer.checkpointing = Checkpointing(policy: policy)

@@ -27,7 +27,7 @@ struct PlanTests {
         let profile = try ChainProfile.measure(try Self.model(name), batch: batch)
         let data = try SyntheticDataset(count: batch, imageShape: try Self.model(name).imageShape, seed: 1)
         let (x, y) = try data.batch(Array(0..<batch))
-        for policy in [CheckpointPolicy.keepAll, .every(blocks: 1), .every(blocks: 2), .sqrtN, .selective, .minimal] {
+        for policy in [CheckpointPolicy.keepAll, .every(blocks: 1), .every(blocks: 2), .sqrtN, .selective, .minimal, .lean] {
             for overlap in [nil, Overlap(backwardThreads: 1, recomputeThreads: 1, lookahead: 2)] where policy.canOverlap || overlap == nil {
                 let trainer = Trainer(model: try Self.model(name), optimizer: SGD())
                 trainer.checkpointing = Checkpointing(policy: policy, overlap: overlap)
@@ -115,11 +115,12 @@ struct PlanTests {
     }
 
     /// Per block, the dynamic program finds the least rebuild time within each budget: the
-    /// same as trying every valid mix of keep, minimal, selective and checkpointed segments
+    /// same as trying every valid mix of keep, minimal, lean (on BasicBlocks: elsewhere it is
+    /// minimal), selective and checkpointed segments
     /// (rebuilt whole or into minimal stashes) on a ResNet of 8 blocks (stem, six
     /// BasicBlocks, two of them downsampling, head).
     @Test func perBlockBudgetsAreOptimal() throws {
-        let profile = try ChainProfile.measure(try Zoo.resnet(blocksPerStage: 2), batch: 4)
+        let model = try Zoo.resnet(blocksPerStage: 2), profile = try ChainProfile.measure(model, batch: 4)
         let n = profile.blocks.count
         var all: [(peak: Int, seconds: Double)] = []
         func enumerate(_ prefix: [BlockChoice]) {
@@ -128,8 +129,9 @@ struct PlanTests {
                 all.append((p.peakBytes, p.extraForwardSeconds))
                 return
             }
-            for c: BlockChoice in [.keep, .minimal, .selective, .checkpoint, .checkpointMinimal, .recompute]
-                where c != .recompute || prefix.last?.recomputes == true { enumerate(prefix + [c]) }
+            let i = prefix.count, basic = model.blocks[i] is BasicBlock
+            for c: BlockChoice in [.keep, .minimal, .lean, .selective, .checkpoint, .checkpointMinimal, .recompute]
+                where (c != .recompute || prefix.last?.recomputes == true) && (c != .lean || basic) { enumerate(prefix + [c]) }
         }
         enumerate([])
         let smallest = CheckpointPlan.smallestBudget(profile)
@@ -292,6 +294,26 @@ struct PlanTests {
             } else {
                 #expect(minimal.peakBytes == selective.peakBytes)
             }
+            // lean: a BasicBlock keeps its sum alone and runs its first convolution again
+            let lean = try CheckpointPlan(policy: .lean, profile: profile).predict(profile)
+            if name == "resnet20" {
+                // each BasicBlock's stash is one conv1 output smaller; every one but the last
+                // block's runs that 3x3 convolution again (2 FLOPs a multiply-add, 4 images)
+                let model = try Zoo.model(named: name)
+                var conv1 = 0, shape = Shape([1] + model.imageShape.dims)
+                for (i, block) in model.blocks.enumerated() {
+                    let out = try block.outputShape(for: shape)
+                    if let b = block as? BasicBlock {
+                        #expect(profile.blocks[i].minimal.bytes - profile.blocks[i].lean.bytes == 4 * 4 * out.count, "block \(i)")
+                        if i < model.blocks.count - 1 { conv1 += 4 * 2 * out.count * b.inChannels * 9 }
+                    }
+                    shape = out
+                }
+                #expect(lean.peakBytes < minimal.peakBytes, "lean \(lean.peakBytes), minimal \(minimal.peakBytes)")
+                #expect(lean.extraForwardFLOPs == conv1 && lean.extraForwardSeconds > minimal.extraForwardSeconds)
+            } else {
+                #expect(lean.peakBytes == minimal.peakBytes && lean.extraForwardFLOPs == 0)
+            }
         }
         let trainer = Trainer(model: try Zoo.lenet5(), optimizer: SGD())
         trainer.checkpointing = Checkpointing(policy: .selective, overlap: Overlap(backwardThreads: 1, recomputeThreads: 1))
@@ -308,6 +330,7 @@ struct PlanTests {
         #expect(CheckpointPolicy(parsing: "budget-1000") == .budget(bytes: 1000))
         #expect(CheckpointPolicy(parsing: "selective") == .selective)
         #expect(CheckpointPolicy(parsing: "minimal") == .minimal)
+        #expect(CheckpointPolicy(parsing: "lean") == .lean)
         for bad in ["", "every-0", "every-x", "budget-", "budget--5MiB", "budget-0", "sqrt2", "budget-5TiB"] {
             #expect(CheckpointPolicy(parsing: bad) == nil, "\(bad) parsed")
         }

@@ -35,15 +35,15 @@ public struct BlockCost: Sendable, Equatable {
     public var backwardPeak: Int
     /// Bytes of the input gradient the backward pass returns.
     public var inputGradientBytes: Int
-    /// What the block's stash costs under selective recomputation, and under `minimal`.
-    public var selective = StashCost(), minimal = StashCost()
+    /// What the block's stash costs under selective recomputation, `minimal` and `lean`.
+    public var selective = StashCost(), minimal = StashCost(), lean = StashCost()
     /// Bytes of the batch statistics its BatchNorms record in a checkpointed segment's
     /// forward and keep until the segment's recompute takes them back (part of its records
     /// from then on).
     public var statisticsBytes = 0
 }
 
-/// What a block's stash costs (selective recomputation, or `minimal`): the bytes it keeps
+/// What a block's stash costs (selective recomputation, `minimal` or `lean`): the bytes it keeps
 /// besides the block output (and whether it keeps that); the peak, bytes and seconds of a
 /// rebuild from it; and those of rebuilding only the block's output from it (nil when the
 /// output cannot be rebuilt that way and the next block must keep it).
@@ -52,13 +52,22 @@ public struct StashCost: Sendable, Equatable {
     /// Whether the stash holds the block output itself (a block ending in a convolution or linear layer).
     public var keepsOutput = false
     public var rebuildPeak = 0, rebuildBytes = 0, rebuildSeconds = 0.0
+    /// Forward FLOPs for one image that a rebuild runs again beyond the cheap layers (a lean
+    /// stash's first convolution).
+    public var rebuildFLOPs = 0
     public var outputRebuildPeak: Int?
     public var outputRebuildBytes = 0, outputRebuildSeconds = 0.0
 }
 
 extension BlockCost {
-    /// The stash cost under `minimal` or under selective recomputation.
-    public func stash(minimal: Bool) -> StashCost { minimal ? self.minimal : selective }
+    /// The cost of the stash of `kind` (selective, minimal or lean; nil: selective's).
+    public func stash(_ kind: BlockChoice?) -> StashCost {
+        switch kind {
+        case .minimal?: return minimal
+        case .lean?: return lean
+        default: return selective
+        }
+    }
 }
 
 /// Per-block costs of a model's chain at one batch size: measured on this machine by running
@@ -129,13 +138,14 @@ public struct ChainProfile: Sendable {
                     (cost.recomputePeak, cost.recomputeSeconds) = (rPeak, rSeconds)
                     y = replayed.0 // the same bits as the forward's output
                 }
-                // selective's and minimal's stash: recorded, then a rebuild from it
-                func stashCost(minimal: Bool) throws -> StashCost {
+                // each kind of stash: recorded, then a rebuild from it
+                func stashCost(_ kind: BlockChoice) throws -> StashCost {
                     var s = StashCost()
+                    s.rebuildFLOPs = (block as? OutputFromStash)?.stashRebuildFLOPs(for: x.shape, kind) ?? 0
                     let stash = ActivationStash(), statistics = ActivationStash()
                     var recording = context
                     (recording.stash, recording.statistics) = (stash, statistics)
-                    recording.keepsMinimum = minimal
+                    recording.keepStash(kind)
                     do {
                         let y2 = try block.forward(x, recording).0
                         var stashed = Dictionary((stash.tensors + statistics.tensors).map { ($0.storageID, $0.accountBytes) },
@@ -149,7 +159,7 @@ public struct ChainProfile: Sendable {
                     let (rebuilt, rPeak, rSeconds) = try peak { try block.forward(x, recording).1 }
                     (s.rebuildPeak, s.rebuildBytes, s.rebuildSeconds) = (rPeak, account.liveBytes - before, rSeconds)
                     withExtendedLifetime(rebuilt) {}
-                    if let b = block as? OutputFromStash, b.rebuildsOutputFromStash(minimal: minimal) {
+                    if let b = block as? OutputFromStash, b.rebuildsOutputFromStash(minimal: kind.keepsMinimum) {
                         let before = account.liveBytes
                         var output = recording // as the executor derives the next block's input: no statistics
                         output.statistics = nil
@@ -162,7 +172,7 @@ public struct ChainProfile: Sendable {
                     }
                     return s
                 }
-                (cost.selective, cost.minimal) = (try stashCost(minimal: false), try stashCost(minimal: true))
+                (cost.selective, cost.minimal, cost.lean) = (try stashCost(.selective), try stashCost(.minimal), try stashCost(.lean))
                 costs.append(cost)
                 x = y!
                 // what this block's runs left cached goes back: the profile holds no more than
@@ -203,12 +213,13 @@ public struct ChainProfile: Sendable {
                 s.rebuildPeak = scale(s.rebuildPeak)
                 // the cheap layers a rebuild redoes only stream their bytes
                 s.rebuildSeconds = Double(s.rebuildBytes + s.bytes) / (gigabytesPerSecond * 1e9)
+                    + Double(s.rebuildFLOPs * batch) / (gflops * 1e9)
                 s.outputRebuildSeconds = Double(2 * e.outputBytes) / (gigabytesPerSecond * 1e9)
                 s.outputRebuildPeak = s.outputRebuildPeak.map(scale)
                 s.outputRebuildBytes = scale(s.outputRebuildBytes)
                 return s
             }
-            (e.selective, e.minimal) = (scaled(c.selective), scaled(c.minimal))
+            (e.selective, e.minimal, e.lean) = (scaled(c.selective), scaled(c.minimal), scaled(c.lean))
             return e
         }
         return ChainProfile(batch: batch, blocks: costs, measured: false)
@@ -242,11 +253,13 @@ public struct ChainProfile: Sendable {
                 s.bytes = line(sx.bytes, sy.bytes)
                 s.rebuildPeak = line(sx.rebuildPeak, sy.rebuildPeak)
                 s.rebuildBytes = line(sx.rebuildBytes, sy.rebuildBytes)
+                s.rebuildFLOPs = line(sx.rebuildFLOPs, sy.rebuildFLOPs)
                 if let p = sx.outputRebuildPeak, let q = sy.outputRebuildPeak { s.outputRebuildPeak = line(p, q) }
                 s.outputRebuildBytes = line(sx.outputRebuildBytes, sy.outputRebuildBytes)
                 return s
             }
-            (e.selective, e.minimal) = (stashLine(x.selective, y.selective), stashLine(x.minimal, y.minimal))
+            (e.selective, e.minimal, e.lean) = (stashLine(x.selective, y.selective), stashLine(x.minimal, y.minimal),
+                                                stashLine(x.lean, y.lean))
             e.statisticsBytes = line(x.statisticsBytes, y.statisticsBytes)
             return e
         }

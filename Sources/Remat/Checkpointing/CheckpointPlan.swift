@@ -5,6 +5,10 @@ public enum BlockChoice: String, Sendable, Equatable, CustomStringConvertible {
     /// The least its backward pass needs (as `CheckpointPolicy.minimal`); its cheap layers are
     /// rebuilt from that just before its backward pass.
     case minimal
+    /// Less than `minimal` where a block can rerun its first convolution from its input (a
+    /// ResNet block keeps its sum alone): that convolution runs again, with the cheap layers,
+    /// just before its backward pass. Elsewhere as `minimal`.
+    case lean
     /// Its expensive layers' outputs (as `CheckpointPolicy.selective`); its cheap layers are
     /// rebuilt from them just before its backward pass.
     case selective
@@ -19,7 +23,9 @@ public enum BlockChoice: String, Sendable, Equatable, CustomStringConvertible {
     case recompute
 
     /// Whether the block keeps a stash and rebuilds its cheap layers from it (minimal, selective).
-    var stashes: Bool { self == .minimal || self == .selective }
+    var stashes: Bool { self == .minimal || self == .lean || self == .selective }
+    /// Whether its stash keeps the least (`ForwardContext.keepsMinimum`): minimal or lean.
+    var keepsMinimum: Bool { self == .minimal || self == .lean }
     /// Whether a checkpointed segment rebuilds the block.
     var recomputes: Bool { self == .checkpoint || self == .checkpointMinimal || self == .recompute }
     /// Whether the block starts a checkpointed segment.
@@ -137,6 +143,8 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
             self = .selective(blocks: n)
         case .minimal:
             self = .minimal(blocks: n)
+        case .lean:
+            self = try CheckpointPlan(choices: Array(repeating: .lean, count: n - 1) + [.keep])
         case .every(let k):
             guard k >= 1 else { throw RematError.invalidArgument("checkpoint every k blocks needs k >= 1, got \(k)") }
             self = .segmented(stride(from: 0, to: n, by: k).map { $0..<min($0 + k, n) })
@@ -215,8 +223,8 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
 
 extension CheckpointPlan {
     /// The plan with the least rebuild seconds whose predicted peak fits in `budget`, or nil
-    /// if none does. `perBlock`: each block may keep everything, keep a minimal or selective
-    /// stash, or be rebuilt in a checkpointed segment (into records, or into minimal stashes);
+    /// if none does. `perBlock`: each block may keep everything, keep a minimal, lean or
+    /// selective stash, or be rebuilt in a checkpointed segment (into records, or into minimal stashes);
     /// otherwise segmentations only.
     ///
     /// A step runs the chain as stages (a checkpointed segment, a kept block, a stashed
@@ -261,7 +269,7 @@ private struct StageCosts {
     init(_ profile: ChainProfile, perBlock: Bool) {
         self.profile = profile
         let b = profile.blocks, n = b.count
-        let kinds: [BlockChoice?] = perBlock ? [nil, .selective, .minimal] : [nil]
+        let kinds: [BlockChoice?] = perBlock ? [nil, .selective, .minimal, .lean] : [nil]
         let entries = [false, true].flatMap { held in kinds.map { Entry(inputHeld: held, rebuiltBy: $0) } }
         self.entries = entries
         options = (0..<n).map { i in
@@ -272,6 +280,7 @@ private struct StageCosts {
                 if i < n - 1 {
                     stages.append((i + 1, .selective))
                     if b[i].minimal != b[i].selective { stages.append((i + 1, .minimal)) }
+                    if b[i].lean.bytes < b[i].minimal.bytes { stages.append((i + 1, .lean)) }
                 }
             } else {
                 stages.append((n, .keep))
@@ -287,7 +296,7 @@ private struct StageCosts {
 
     /// The entry a stage leaves the next one.
     func exit(_ i: Int, _ choice: BlockChoice, _ cost: StageCost) -> Entry {
-        let rebuilds = choice.stashes && profile.blocks[i].stash(minimal: choice == .minimal).outputRebuildPeak != nil
+        let rebuilds = choice.stashes && profile.blocks[i].stash(choice).outputRebuildPeak != nil
         return Entry(inputHeld: cost.keepsOutput, rebuiltBy: rebuilds ? choice : nil)
     }
 
@@ -344,15 +353,15 @@ extension BlockCost {
 
 extension CheckpointPlan {
     /// Policies along the trade-off between activation memory and recompute, for one chain:
-    /// none, minimal, selective, sqrt(n), and `budgets` budget plans spread evenly from the smallest
+    /// none, minimal, lean, selective, sqrt(n), and `budgets` budget plans spread evenly from the smallest
     /// feasible budget to no checkpointing's peak (each budget the peak of the plan it gives,
     /// distinct plans only).
     public static func frontier(_ profile: ChainProfile, budgets: Int = 8) throws -> [CheckpointPolicy] {
         let n = profile.blocks.count
         let none = try CheckpointPlan(policy: .keepAll, profile: profile).predict(profile).peakBytes
         let smallest = smallestBudget(profile)
-        var policies: [CheckpointPolicy] = [.keepAll, .minimal, .selective, .sqrtN]
-        var seen: [CheckpointPlan] = [.segmented([0..<n]), .minimal(blocks: n), .selective(blocks: n)]
+        var policies: [CheckpointPolicy] = [.keepAll, .minimal, .lean, .selective, .sqrtN]
+        var seen: [CheckpointPlan] = try [.segmented([0..<n]), .minimal(blocks: n), CheckpointPlan(policy: .lean, blocks: n), .selective(blocks: n)]
         for k in 0..<max(budgets, 0) {
             let bound = smallest + (none - smallest) * k / max(1, budgets - 1)
             guard let plan = cheapest(within: bound, profile), !seen.contains(plan) else { continue }

@@ -26,11 +26,15 @@ public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
     /// its second convolution's output and its own input, since its BatchNorm is
     /// differentiated from that sum (half of what `keepAll` keeps in a BasicBlock).
     case minimal
+    /// As `minimal`, but a ResNet block keeps its sum alone and runs its first convolution
+    /// again before its backward pass (a quarter of what `keepAll` keeps in a BasicBlock,
+    /// for one convolution recomputed a block).
+    case lean
 
     /// Whether it recomputes segments that a recompute thread could rebuild ahead of the
-    /// backward pass (none keeps everything; selective and minimal rebuild each block's cheap
-    /// layers on the backward thread).
-    public var canOverlap: Bool { self != .keepAll && self != .selective && self != .minimal }
+    /// backward pass (none keeps everything; selective, minimal and lean rebuild each block's
+    /// cheap layers on the backward thread).
+    public var canOverlap: Bool { self != .keepAll && self != .selective && self != .minimal && self != .lean }
 
     public var description: String {
         switch self {
@@ -40,6 +44,7 @@ public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
         case .budget(let bytes): return "budget-\(Self.mebibytes(bytes))MiB"
         case .selective: return "selective"
         case .minimal: return "minimal"
+        case .lean: return "lean"
         }
     }
 
@@ -48,7 +53,7 @@ public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
         return m == m.rounded() ? String(Int(m)) : String(format: "%.1f", m)
     }
 
-    /// Parses "none" (or "keep-all"), "sqrt" (or "sqrt(n)", "sqrtn"), "every-K", "selective", "minimal", "budget-SIZE"
+    /// Parses "none" (or "keep-all"), "sqrt" (or "sqrt(n)", "sqrtn"), "every-K", "selective", "minimal", "lean", "budget-SIZE"
     /// (SIZE in bytes, or with a KiB/MiB/GiB suffix); nil for anything else.
     public init?(parsing text: String) {
         let t = text.lowercased()
@@ -57,6 +62,7 @@ public enum CheckpointPolicy: Sendable, Equatable, CustomStringConvertible {
         case "sqrt", "sqrtn", "sqrt(n)": self = .sqrtN
         case "selective": self = .selective
         case "minimal": self = .minimal
+        case "lean": self = .lean
         default:
             if t.hasPrefix("every-"), let k = Int(t.dropFirst(6)), k >= 1 { self = .every(blocks: k); return }
             if t.hasPrefix("budget-"), let b = Self.parseBytes(String(t.dropFirst(7))) { self = .budget(bytes: b); return }

@@ -70,7 +70,7 @@ struct ByteReplay {
     }
 
     private var b: [BlockCost] { profile.blocks }
-    private func stash(_ k: Int) -> StashCost { b[k].stash(minimal: stashKinds[k] == .minimal) }
+    private func stash(_ k: Int) -> StashCost { b[k].stash(stashKinds[k]) }
 
     mutating func apply(_ op: StepOperation) {
         switch op {
@@ -113,6 +113,7 @@ struct ByteReplay {
             bytes.charge(s.rebuildBytes)
             r.bytes += s.rebuildBytes
             seconds += s.rebuildSeconds
+            flops += s.rebuildFLOPs * profile.batch
             records[k] = r
         case .backward(let k):
             let c = b[k], r = records.removeValue(forKey: k)!
@@ -233,7 +234,7 @@ extension ChainProfile {
 
     /// Whether each block can rebuild its output from its stash under `plan`.
     func rebuildsOutput(_ plan: CheckpointPlan) -> [Bool] {
-        zip(blocks, plan.stashKinds).map { $0.stash(minimal: $1 == .minimal).outputRebuildPeak != nil }
+        zip(blocks, plan.stashKinds).map { $0.stash($1).outputRebuildPeak != nil }
     }
 }
 

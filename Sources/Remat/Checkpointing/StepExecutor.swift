@@ -85,7 +85,7 @@ struct StepExecutor {
                 if keepsInput { state.keptInputs[i] = state.activation }
                 (state.stashes[i], state.stashStatistics[i]) = (ActivationStash(), ActivationStash())
                 (c.stash, c.statistics) = (state.stashes[i], state.stashStatistics[i])
-                c.keepsMinimum = schedule.stashKinds[i] == .minimal
+                c.keepStash(schedule.stashKinds[i])
             }
             let (y, saved) = try trace.span("forward", block: i) { try model.blocks[i].forward(state.activation, c) }
             if keep == .records { state.records[i] = saved } // the others are dropped here and rebuilt later
@@ -119,11 +119,11 @@ struct StepExecutor {
             state.activation = logits
         case .rebuildFromStash(let i):
             var replay = context.rebuilding
-            replay.keepsMinimum = i > 0 && schedule.stashKinds[i - 1] == .minimal
+            replay.keepStash(i > 0 ? schedule.stashKinds[i - 1] : nil)
             let input = try state.keptInputs[i] ?? trace.span("recompute", block: i - 1) {
                 try (model.blocks[i - 1] as! OutputFromStash).outputFromStash(state.stashes[i - 1]!, replay)!
             }
-            replay.keepsMinimum = schedule.stashKinds[i] == .minimal
+            replay.keepStash(schedule.stashKinds[i])
             state.stashes[i]!.rewind()
             state.stashStatistics[i]!.rewind()
             (replay.stash, replay.statistics) = (state.stashes[i], state.stashStatistics[i])
@@ -167,7 +167,7 @@ private struct StepState {
     var recording: ActivationStash?
     /// Each block's records, from its forward or rebuild to its backward.
     var records: [Saved?]
-    /// Selective and minimal: each block's stash, its BatchNorms' batch statistics (its
+    /// Selective, minimal and lean: each block's stash, its BatchNorms' batch statistics (its
     /// rebuild takes them back instead of reducing again), and its input where kept.
     var stashes: [ActivationStash?]
     var stashStatistics: [ActivationStash?]
@@ -207,6 +207,6 @@ extension Model {
 
     /// Whether each block can rebuild its output from its stash alone under `plan`.
     func rebuildsOutput(_ plan: CheckpointPlan) -> [Bool] {
-        zip(blocks, plan.stashKinds).map { ($0 as? OutputFromStash)?.rebuildsOutputFromStash(minimal: $1 == .minimal) == true }
+        zip(blocks, plan.stashKinds).map { ($0 as? OutputFromStash)?.rebuildsOutputFromStash(minimal: $1?.keepsMinimum == true) == true }
     }
 }

@@ -66,7 +66,8 @@ public final class BasicBlock: Layer, OutputFromStash {
     /// Records: the main path's layers (bn2's: its inverse deviation alone when invertible,
     /// else its batch mean too), the shortcut's, and the sum. Keeping the minimum
     /// (`ForwardContext.keepsMinimum`), the stash gets conv1's and the projection's outputs,
-    /// bn2's record and the sum, and a rebuild from it skips conv2 and bn2.
+    /// bn2's record and the sum, and a rebuild from it skips conv2 and bn2; a lean stash
+    /// (`rerunsFirstConvolution`) leaves conv1's output out, and its rebuild runs conv1 again.
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
         guard context.training else {
             let m = try main.forward(x, context).0, sc = try shortcut?.forward(x, context).0 ?? x
@@ -76,7 +77,9 @@ public final class BasicBlock: Layer, OutputFromStash {
         }
         // bn2's record: its inverse deviation, and its mean where c2 must be rebuilt
         let bn2Kept = bn2.invertible ? 1 : 2, minimal = context.keepsMinimum
-        let (c1, conv1Saved) = try conv1.forward(x, context)
+        var first = context // a lean stash keeps no output of conv1: its rebuild runs it again
+        if minimal && context.rerunsFirstConvolution { first.stash = nil }
+        let (c1, conv1Saved) = try conv1.forward(x, first)
         let (r1, bn1Saved, reluSaved) = try bn1.forwardWithReLU(c1, context)
         var inner = context // conv2 and bn2: nothing of theirs in a minimal stash or its statistics
         if minimal { (inner.stash, inner.statistics) = (nil, nil) }
@@ -126,6 +129,10 @@ public final class BasicBlock: Layer, OutputFromStash {
 
     /// Keeping the minimum, its output is relu of the sum its stash ends with.
     func rebuildsOutputFromStash(minimal: Bool) -> Bool { minimal }
+
+    func stashRebuildFLOPs(for input: Shape, _ kind: BlockChoice) -> Int {
+        kind == .lean ? conv1.forwardFLOPs(for: input) : 0
+    }
 
     func outputFromStash(_ stash: ActivationStash, _ context: ForwardContext) throws -> Tensor? {
         guard context.keepsMinimum, let sum = stash.tensors.last else { return nil }

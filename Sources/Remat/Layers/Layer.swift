@@ -149,6 +149,15 @@ public struct ForwardContext: Sendable {
     /// With `stash`: blocks keep the least their backward passes need (a block that can
     /// differentiate from a kept sum stashes it instead of the convolution output before it).
     var keepsMinimum = false
+    /// With `keepsMinimum`: a block that can run its first convolution again from its input
+    /// keeps not even that convolution's output (`BlockChoice.lean`).
+    var rerunsFirstConvolution = false
+
+    /// Blocks keep the stash of `kind` (selective, minimal or lean).
+    mutating func keepStash(_ kind: BlockChoice?) {
+        keepsMinimum = kind?.keepsMinimum == true
+        rerunsFirstConvolution = kind == .lean
+    }
 
     /// A context for training (batch statistics, dropout, running-statistics updates) or evaluation.
     public init(training: Bool, seed: UInt64 = 0, step: Int = 0) {

@@ -96,4 +96,11 @@ protocol OutputFromStash: Layer {
     /// Whether its stash (a minimal one, or selective's) holds what its output is rebuilt from.
     func rebuildsOutputFromStash(minimal: Bool) -> Bool
     func outputFromStash(_ stash: ActivationStash, _ context: ForwardContext) throws -> Tensor?
+    /// Forward FLOPs for one input of this shape that a rebuild from the stash of `kind`
+    /// redoes (the layers it runs again besides the cheap ones).
+    func stashRebuildFLOPs(for input: Shape, _ kind: BlockChoice) -> Int
+}
+
+extension OutputFromStash {
+    func stashRebuildFLOPs(for input: Shape, _ kind: BlockChoice) -> Int { 0 }
 }

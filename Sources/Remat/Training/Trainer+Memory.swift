@@ -60,7 +60,7 @@ extension Trainer {
             + ". Raise the limit or lower the batch.")
     }
 
-    /// The predicted process peak of each plan the limit may choose: none, minimal, selective, sqrt(n)
+    /// The predicted process peak of each plan the limit may choose: none, minimal, lean, selective, sqrt(n)
     /// and the budget plan that takes what the limit leaves (when there is room for one:
     /// chosen per block, and with overlap also among segmentations, which can overlap).
     func memoryCandidates(limit: Int, batch: Int, overlap: Overlap?, datasetBytes: Int, runtime: Int) throws -> [MemoryFit] {
@@ -68,7 +68,7 @@ extension Trainer {
         let fixed = ProcessMemory.predict(trainer: self, batch: batch, activations: 0, overlap: overlap != nil,
                                           datasetBytes: datasetBytes, runtime: runtime)
         let room = ProcessMemory.usable(limit) - fixed.total
-        var policies: [(CheckpointPolicy, Overlap?)] = [.keepAll, .minimal, .selective, .sqrtN].map { ($0, overlap) }
+        var policies: [(CheckpointPolicy, Overlap?)] = [.keepAll, .minimal, .lean, .selective, .sqrtN].map { ($0, overlap) }
         for o in (overlap == nil ? [nil] : [overlap, nil])
             where room > 0 && CheckpointPlan.cheapest(within: room, profile, perBlock: o == nil) != nil {
             policies.append((.budget(bytes: room), o))
@@ -82,7 +82,7 @@ extension Trainer {
         }
     }
 
-    /// `policy` with `overlap` where it can overlap (selective and minimal cannot), and its prediction.
+    /// `policy` with `overlap` where it can overlap (selective, minimal and lean cannot), and its prediction.
     static func planned(_ policy: CheckpointPolicy, _ profile: ChainProfile, overlap: Overlap?) throws -> (Checkpointing, PlanPrediction) {
         let checkpointing = Checkpointing(policy: policy, overlap: policy.canOverlap ? overlap : nil)
         let plan = try CheckpointPlan(policy: policy, profile: profile, overlapped: checkpointing.effectiveOverlap != nil)
