@@ -50,6 +50,10 @@ void kn_relu_forward(float *y, const float *x, size_t n) {
 
 KN_BODY void relu_backward_range(float *dx, const float *dy, const float *y, size_t lo,
                                  size_t hi) {
+    if (dx == dy) { // in place: one pointer, so the loop vectorises without an overlap check
+        for (size_t i = lo; i < hi; i++) dx[i] = y[i] > 0.0f ? dx[i] : 0.0f;
+        return;
+    }
     for (size_t i = lo; i < hi; i++) {
         const float d = dy[i]; // loaded unconditionally, so the select vectorises (no branch)
         dx[i] = y[i] > 0.0f ? d : 0.0f;

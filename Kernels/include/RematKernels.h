@@ -265,7 +265,7 @@ void kn_accumulate(float *y, const float *x, size_t n);
 /// y = max(x, 0). y may alias x.
 void kn_relu_forward(float *y, const float *x, size_t n);
 /// dx = dy where y > 0, else 0 (y is the ReLU output, or its input: the sign is the same).
-/// dx is written, never read (so the caller need not clear it).
+/// dx is written, never read (so the caller need not clear it); dx may be dy.
 void kn_relu_backward(float *dx, const float *dy, const float *y, size_t n);
 /// y (N,C,HW) += bias (C).
 void kn_bias_forward(float *y, const float *bias, int N, int C, int HW);
@@ -281,6 +281,16 @@ kn_status kn_maxpool2d_forward(float *y, const float *x, int N, int C, int H, in
 /// dx += dy routed to the first maximum of each window, found again from x (no stored indices).
 kn_status kn_maxpool2d_backward(float *dx, const float *dy, const float *x, int N, int C, int H, int W,
                            int kh, int kw, int sh, int sw, int ph, int pw);
+/// As kn_maxpool2d_forward, also writing each window's winner to argmax (N,C,P,Q bytes): its
+/// row-major position in the unclipped kh x kw window, so kh * kw <= 256 (else KN_EINVAL).
+kn_status kn_maxpool2d_argmax_forward(float *y, void *argmax, const float *x, int N, int C, int H,
+                                 int W, int kh, int kw, int sh, int sw, int ph, int pw);
+/// dx += dy routed to the recorded winners; with mask (N,C,P,Q; may be NULL), only where mask > 0:
+/// a ReLU right before the pool, whose output is the pool's own (max and ReLU commute). The same
+/// bits as kn_maxpool2d_backward (then kn_relu_backward) from the input.
+kn_status kn_maxpool2d_argmax_backward(float *dx, const float *dy, const void *argmax,
+                                  const float *mask, int N, int C, int H, int W, int kh, int kw,
+                                  int sh, int sw, int ph, int pw);
 /// Mean over each window, padding counted as zeros in the divisor (PyTorch's default).
 kn_status kn_avgpool2d_forward(float *y, const float *x, int N, int C, int H, int W, int kh, int kw,
                           int sh, int sw, int ph, int pw);
@@ -320,7 +330,7 @@ void kn_batchnorm_inference(float *y, const float *x, const float *running_mean,
                             const float *running_var, const float *gamma, const float *beta,
                             int N, int C, int HW, float eps);
 /// Training-mode backward (batch statistics): dx = ... (written, never read), dgamma += ...,
-/// dbeta += ....
+/// dbeta += .... dx may be dy (each channel's sums are taken before its dx is written).
 void kn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *x, const float *mean, const float *invstd,
                            const float *gamma, int N, int C, int HW);

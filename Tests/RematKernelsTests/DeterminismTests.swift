@@ -188,6 +188,11 @@ func elementwiseFingerprint(seed: UInt64) -> [Float] {
     dx = other
     _ = kn_maxpool2d_backward(&dx, Array(dy[0..<pooled.count]), x, Int32(n), Int32(ch), 11, 11, 2, 2, 2, 2, 0, 0)
     out += pooled + dx
+    var winners = [UInt8](repeating: 0, count: pooled.count)
+    _ = kn_maxpool2d_argmax_forward(&pooled, &winners, x, Int32(n), Int32(ch), 11, 11, 2, 2, 2, 2, 0, 0)
+    dx = other
+    _ = kn_maxpool2d_argmax_backward(&dx, Array(dy[0..<pooled.count]), winners, pooled, Int32(n), Int32(ch), 11, 11, 2, 2, 2, 2, 0, 0)
+    out += pooled + winners.map(Float.init) + dx
     var w = x, velocity = other
     kn_sgd_step(&w, &velocity, dy, count, 0.1, 0.9, 1e-4, 1)
     return out + w + velocity

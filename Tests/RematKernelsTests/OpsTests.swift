@@ -35,6 +35,18 @@ struct Pool: CustomStringConvertible {
         #expect(kn_avgpool2d_backward(&dx, dy, a.0, a.1, a.2, a.3, a.4, a.5, a.6, a.7, a.8, a.9) == KN_OK)
         return dx
     }
+    func argmaxForward(_ x: [Float]) -> ([Float], [UInt8]) {
+        var y = [Float](repeating: .nan, count: N * C * P * Q), arg = [UInt8](repeating: 255, count: y.count)
+        let a = args
+        #expect(kn_maxpool2d_argmax_forward(&y, &arg, x, a.0, a.1, a.2, a.3, a.4, a.5, a.6, a.7, a.8, a.9) == KN_OK)
+        return (y, arg)
+    }
+    func argmaxBackward(_ dy: [Float], _ arg: [UInt8], mask: [Float]?) -> [Float] {
+        var dx = [Float](repeating: 0, count: N * C * H * W)
+        let a = args
+        #expect(kn_maxpool2d_argmax_backward(&dx, dy, arg, mask, a.0, a.1, a.2, a.3, a.4, a.5, a.6, a.7, a.8, a.9) == KN_OK)
+        return dx
+    }
     /// The naive oracle: every window scanned in Swift.
     func naive(_ x: [Float], max isMax: Bool) -> [Float] {
         var y: [Float] = []
@@ -91,6 +103,33 @@ struct OpsTests {
         #expect(kn_maxpool2d_forward(&y, x, 1, 1, 2, 2, 3, 3, 1, 1, 0, 0) == KN_EINVAL) // window > input
         #expect(kn_avgpool2d_forward(&y, x, 1, 1, 2, 2, 2, 2, 0, 1, 0, 0) == KN_EINVAL) // stride 0
         #expect(kn_maxpool2d_forward(&y, x, 1, 1, 2, 2, 2, 2, 1, 1, 2, 0) == KN_EINVAL) // pad > k/2
+    }
+
+    /// Max pooling that records its winners gives the bits of the scan from the input, ties
+    /// (first wins) and ragged edges included; masked by its output, those of the scan
+    /// followed by ReLU's backward (a ReLU before the pool).
+    @Test func argmaxPoolingMatchesTheScan() {
+        var rng = SplitMix(7)
+        let shapes = poolShapes + (0..<12).map { _ in
+            let k = rng.int(1...3), s = rng.int(1...3)
+            return Pool(N: rng.int(1...2), C: rng.int(1...3), H: rng.int(k...13), W: rng.int(k...13), kh: k, kw: rng.int(1...3),
+                        sh: s, sw: rng.int(1...3), ph: rng.int(0...k / 2), pw: 0)
+        }.filter { $0.W >= $0.kw } + [Pool(N: 1, C: 1, H: 16, W: 16, kh: 16, kw: 16, sh: 1, sw: 1, ph: 0, pw: 0)]
+        for p in shapes {
+            // few distinct values, half negative: many ties, and windows of zeros after ReLU
+            let z = (0..<(p.N * p.C * p.H * p.W)).map { _ in Float(rng.int(-3...3)) }, x = z.map { max($0, 0) }
+            let dy = rng.array(p.N * p.C * p.P * p.Q)
+            let (y, arg) = p.argmaxForward(x)
+            #expect(y == p.maxForward(x), "\(p)")
+            #expect(arg.allSatisfy { Int($0) < p.kh * p.kw }, "\(p)")
+            #expect(p.argmaxBackward(dy, arg, mask: nil) == p.maxBackward(dy, x), "\(p)")
+            var relu = [Float](repeating: .nan, count: x.count)
+            kn_relu_backward(&relu, p.maxBackward(dy, x), x, x.count)
+            #expect(p.argmaxBackward(dy, arg, mask: y) == relu, "\(p) masked")
+        }
+        var y = [Float](repeating: 0, count: 1), arg = [UInt8](repeating: 0, count: 1)
+        let x = [Float](repeating: 0, count: 17 * 17)
+        #expect(kn_maxpool2d_argmax_forward(&y, &arg, x, 1, 1, 17, 17, 17, 16, 1, 1, 0, 0) == KN_EINVAL) // 272 positions
     }
 
     @Test func globalAveragePool() {

@@ -121,6 +121,13 @@ public enum CheckpointPlan: Sendable, Equatable, CustomStringConvertible {
             return
         }
         try self.init(policy: policy, blocks: b.count, blockBytes: b.map(\.keptBytes))
+        // the least: a block whose records hold no more than its stash would keeps them (a
+        // max pool keeps its winners, and the ReLU before it nothing)
+        if policy == .minimal || policy == .lean {
+            self = try CheckpointPlan(choices: zip(choices, b).map { c, cost in
+                c.stashes && cost.heldBytes <= cost.stash(c).heldBytes(cost) ? .keep : c
+            })
+        }
         // sqrt(n) sets the memory; at that peak, the program finds the segments with the
         // least recompute (often fewer than the balanced split)
         if policy == .sqrtN {
@@ -347,6 +354,13 @@ private struct StageCosts {
 extension BlockCost {
     /// Bytes the block's record keeps (what sqrt(n) balances).
     var keptBytes: Int { savedBytes + (keepsInput ? inputBytes : 0) + (keepsOutput ? outputBytes : 0) }
+    /// Bytes its record keeps besides its input (which the block before holds anyway).
+    var heldBytes: Int { savedBytes + (keepsOutput ? outputBytes : 0) }
+}
+
+extension StashCost {
+    /// Bytes the stash keeps, its block's output included where it holds that.
+    func heldBytes(_ block: BlockCost) -> Int { bytes + (keepsOutput ? block.outputBytes : 0) }
 }
 
 // MARK: - The trade-off curve

@@ -121,7 +121,7 @@ public final class BasicBlock: Layer, OutputFromStash {
             dc2 = try bn2.backward(dsum, Saved(tensors: [c2] + bn2Saved.tensors))
         }
         var g = dc2
-        for i in (0...3).reversed() { g = try main.layers[i].backward(g, mainSaved.children[i]) }
+        for i in (0...3).reversed() { g = try main.layers[i].backward(g, mainSaved.children[i], owned: true) } // dc2 is ours
         let dshort = try shortcut?.backward(dsum, shortcutSaved) ?? dsum
         kn_accumulate(g.pointer, dshort.pointer, g.shape.count) // g is ours: the main path made it
         return g

@@ -125,12 +125,19 @@ public final class BatchNorm2D: Layer {
 
     /// Accumulates the scale and shift gradients; returns d(loss)/d(input), the same shape.
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
+        try backward(dy, saved, into: Tensor(uninitialized: dy.shape)) // the kernel writes every element
+    }
+
+    /// As `backward`, writing over dy (the caller's to give up): each channel's sums are
+    /// taken before its gradient is written.
+    func backward(overwriting dy: Tensor, _ saved: Saved) throws -> Tensor { try backward(dy, saved, into: dy) }
+
+    private func backward(_ dy: Tensor, _ saved: Saved, into dx: Tensor) throws -> Tensor {
         guard saved.tensors.count == 3 else {
             throw RematError.invalidArgument("\(name): backward needs a training-mode forward (batch statistics)")
         }
         let x = saved.tensors[0], mean = saved.tensors[1], invstd = saved.tensors[2]
         let (n, c, h, w) = try x.shape.nchw(name)
-        let dx = Tensor(uninitialized: x.shape) // the kernel writes every element
         let s = slot!
         kn_batchnorm_backward(dx.pointer, s.gradients, s.gradients + c, dy.pointer, x.pointer, mean.pointer,
                               invstd.pointer, s.values, Int32(n), Int32(c), Int32(h * w))
@@ -161,3 +168,5 @@ public final class BatchNorm2D: Layer {
         return (dsum, dx)
     }
 }
+
+extension BatchNorm2D: BackwardInPlace {}

@@ -53,6 +53,20 @@ extension Layer {
 /// rebuilt like cheap ones, which is exact.
 protocol ExpensiveLayer: Layer {}
 
+/// A layer whose backward pass can write the input gradient over the output gradient (same
+/// shape), saving an allocation where the caller owns that gradient.
+protocol BackwardInPlace: Layer {
+    func backward(overwriting dy: Tensor, _ saved: Saved) throws -> Tensor
+}
+
+extension Layer {
+    /// The backward pass, in place where the layer can and `owned` says the caller gives dy up.
+    func backward(_ dy: Tensor, _ saved: Saved, owned: Bool) throws -> Tensor {
+        if owned, let l = self as? BackwardInPlace { return try l.backward(overwriting: dy, saved) }
+        return try backward(dy, saved)
+    }
+}
+
 /// A layer whose output depends on random numbers (dropout): the model gives each one its own
 /// stream, and its forward pass derives them from (the context's seed and step, the stream),
 /// so that a recompute draws the same ones.

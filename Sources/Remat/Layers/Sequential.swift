@@ -57,7 +57,12 @@ public final class Sequential: Layer, OutputFromStash {
                 i += 2
                 continue
             }
-            let (out, s) = try layers[i].forward(y, context)
+            var (out, s) = try layers[i].forward(y, context)
+            // a ReLU right before a max pool keeps nothing: the pool masks by its output instead
+            if context.training, i > 0, layers[i - 1] is ReLU, let pool = layers[i] as? Pool2D, pool.recordsWinners {
+                s = pool.masking(s, output: out)
+                saved.children[saved.children.count - 1] = Saved()
+            }
             saved.children.append(s)
             y = out
             i += 1
@@ -65,10 +70,11 @@ public final class Sequential: Layer, OutputFromStash {
         return (y, saved)
     }
 
-    /// Back-propagates through the layers in reverse.
+    /// Back-propagates through the layers in reverse, in place over gradients its own layers
+    /// made (never over the caller's dy).
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
         var g = dy
-        for (l, s) in zip(layers, saved.children).reversed() { g = try l.backward(g, s) }
+        for (l, s) in zip(layers, saved.children).reversed() { g = try l.backward(g, s, owned: g.storageID != dy.storageID) }
         return g
     }
 

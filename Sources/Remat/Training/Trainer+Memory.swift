@@ -119,7 +119,9 @@ extension Trainer {
     /// last one measured (first the one at 16) estimates the largest batch that fits, a profile
     /// measured there says whether it does. The search ends when the largest batch that fit and
     /// the smallest that did not are neighbours or within 1 %, when the line allows nothing
-    /// between them, or after eight profiles; the answer was always measured to fit.
+    /// between them, or after twelve profiles (a peak that grows in steps, as kernel scratch
+    /// sized per chunk of images makes it, leaves the line little to go on: the search then
+    /// halves the gap); the answer was always measured to fit.
     public func largestBatch(within limit: Int, policy: CheckpointPolicy? = nil, overlap: Overlap? = nil,
                              datasetBytes: Int = 0, runtime given: Int? = nil) throws -> Int? {
         let anchor = try profile(batch: 32)
@@ -137,7 +139,7 @@ extension Trainer {
         }
         // an estimated batch may take more packing space than the profiles did: at least a full set
         let packing = max(Int(kn_packing_bytes()), ProcessMemory.fullPackingBytes)
-        for _ in 0..<8 where failed - fitted > max(1, fitted / 100) {
+        for _ in 0..<12 where failed - fitted > max(1, fitted / 100) {
             let through = latest
             func estimated(_ batch: Int) throws -> Bool {
                 try fits(ChainProfile.extrapolated(anchor, through, to: batch), packing: packing)
