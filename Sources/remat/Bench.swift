@@ -11,11 +11,11 @@ struct Bench: ParsableCommand {
 
             The columns:
               policy      what the forward pass keeps (none, sqrt(n), every-K, selective,
-                          minimal, budget-SIZE)
+                          minimal, lean, budget-SIZE)
               overlap     on: a second thread rebuilds the next segment during the
                           backward pass
               segs        parts the plan splits the model into: each checkpointed
-                          segment, each run of blocks kept, minimal or selective (1:
+                          segment, each run of blocks kept, minimal, lean or selective (1:
                           nothing is recomputed)
               step ms     median step time, and half the range of the timed steps
               images/s    batch images per median step
@@ -53,14 +53,14 @@ struct Bench: ParsableCommand {
     @OptionGroup var memoryOptions: MemoryOptions
     @Option(help: "Timed steps per configuration.") var steps = 6
     @Option(help: "Untimed steps first.") var warmup = 2
-    @Option(parsing: .upToNextOption, help: "Policies: none, sqrt, every-K, selective, minimal, budget-SIZE (e.g. budget-80MiB).")
+    @Option(parsing: .upToNextOption, help: "Policies: none, sqrt, every-K, selective, minimal, lean, budget-SIZE (e.g. budget-80MiB).")
     var policies: [CheckpointPolicy] = [.keepAll, .sqrtN]
     @Option(help: "Also run a memory-budget plan of this size (bytes, or with KiB/MiB/GiB).") var budget: String?
     @Option(help: "Recompute overlapped with backward: off, on or both.") var overlap: OverlapChoice = .both
     @Option(help: "Write the Chrome trace (JSON) of one sqrt(n) step to this file: overlapped, or sequential with --overlap off.") var trace: String?
     @Flag(help: "Also time each sequential step on one thread: the overhead of its work spread evenly over the threads.")
     var ideal = false
-    @Flag(help: "Run the trade-off curve that 'remat plan --frontier' predicts: none, minimal, selective, sqrt(n) and budget plans from the smallest feasible to none's peak.")
+    @Flag(help: "Run the trade-off curve that 'remat plan --frontier' predicts: none, minimal, lean, selective, sqrt(n) and budget plans from the smallest feasible to none's peak.")
     var frontier = false
     @Option(help: ArgumentHelp("Draw step time against peak activation memory, measured and predicted, into this SVG file.", valueName: "file.svg"))
     var plot: String?

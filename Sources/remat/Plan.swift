@@ -19,7 +19,7 @@ struct Plan: ParsableCommand {
             """)
 
     @OptionGroup var options: ModelOptions
-    @Option(help: "Policy: none, sqrt, every-K, selective, minimal, budget-SIZE (default: sqrt).") var policy: CheckpointPolicy?
+    @Option(help: "Policy: none, sqrt, every-K, selective, minimal, lean, budget-SIZE (default: sqrt).") var policy: CheckpointPolicy?
     @OptionGroup var memoryOptions: MemoryOptions
     @Flag(help: "With --memory: the largest batch each policy fits in it, found on profiles measured at the batches tried (minutes for resnet56).") var maxBatch = false
     @Option(help: "A memory budget (bytes, or with KiB/MiB/GiB); overrides --policy.") var budget: String?
@@ -27,7 +27,7 @@ struct Plan: ParsableCommand {
     @Option(help: ArgumentHelp("... and with the recompute thread paced under this many bytes (lookahead 1 unless given).", valueName: "bytes"))
     var overlapMemoryLimit: String?
     @Flag(help: "Predict from FLOPs and a one-image run instead of profiling at the batch.") var estimate = false
-    @Flag(help: "The trade-off curve: none, minimal, selective, sqrt(n) and budgets from the smallest feasible to none's peak, each with its predicted peak and extra time.")
+    @Flag(help: "The trade-off curve: none, minimal, lean, selective, sqrt(n) and budgets from the smallest feasible to none's peak, each with its predicted peak and extra time.")
     var frontier = false
     @Option(help: "With --frontier: budget plans spread between the smallest budget and none's peak.") var budgets = 8
     @Flag(help: "One JSON object instead of a table.") var json = false

@@ -36,7 +36,7 @@ struct Train: ParsableCommand {
     var schedule: ScheduleChoice = .constant
     @Option(help: "Steps of linear learning-rate warm-up.") var warmupSteps = 0
     @Flag(help: "Random crops (pad 4) and flips of the training images.") var augment = false
-    @Option(help: "Checkpointing: none, sqrt, every-K, selective, minimal, budget-SIZE (default: none).") var policy: CheckpointPolicy?
+    @Option(help: "Checkpointing: none, sqrt, every-K, selective, minimal, lean, budget-SIZE (default: none).") var policy: CheckpointPolicy?
     @OptionGroup var memoryOptions: MemoryOptions
     @Option(help: "A memory budget (bytes, or with KiB/MiB/GiB); overrides --policy.") var budget: String?
     @Flag(help: "Recompute on its own thread, overlapped with the backward pass.") var overlap = false

@@ -18,7 +18,7 @@ struct Tune: ParsableCommand {
             """)
 
     @OptionGroup var options: ModelOptions
-    @Option(help: "Policy the steps run under: none, sqrt, every-K, selective, minimal, budget-SIZE.") var policy: CheckpointPolicy = .sqrtN
+    @Option(help: "Policy the steps run under: none, sqrt, every-K, selective, minimal, lean, budget-SIZE.") var policy: CheckpointPolicy = .sqrtN
     @Option(help: "Timed steps per configuration (after one warm-up step).") var steps = 3
     @Option(help: "Stop searching after this many seconds (the final comparison still runs).") var timeLimit: Double = 240
     @Option(help: "Largest team size to try (default: all cores).") var maxThreads: Int?
