@@ -26,28 +26,6 @@ static inline window clip(int p, int q, int H, int W, int kh, int kw, int sh, in
 KN_BODY int beats(float v, float m) { return v > m || v != v; }
 
 // 2x2 stride 2 unpadded (the M of every WORKLOADS model): no bounds checks per element.
-// planes [lo, hi)
-KN_BODY void maxpool_2x2_forward(float *y, const float *x, int H, int W, int P, int Q, size_t lo,
-                                 size_t hi) {
-    for (size_t plane = lo; plane < hi; plane++) {
-        const float *xp = x + plane * H * W;
-        float *yp = y + plane * P * Q;
-        for (int p = 0; p < P; p++) {
-            const float *r0 = xp + (size_t)(2 * p) * W, *r1 = r0 + W;
-            for (int q = 0; q < Q; q++) {
-                float m = r0[2 * q];
-                m = beats(r0[2 * q + 1], m) ? r0[2 * q + 1] : m;
-                m = beats(r1[2 * q], m) ? r1[2 * q] : m;
-                m = beats(r1[2 * q + 1], m) ? r1[2 * q + 1] : m;
-                yp[p * Q + q] = m;
-            }
-        }
-    }
-}
-KN_BY_ISA(maxpool_2x2_forward,
-          (float *y, const float *x, int H, int W, int P, int Q, size_t lo, size_t hi),
-          (y, x, H, W, P, Q, lo, hi))
-
 // planes [lo, hi). The winner as selects, not branches: which of the four won is data, and
 // branching on it mispredicted often enough to cost an eighth of a LeNet-5 step.
 KN_BODY void maxpool_2x2_backward(float *dx, const float *dy, const float *x, int H, int W,
@@ -82,34 +60,6 @@ KN_BY_ISA(maxpool_2x2_backward,
            size_t hi),
           (dx, dy, x, H, W, P, Q, lo, hi))
 
-kn_status kn_maxpool2d_forward(float *y, const float *x, int N, int C, int H, int W, int kh,
-                               int kw, int sh, int sw, int ph, int pw) {
-    if (!pool_ok(N, C, H, W, kh, kw, sh, sw, ph, pw)) return KN_EINVAL;
-    const int P = POOL_OUT(H, kh, sh, ph), Q = POOL_OUT(W, kw, sw, pw);
-    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0) {
-        KN_PARALLEL_RANGES((size_t)N * C, (size_t)N * C * H * W > KN_PAR_MIN, maxpool_2x2_forward,
-                           (y, x, H, W, P, Q, lo, hi));
-        return KN_OK;
-    }
-    KN_WITH_TEAM(team)
-#pragma omp parallel for schedule(static) num_threads(team) \
-    if ((size_t)N * C * H * W > KN_PAR_MIN)
-    for (long plane = 0; plane < (long)N * C; plane++) {
-        const float *xp = x + plane * H * W;
-        float *yp = y + plane * P * Q;
-        for (int p = 0; p < P; p++)
-            for (int q = 0; q < Q; q++) {
-                const window win = clip(p, q, H, W, kh, kw, sh, sw, ph, pw);
-                float m = xp[win.h0 * W + win.w0];
-                for (int ih = win.h0; ih < win.h1; ih++)
-                    for (int iw = win.w0; iw < win.w1; iw++)
-                        if (beats(xp[ih * W + iw], m)) m = xp[ih * W + iw];
-                yp[p * Q + q] = m;
-            }
-    }
-    return KN_OK;
-}
-
 kn_status kn_maxpool2d_backward(float *dx, const float *dy, const float *x, int N, int C, int H,
                                 int W, int kh, int kw, int sh, int sw, int ph, int pw) {
     if (!pool_ok(N, C, H, W, kh, kw, sh, sw, ph, pw)) return KN_EINVAL;
@@ -141,15 +91,15 @@ kn_status kn_maxpool2d_backward(float *dx, const float *dy, const float *x, int 
     return KN_OK;
 }
 
-// MARK: max pooling that records its winners
+// MARK: max pooling, recording each window's winner where asked
 
-// 2x2 stride 2 unpadded: the winner as 0..3 (row-major in the window), by the same selects
-KN_BODY void maxpool_2x2_argmax_forward(float *y, uint8_t *arg, const float *x, int H, int W,
+// planes [lo, hi); the winner as 0..3 (row-major in the window) where arg is given
+KN_BODY void maxpool_2x2_forward(float *y, uint8_t *arg, const float *x, int H, int W,
                                         int P, int Q, size_t lo, size_t hi) {
     for (size_t plane = lo; plane < hi; plane++) {
         const float *xp = x + plane * H * W;
         float *yp = y + plane * P * Q;
-        uint8_t *ap = arg + plane * P * Q;
+        uint8_t *ap = arg ? arg + plane * P * Q : NULL;
         for (int p = 0; p < P; p++) {
             const float *r0 = xp + (size_t)(2 * p) * W, *r1 = r0 + W;
             for (int q = 0; q < Q; q++) {
@@ -160,12 +110,12 @@ KN_BODY void maxpool_2x2_argmax_forward(float *y, uint8_t *arg, const float *x, 
                 const float m2 = wc ? c : m1;
                 const int we = beats(e, m2);
                 yp[p * Q + q] = we ? e : m2;
-                ap[p * Q + q] = (uint8_t)(we ? 3 : wc ? 2 : wb);
+                if (ap) ap[p * Q + q] = (uint8_t)(we ? 3 : wc ? 2 : wb);
             }
         }
     }
 }
-KN_BY_ISA(maxpool_2x2_argmax_forward,
+KN_BY_ISA(maxpool_2x2_forward,
           (float *y, uint8_t *arg, const float *x, int H, int W, int P, int Q, size_t lo,
            size_t hi),
           (y, arg, x, H, W, P, Q, lo, hi))
@@ -196,14 +146,14 @@ KN_BY_ISA(maxpool_2x2_argmax_backward,
            int Q, size_t lo, size_t hi),
           (dx, dy, arg, mask, H, W, P, Q, lo, hi))
 
-kn_status kn_maxpool2d_argmax_forward(float *y, void *argmax, const float *x, int N, int C, int H,
-                                      int W, int kh, int kw, int sh, int sw, int ph, int pw) {
-    if (!pool_ok(N, C, H, W, kh, kw, sh, sw, ph, pw) || kh * kw > 256) return KN_EINVAL;
+// The maximum of each window, and with arg its winner's place in the window.
+static kn_status maxpool_forward(float *y, uint8_t *arg, const float *x, int N, int C, int H,
+                                 int W, int kh, int kw, int sh, int sw, int ph, int pw) {
+    if (!pool_ok(N, C, H, W, kh, kw, sh, sw, ph, pw) || (arg && kh * kw > 256)) return KN_EINVAL;
     const int P = POOL_OUT(H, kh, sh, ph), Q = POOL_OUT(W, kw, sw, pw);
-    uint8_t *arg = argmax;
     if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0) {
         KN_PARALLEL_RANGES((size_t)N * C, (size_t)N * C * H * W > KN_PAR_MIN,
-                           maxpool_2x2_argmax_forward, (y, arg, x, H, W, P, Q, lo, hi));
+                           maxpool_2x2_forward, (y, arg, x, H, W, P, Q, lo, hi));
         return KN_OK;
     }
     KN_WITH_TEAM(team)
@@ -212,7 +162,7 @@ kn_status kn_maxpool2d_argmax_forward(float *y, void *argmax, const float *x, in
     for (long plane = 0; plane < (long)N * C; plane++) {
         const float *xp = x + plane * H * W;
         float *yp = y + plane * P * Q;
-        uint8_t *ap = arg + plane * P * Q;
+        uint8_t *ap = arg ? arg + plane * P * Q : NULL;
         for (int p = 0; p < P; p++)
             for (int q = 0; q < Q; q++) {
                 const window win = clip(p, q, H, W, kh, kw, sh, sw, ph, pw);
@@ -226,10 +176,21 @@ kn_status kn_maxpool2d_argmax_forward(float *y, void *argmax, const float *x, in
                             a = (ih - h) * kw + (iw - w);
                         }
                 yp[p * Q + q] = m;
-                ap[p * Q + q] = (uint8_t)a;
+                if (ap) ap[p * Q + q] = (uint8_t)a;
             }
     }
     return KN_OK;
+}
+
+kn_status kn_maxpool2d_forward(float *y, const float *x, int N, int C, int H, int W, int kh,
+                               int kw, int sh, int sw, int ph, int pw) {
+    return maxpool_forward(y, NULL, x, N, C, H, W, kh, kw, sh, sw, ph, pw);
+}
+
+kn_status kn_maxpool2d_argmax_forward(float *y, void *argmax, const float *x, int N, int C, int H,
+                                      int W, int kh, int kw, int sh, int sw, int ph, int pw) {
+    if (!argmax) return KN_EINVAL;
+    return maxpool_forward(y, argmax, x, N, C, H, W, kh, kw, sh, sw, ph, pw);
 }
 
 kn_status kn_maxpool2d_argmax_backward(float *dx, const float *dy, const void *argmax,

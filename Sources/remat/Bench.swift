@@ -117,18 +117,25 @@ struct Bench: ParsableCommand {
             print("\(p) rebuilds each block on the backward thread (nothing to overlap): its row runs with overlap off")
         }
         var all = policies
+        var overlapSmallest = 0 // the frontier's budgets below this have no overlapped plan
         if frontier {
-            all = try CheckpointPlan.frontier(ChainProfile.measure(try options.makeModel(), batch: options.batch, seed: options.seed))
+            let profile = try ChainProfile.measure(try options.makeModel(), batch: options.batch, seed: options.seed)
+            all = try CheckpointPlan.frontier(profile)
+            if overlap != .off { overlapSmallest = CheckpointPlan.smallestBudget(profile, perBlock: false) }
         }
         if let b = budget.flatMap(CheckpointPolicy.parseBytes) { all.append(.budget(bytes: b)) }
         var configs: [Checkpointing] = []
         for policy in all {
-            let overlaps: [Bool]
+            var overlaps: [Bool]
             switch (policy, overlap) {
             case (_, .off): overlaps = [false]
             case (let p, _) where !p.canOverlap: overlaps = [false]
             case (_, .on): overlaps = [true]
             case (_, .both): overlaps = [false, true]
+            }
+            if case .budget(let bytes) = policy, bytes < overlapSmallest, overlaps.contains(true) {
+                overlaps = [false] // a segmentation cannot hold it
+                if !json && !csv { print("\(policy) has no plan with overlap (segmentations need \(mib(overlapSmallest)) MiB): its row runs with overlap off") }
             }
             configs += overlaps.map { Checkpointing(policy: policy, overlap: $0 ? settings.overlap : nil) }
         }

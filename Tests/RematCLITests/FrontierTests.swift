@@ -47,6 +47,12 @@ struct FrontierTests {
         #expect(svg.components(separatedBy: "<circle").count - 1 >= r.json.count, "a mark for every measured point and prediction")
         #expect(svg.components(separatedBy: "fill=\"#2ca02c\"").count - 1 == 2 && svg.contains(">PyTorch checkpoint_sequential<"),
                 "the peer's point and its legend")
+        // with overlap, a budget only per-block choices can hold runs without it (resnet56 at
+        // batch 4: its smallest plans rebuild segments into minimal stashes, which only the
+        // backward thread runs)
+        let both = try remat(["bench", "--model", "resnet56", "--batch", "4", "--frontier", "--overlap", "both", "--steps", "1",
+                              "--warmup", "0", "--json"], folder: folder)
+        #expect(both.status == 0 && both.json.contains { $0["overlap"] as? Bool == true }, "\(both.stderr)")
         // a peer file that is not one JSON object a line is refused before any step runs
         try "{\"who\": \"x\"}\n".write(to: folder.appendingPathComponent("bad.jsonl"), atomically: true, encoding: .utf8)
         for (file, plot) in [("bad.jsonl", true), ("missing.jsonl", true), ("torch.jsonl", false)] {
