@@ -25,50 +25,12 @@ static inline window clip(int p, int q, int H, int W, int kh, int kw, int sh, in
 // finds the forward's choice again.
 KN_BODY int beats(float v, float m) { return v > m || v != v; }
 
-// 2x2 stride 2 unpadded (the M of every WORKLOADS model): no bounds checks per element.
-// planes [lo, hi). The winner as selects, not branches: which of the four won is data, and
-// branching on it mispredicted often enough to cost an eighth of a LeNet-5 step.
-KN_BODY void maxpool_2x2_backward(float *dx, const float *dy, const float *x, int H, int W,
-                                  int P, int Q, size_t lo, size_t hi) {
-    for (size_t plane = lo; plane < hi; plane++) {
-        const float *xp = x + plane * H * W, *dyp = dy + plane * P * Q;
-        float *dxp = dx + plane * H * W;
-        for (int p = 0; p < P; p++) {
-            const float *r0 = xp + (size_t)(2 * p) * W, *r1 = r0 + W;
-            float *d0 = dxp + (size_t)(2 * p) * W, *d1 = d0 + W;
-            for (int q = 0; q < Q; q++) {
-                const float a = r0[2 * q], b = r0[2 * q + 1], c = r1[2 * q], e = r1[2 * q + 1];
-                const int wb = beats(b, a);
-                const float m1 = wb ? b : a;
-                const int wc = beats(c, m1);
-                const float m2 = wc ? c : m1;
-                const int we = beats(e, m2);
-                const float g = dyp[p * Q + q];
-                // every position gets g or 0 added (as ReLU's backward): stores the compiler
-                // need not guard with branches
-                const int w0 = !wb && !wc && !we, w1 = wb && !wc && !we, w2 = wc && !we;
-                d0[2 * q] += w0 ? g : 0.0f;
-                d0[2 * q + 1] += w1 ? g : 0.0f;
-                d1[2 * q] += w2 ? g : 0.0f;
-                d1[2 * q + 1] += we ? g : 0.0f;
-            }
-        }
-    }
-}
-KN_BY_ISA(maxpool_2x2_backward,
-          (float *dx, const float *dy, const float *x, int H, int W, int P, int Q, size_t lo,
-           size_t hi),
-          (dx, dy, x, H, W, P, Q, lo, hi))
-
+// The scan from the input: windows of more than 256 positions, and the reference the
+// recorded winners are tested against.
 kn_status kn_maxpool2d_backward(float *dx, const float *dy, const float *x, int N, int C, int H,
                                 int W, int kh, int kw, int sh, int sw, int ph, int pw) {
     if (!pool_ok(N, C, H, W, kh, kw, sh, sw, ph, pw)) return KN_EINVAL;
     const int P = POOL_OUT(H, kh, sh, ph), Q = POOL_OUT(W, kw, sw, pw);
-    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0) {
-        KN_PARALLEL_RANGES((size_t)N * C, (size_t)N * C * H * W > KN_PAR_MIN,
-                           maxpool_2x2_backward, (dx, dy, x, H, W, P, Q, lo, hi));
-        return KN_OK;
-    }
     KN_WITH_TEAM(team)
 #pragma omp parallel for schedule(static) num_threads(team) \
     if ((size_t)N * C * H * W > KN_PAR_MIN)
@@ -93,7 +55,8 @@ kn_status kn_maxpool2d_backward(float *dx, const float *dy, const float *x, int 
 
 // MARK: max pooling, recording each window's winner where asked
 
-// planes [lo, hi); the winner as 0..3 (row-major in the window) where arg is given
+// 2x2 stride 2 unpadded (the M of the zoo's models), no bounds checks per element: planes
+// [lo, hi); the winner as 0..3 (row-major in the window) where arg is given, as selects
 KN_BODY void maxpool_2x2_forward(float *y, uint8_t *arg, const float *x, int H, int W,
                                         int P, int Q, size_t lo, size_t hi) {
     for (size_t plane = lo; plane < hi; plane++) {

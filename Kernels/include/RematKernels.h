@@ -278,7 +278,8 @@ void kn_bias_backward(float *dbias, const float *dy, int N, int C, int HW);
 /// Max over each window; padding never wins. y (N,C,P,Q), x (N,C,H,W).
 kn_status kn_maxpool2d_forward(float *y, const float *x, int N, int C, int H, int W, int kh, int kw,
                           int sh, int sw, int ph, int pw);
-/// dx += dy routed to the first maximum of each window, found again from x (no stored indices).
+/// dx += dy routed to the first maximum of each window, found again from x (no stored indices;
+/// the layer uses it for windows of more than 256 positions).
 kn_status kn_maxpool2d_backward(float *dx, const float *dy, const float *x, int N, int C, int H, int W,
                            int kh, int kw, int sh, int sw, int ph, int pw);
 /// As kn_maxpool2d_forward, also writing each window's winner to argmax (N,C,P,Q bytes): its
