@@ -57,8 +57,8 @@ kn_status kn_maxpool2d_backward(float *dx, const float *dy, const float *x, int 
 
 // 2x2 stride 2 unpadded (the M of the zoo's models), no bounds checks per element: planes
 // [lo, hi); the winner as 0..3 (row-major in the window) where arg is given, as selects
-KN_BODY void maxpool_2x2_forward(float *y, uint8_t *arg, const float *x, int H, int W,
-                                        int P, int Q, size_t lo, size_t hi) {
+KN_BODY void maxpool_2x2_forward(float *y, uint8_t *arg, const float *x, int H, int W, int P,
+                                 int Q, size_t lo, size_t hi) {
     for (size_t plane = lo; plane < hi; plane++) {
         const float *xp = x + plane * H * W;
         float *yp = y + plane * P * Q;

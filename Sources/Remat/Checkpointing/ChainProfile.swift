@@ -172,7 +172,10 @@ public struct ChainProfile: Sendable {
                     }
                     return s
                 }
-                (cost.selective, cost.minimal, cost.lean) = (try stashCost(.selective), try stashCost(.minimal), try stashCost(.lean))
+                (cost.selective, cost.minimal) = (try stashCost(.selective), try stashCost(.minimal))
+                // a lean stash differs from minimal's only where its rebuild runs a layer again
+                let reruns = ((block as? OutputFromStash)?.stashRebuildFLOPs(for: x.shape, .lean) ?? 0) > 0
+                cost.lean = reruns ? try stashCost(.lean) : cost.minimal
                 costs.append(cost)
                 x = y!
                 // what this block's runs left cached goes back: the profile holds no more than

@@ -17,17 +17,17 @@ public final class ReLU: Layer {
     /// Passes dy where the output was positive. An empty record: a max pool right after it
     /// applied the mask already (`Pool2D.masking`).
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
-        guard !saved.tensors.isEmpty else { return dy }
-        let dx = Tensor(uninitialized: dy.shape) // the kernel writes every element
-        kn_relu_backward(dx.pointer, dy.pointer, saved.tensors[0].pointer, dy.shape.count)
-        return dx
+        backward(dy, saved, into: Tensor(uninitialized: dy.shape)) // the kernel writes every element
     }
 
     /// As `backward`, writing over dy (the caller's to give up).
-    func backward(overwriting dy: Tensor, _ saved: Saved) throws -> Tensor {
+    func backward(overwriting dy: Tensor, _ saved: Saved) throws -> Tensor { backward(dy, saved, into: dy) }
+
+    private func backward(_ dy: Tensor, _ saved: Saved, into dx: @autoclosure () -> Tensor) -> Tensor {
         guard let y = saved.tensors.first else { return dy }
-        kn_relu_backward(dy.pointer, dy.pointer, y.pointer, dy.shape.count)
-        return dy
+        let dx = dx()
+        kn_relu_backward(dx.pointer, dy.pointer, y.pointer, dy.shape.count)
+        return dx
     }
 }
 
