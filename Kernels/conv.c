@@ -44,6 +44,7 @@ void kn_conv2d_forward(const kn_conv2d *cv, float *y, const float *x, const floa
                        const float *bias, float *scratch) {
     switch (cv->algo_forward) {
     case KN_CONV_REFERENCE: kn_conv2d_forward_ref(cv, y, x, w, bias); return;
+    case KN_CONV_WINOGRAD: kn_winograd_forward(cv, y, x, w, bias, scratch); return;
     case KN_CONV_PADDED_GRID:
     case KN_CONV_BATCH_INNER: {
         const kn_grid_pass pass = {cv, kn_forward_grid(cv), cv->H, cv->W, cv->K, cv->Q, w, x, bias, y, 0};
@@ -59,6 +60,7 @@ void kn_conv2d_backward_data(const kn_conv2d *cv, float *dx, const float *dy, co
                              float *scratch) {
     switch (cv->algo_backward_data) {
     case KN_CONV_REFERENCE: kn_conv2d_backward_data_ref(cv, dx, dy, w); return;
+    case KN_CONV_WINOGRAD: kn_winograd_backward_data(cv, dx, dy, w, scratch); return;
     case KN_CONV_PADDED_GRID:
     case KN_CONV_BATCH_INNER: {
         const kn_grid_pass pass = {cv, kn_backward_grid(cv), cv->P, cv->Q, cv->C, cv->W, w, dy, NULL, dx, 1};
@@ -75,6 +77,7 @@ void kn_conv2d_backward_weights(const kn_conv2d *cv, float *dw, float *dbias, co
                                 const float *x, float *scratch) {
     switch (cv->algo_backward_weights) {
     case KN_CONV_REFERENCE: kn_conv2d_backward_weights_ref(cv, dw, dbias, dy, x); return;
+    case KN_CONV_WINOGRAD: kn_winograd_backward_weights(cv, dw, dbias, dy, x, scratch); return;
     case KN_CONV_PADDED_GRID:
     case KN_CONV_BATCH_INNER: {
         const kn_dw_pass pass = {cv, dy, x, scratch};

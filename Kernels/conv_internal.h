@@ -22,7 +22,11 @@ struct kn_conv2d {
     int implicit_groups; // implicit dw: runs of chunks summed apart, then in order
     int implicit_slots;  // implicit chunks in flight at once (one per thread)
     int col_slots;       // im2col backward-data chunks in flight at once
+    int wino_images;     // images per Winograd chunk
+    int wino_groups;     // Winograd dw: runs of chunks summed apart, then in order
+    int wino_slots;      // Winograd chunks in flight at once (one per thread)
     size_t scratch_floats;
+    size_t scratch_cap;  // the description's scratch limit, or the tuning table's
     kn_tuning tune;      // the tuning table's row it was planned with
     char explain[768];
 };
@@ -113,6 +117,19 @@ void kn_padded_grid_chunk(const void *pass, int chunk, float *slot);
 void kn_padded_grid_dw_group(const void *pass, int group, float *slot);
 void kn_batch_inner_chunk(const void *pass, int chunk, float *slot);
 void kn_batch_inner_dw_group(const void *pass, int group, float *slot);
+
+// Winograd F(2x2, 3x3) (conv_winograd.c): planes at most KN_WINOGRAD_MAX_WIDTH wide (its row
+// buffers live on the stack). Scratch: the transformed weights (or backward-weights' partial
+// sums) first, then a slot per chunk in flight.
+#define KN_WINOGRAD_MAX_WIDTH 1024
+size_t kn_winograd_slot_floats(const kn_conv2d *cv);
+size_t kn_winograd_shared_floats(const kn_conv2d *cv);
+int kn_winograd_chunks(const kn_conv2d *cv);
+void kn_winograd_forward(const kn_conv2d *cv, float *y, const float *x, const float *w, const float *bias,
+                         float *scratch);
+void kn_winograd_backward_data(const kn_conv2d *cv, float *dx, const float *dy, const float *w, float *scratch);
+void kn_winograd_backward_weights(const kn_conv2d *cv, float *dw, float *dbias, const float *dy, const float *x,
+                                  float *scratch);
 
 void kn_im2col_forward(const kn_conv2d *cv, float *y, const float *x, const float *w,
                        const float *bias, float *scratch);

@@ -16,6 +16,7 @@ const char *kn_conv_algo_name(kn_conv_algo algo) {
     case KN_CONV_IM2COL: return "im2col";
     case KN_CONV_BATCH_INNER: return "batch-inner";
     case KN_CONV_REFERENCE: return "reference";
+    case KN_CONV_WINOGRAD: return "winograd";
     }
     return "unknown";
 }
@@ -90,6 +91,39 @@ static verdict padded_grid_verdict(const kn_conv2d *cv, kn_conv_pass pass, char 
     return ACCEPTS;
 }
 
+// Winograd F(2x2, 3x3) runs 3x3 stride-1 kernels, undilated, padded by at most 2 (so the
+// transposed conv of backward-data has padding >= 0). Its GEMMs' depth is a channel count:
+// below winograd_min_channels the transforms outweigh the multiplies saved.
+static verdict winograd_verdict(const kn_conv2d *cv, kn_conv_pass pass, char *why, size_t n) {
+    (void)pass;
+    if (cv->R != 3 || cv->S != 3 || cv->stride_h != 1 || cv->stride_w != 1 || cv->dil_h != 1 || cv->dil_w != 1 ||
+        cv->pad_h > 2 || cv->pad_w > 2) {
+        snprintf(why, n, "needs a 3x3 kernel, stride 1, no dilation, padding at most 2");
+        return CANNOT;
+    }
+    if (cv->W + 2 * cv->pad_w > KN_WINOGRAD_MAX_WIDTH || cv->Q + 4 > KN_WINOGRAD_MAX_WIDTH) {
+        snprintf(why, n, "planes over %d wide", KN_WINOGRAD_MAX_WIDTH - 4);
+        return CANNOT;
+    }
+    // narrow planes have few tiles a row, so the transforms' per-row cost counts double
+    const int least = cv->tune.winograd_min_channels * (narrow(cv) ? 2 : 1);
+    if (cv->C < least || cv->K < least) {
+        snprintf(why, n, "%d -> %d channels, under %d%s", cv->C, cv->K, least, narrow(cv) ? " on narrow planes" : "");
+        return DOES_NOT_PAY;
+    }
+    // the transformed weights and a chunk of winograd_cols tiles (or the batch) must fit the
+    // scratch cap, or the GEMMs get too few columns (vgg11's 512-channel layers: 4x slower)
+    const long tiles = (long)((cv->P + 1) / 2) * ((cv->Q + 1) / 2);
+    long nb = (cv->tune.winograd_cols + tiles - 1) / tiles;
+    if (nb > cv->N) nb = cv->N;
+    const size_t need = 16 * ((size_t)cv->K * cv->C + (size_t)(cv->C + cv->K) * kn_chunk_ld(nb * tiles));
+    if (need > cv->scratch_cap) {
+        snprintf(why, n, "its weights and a chunk need %zu floats of scratch, over %zu", need, cv->scratch_cap);
+        return DOES_NOT_PAY;
+    }
+    return ACCEPTS;
+}
+
 static verdict accepts(const kn_conv2d *cv, kn_conv_pass pass, char *why, size_t n) {
     (void)cv, (void)pass, (void)why, (void)n;
     return ACCEPTS;
@@ -99,6 +133,7 @@ static const struct {
     kn_conv_algo algo;
     verdict (*judge)(const kn_conv2d *, kn_conv_pass, char *, size_t);
 } candidates[] = {
+    {KN_CONV_WINOGRAD, winograd_verdict},
     {KN_CONV_BATCH_INNER, batch_inner_verdict},
     {KN_CONV_PADDED_GRID, padded_grid_verdict},
     {KN_CONV_IM2COL, accepts}, // any shape
@@ -207,6 +242,28 @@ static size_t plan_implicit(kn_conv2d *cv, size_t chunk_limit, size_t total_limi
     return kn_implicit_shared_floats(cv) + cv->implicit_slots * kn_implicit_slot_floats(cv);
 }
 
+// Winograd's chunks: images enough for winograd_cols tiles, fewer while the scratch would pass
+// `limit`; dw_groups partial sums at most, and a slot per core the limit allows.
+static size_t plan_winograd(kn_conv2d *cv, size_t limit) {
+    const int uses = cv->algo_forward == KN_CONV_WINOGRAD || cv->algo_backward_data == KN_CONV_WINOGRAD ||
+                     cv->algo_backward_weights == KN_CONV_WINOGRAD;
+    cv->wino_images = cv->wino_groups = cv->wino_slots = 1;
+    if (!uses) return 0;
+    const long tiles = (long)((cv->P + 1) / 2) * ((cv->Q + 1) / 2);
+    long nb = (cv->tune.winograd_cols + tiles - 1) / tiles;
+    if (nb > cv->N) nb = cv->N;
+    cv->wino_images = (int)nb;
+    while (cv->wino_images > 1 && kn_winograd_shared_floats(cv) + kn_winograd_slot_floats(cv) > limit)
+        cv->wino_images /= 2;
+    const int chunks = kn_winograd_chunks(cv);
+    cv->wino_groups = chunks < cv->tune.dw_groups ? chunks : cv->tune.dw_groups;
+    while (cv->wino_groups > 1 && kn_winograd_shared_floats(cv) + kn_winograd_slot_floats(cv) > limit) cv->wino_groups--;
+    cv->wino_slots = chunks < kn_num_cores() ? chunks : kn_num_cores();
+    while (cv->wino_slots > 1 && kn_winograd_shared_floats(cv) + cv->wino_slots * kn_winograd_slot_floats(cv) > limit)
+        cv->wino_slots--;
+    return kn_winograd_shared_floats(cv) + cv->wino_slots * kn_winograd_slot_floats(cv);
+}
+
 // MARK: - The plan
 
 kn_status kn_conv2d_create(kn_conv2d **plan, const kn_conv2d_desc *d) {
@@ -215,7 +272,7 @@ kn_status kn_conv2d_create(kn_conv2d **plan, const kn_conv2d_desc *d) {
     if (d->N < 1 || d->C < 1 || d->H < 1 || d->W < 1 || d->K < 1 || d->R < 1 || d->S < 1 ||
         d->stride_h < 1 || d->stride_w < 1 || d->pad_h < 0 || d->pad_w < 0 || d->dil_h < 1 || d->dil_w < 1)
         return KN_EINVAL;
-    if ((unsigned)d->algo > KN_CONV_REFERENCE) return KN_EINVAL;
+    if ((unsigned)d->algo > KN_CONV_WINOGRAD) return KN_EINVAL;
     const long eff_r = (long)d->dil_h * (d->R - 1) + 1, eff_s = (long)d->dil_w * (d->S - 1) + 1;
     const long span_h = (long)d->H + 2L * d->pad_h, span_w = (long)d->W + 2L * d->pad_w;
     if (eff_r > span_h || eff_s > span_w) return KN_ESHAPE;
@@ -231,6 +288,7 @@ kn_status kn_conv2d_create(kn_conv2d **plan, const kn_conv2d_desc *d) {
                       .stride_h = d->stride_h, .stride_w = d->stride_w, .pad_h = d->pad_h, .pad_w = d->pad_w,
                       .dil_h = d->dil_h, .dil_w = d->dil_w, .algo = d->algo, .P = (int)P, .Q = (int)Q,
                       .tune = *kn_tune()};
+    cv->scratch_cap = d->scratch_limit ? d->scratch_limit : (size_t)cv->tune.conv_scratch_floats;
     int cannot = 0;
     cv->algo_forward = choose(cv, KN_PASS_FORWARD, &cannot);
     cv->algo_backward_data = choose(cv, KN_PASS_BACKWARD_DATA, &cannot);
@@ -240,7 +298,7 @@ kn_status kn_conv2d_create(kn_conv2d **plan, const kn_conv2d_desc *d) {
         return KN_EINVAL;
     }
 
-    const size_t limit = d->scratch_limit ? d->scratch_limit : (size_t)cv->tune.conv_scratch_floats;
+    const size_t limit = cv->scratch_cap;
     const long PQ = P * Q, CRS = (long)crs;
     long nb = PQ >= cv->tune.col_image_plane ? 1 : (cv->tune.col_width + PQ - 1) / PQ;
     const long fit = (long)limit / ((CRS + d->K) * PQ);
@@ -262,7 +320,9 @@ kn_status kn_conv2d_create(kn_conv2d **plan, const kn_conv2d_desc *d) {
     const size_t col_scratch = cv->col_slots * col_chunk;
     const size_t chunk_limit = (size_t)cv->tune.grid_chunk_floats;
     const size_t implicit_scratch = plan_implicit(cv, d->scratch_limit && d->scratch_limit < chunk_limit ? d->scratch_limit : chunk_limit, limit);
+    const size_t wino_scratch = plan_winograd(cv, limit);
     cv->scratch_floats = col_scratch > implicit_scratch ? col_scratch : implicit_scratch;
+    if (wino_scratch > cv->scratch_floats) cv->scratch_floats = wino_scratch;
     *plan = cv;
     return KN_OK;
 }

@@ -93,6 +93,8 @@ static const kn_tuning defaults = {
     .batch_images = 32,
     .dw_groups = 4,
     .transpose_tile = 16,
+    .winograd_min_channels = 64,
+    .winograd_cols = 256,
 };
 static kn_tuning tuning_table[KN_ISA_COUNT] = {defaults, defaults, defaults, defaults};
 

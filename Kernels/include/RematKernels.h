@@ -149,6 +149,8 @@ typedef struct {
     int batch_images;        // batch innermost: most images per chunk
     int dw_groups;           // implicit backward-weights: partial sums (also their fixed order)
     int transpose_tile;      // side of the tile that sums and transposes them (1 to 32)
+    int winograd_min_channels; // fewest input and output channels Winograd accepts
+    int winograd_cols;       // Winograd: tiles (GEMM columns) a chunk of images aims for
 } kn_tuning;
 /// The table's row of `isa`; KN_EUNSUPPORTED for an ISA this build lacks.
 kn_status kn_tuning_get(kn_isa isa, kn_tuning *out);
@@ -182,9 +184,12 @@ typedef enum {
     KN_CONV_BATCH_INNER = 3, // stride 1: the implicit GEMM with each chunk's images innermost
                              // (C, H, W, image), so no GEMM column is padding: narrow planes
     KN_CONV_REFERENCE = 4,   // the direct seven-loop convolution: exact, slow, any shape
+    KN_CONV_WINOGRAD = 5,    // 3x3, stride 1, no dilation, padding <= 2: Winograd F(2x2, 3x3),
+                             // 2.25x fewer multiplies; backward-data as the turned kernel's
 } kn_conv_algo;
 
-/// The name of an algorithm: "padded-grid", "im2col", "batch-inner", "reference" ("auto").
+/// The name of an algorithm: "padded-grid", "im2col", "batch-inner", "reference", "winograd"
+/// ("auto").
 const char *kn_conv_algo_name(kn_conv_algo algo);
 
 typedef enum { KN_PASS_FORWARD, KN_PASS_BACKWARD_DATA, KN_PASS_BACKWARD_WEIGHTS } kn_conv_pass;

@@ -194,13 +194,13 @@ struct KernelVariant: Equatable {
     var tuning: KernelTuning
 
     /// The row with one of the choices that matter per machine moved either way: when the
-    /// convolution takes batch innermost, the padded grid or an implicit GEMM at all, im2col's
+    /// convolution takes Winograd, batch innermost, the padded grid or an implicit GEMM at all, im2col's
     /// chunk width, the chunk sizes, and when a kernel goes parallel.
     static func around(_ row: KernelTuning) -> [KernelVariant] {
         let fields: [(String, WritableKeyPath<KernelTuning, Int>)] = [
             ("narrow plane", \.narrowPlane), ("grid junk ratio", \.gridJunkRatio), ("implicit min rows", \.implicitMinRows), ("transposed min rows", \.transposedMinRows),
             ("im2col width", \.colWidth), ("batch-inner images", \.batchImages), ("grid chunk floats", \.gridChunkFloats),
-            ("parallel min", \.parallelMin),
+            ("parallel min", \.parallelMin), ("winograd min channels", \.winogradMinChannels), ("winograd columns", \.winogradCols),
         ]
         return fields.flatMap { name, field in
             [row[keyPath: field] / 2, row[keyPath: field] * 2].filter { $0 >= 1 }.map { v in

@@ -262,13 +262,14 @@ struct ConvTests {
 
     /// The plan's choice from its ordered list on narrow planes: batch innermost for forward
     /// and backward-data, and for backward-weights from 8x8 up; im2col below 8 rows; the padded
-    /// grid on wider planes. The explanation names each algorithm that declined, and why.
+    /// grid on wider planes (channels too few for Winograd throughout). The explanation names
+    /// each algorithm that declined, and why.
     @Test func narrowPlanesTakeTheBatchInnermostLayout() {
-        let at8 = Conv(N: 64, C: 256, H: 8, W: 8, K: 256, R: 3, S: 3, pad: (1, 1))!
+        let at8 = Conv(N: 64, C: 64, H: 8, W: 8, K: 64, R: 3, S: 3, pad: (1, 1))!
         #expect(at8.algos == [KN_CONV_BATCH_INNER, KN_CONV_BATCH_INNER, KN_CONV_BATCH_INNER])
-        let at2 = Conv(N: 64, C: 512, H: 2, W: 2, K: 512, R: 3, S: 3, pad: (1, 1))!
+        let at2 = Conv(N: 64, C: 32, H: 2, W: 2, K: 32, R: 3, S: 3, pad: (1, 1))!
         #expect(at2.algos == [KN_CONV_BATCH_INNER, KN_CONV_BATCH_INNER, KN_CONV_IM2COL])
-        let wide = Conv(N: 64, C: 64, H: 16, W: 16, K: 128, R: 3, S: 3, pad: (1, 1))!
+        let wide = Conv(N: 64, C: 16, H: 16, W: 16, K: 32, R: 3, S: 3, pad: (1, 1))!
         #expect(wide.algo(KN_PASS_FORWARD) == KN_CONV_PADDED_GRID && wide.algo(KN_PASS_BACKWARD_WEIGHTS) == KN_CONV_PADDED_GRID)
         let fewRows = Conv(N: 8, C: 3, H: 8, W: 8, K: 3, R: 3, S: 3, pad: (1, 1))!
         #expect(fewRows.algo(KN_PASS_FORWARD) == KN_CONV_IM2COL && fewRows.algo(KN_PASS_BACKWARD_DATA) == KN_CONV_IM2COL)
@@ -277,10 +278,11 @@ struct ConvTests {
         let lenet = Conv(N: 64, C: 1, H: 28, W: 28, K: 6, R: 5, S: 5, pad: (2, 2))!
         #expect(lenet.algos == [KN_CONV_PADDED_GRID, KN_CONV_IM2COL, KN_CONV_PADDED_GRID], "\(lenet)")
         let lines = String(cString: kn_conv2d_explain(at2.plan)).split(separator: "\n").map(String.init)
-        #expect(lines == ["forward: batch-inner", "backward-data: batch-inner",
-                          "backward-weights: im2col (declined: batch-inner: backward-weights on planes under 8 wide; padded-grid: narrow planes are batch-inner's)"])
+        let winograd = "winograd: 32 -> 32 channels, under 128 on narrow planes"
+        #expect(lines == ["forward: batch-inner (declined: \(winograd))", "backward-data: batch-inner (declined: \(winograd))",
+                          "backward-weights: im2col (declined: \(winograd); batch-inner: backward-weights on planes under 8 wide; padded-grid: narrow planes are batch-inner's)"])
         let strided = Conv(N: 8, C: 16, H: 8, W: 8, K: 16, R: 3, S: 3, stride: (2, 2), pad: (1, 1))!
-        #expect(String(cString: kn_conv2d_explain(strided.plan)).hasPrefix("forward: im2col (declined: batch-inner: stride 2x2, needs 1; padded-grid: stride 2x2, needs 1)"))
+        #expect(String(cString: kn_conv2d_explain(strided.plan)).hasPrefix("forward: im2col (declined: winograd: needs a 3x3 kernel, stride 1, no dilation, padding at most 2; batch-inner: stride 2x2, needs 1; padded-grid: stride 2x2, needs 1)"))
     }
 
     /// im2col backward-data with chunks of several images across the team: a ragged last

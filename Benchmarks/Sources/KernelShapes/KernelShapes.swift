@@ -8,10 +8,11 @@ public struct ConvLayer: Sendable {
     public let count: Int // layers of this shape in the model
 
     /// The layer planned at batch `N`: `algo` where the layer allows it (the implicit GEMMs
-    /// need stride 1), else the plan's choice.
+    /// need stride 1, Winograd a 3x3 kernel too), else the plan's choice.
     public func plan(batch N: Int, algo: kn_conv_algo = KN_CONV_AUTO) -> PlannedConv {
         var d = kn_conv2d_desc()
-        d.algo = stride == 1 || algo == KN_CONV_IM2COL || algo == KN_CONV_REFERENCE ? algo : KN_CONV_AUTO
+        let runs = algo == KN_CONV_IM2COL || algo == KN_CONV_REFERENCE || stride == 1 && (algo != KN_CONV_WINOGRAD || R == 3)
+        d.algo = runs ? algo : KN_CONV_AUTO
         (d.N, d.C, d.H, d.W, d.K, d.R, d.S) = (Int32(N), Int32(C), Int32(H), Int32(H), Int32(K), Int32(R), Int32(R))
         (d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dil_h, d.dil_w) = (Int32(stride), Int32(stride), Int32(pad), Int32(pad), 1, 1)
         return PlannedConv(d, name: name)
@@ -43,7 +44,8 @@ public final class PlannedConv {
     deinit { kn_conv2d_destroy(plan) }
 }
 
-/// Every distinct conv shape of lenet5 (1x28x28 inputs), resnet56 and vgg11 (3x32x32).
+/// Every distinct conv shape of lenet5 (1x28x28 inputs), resnet56, vgg11 and plain-deep-32
+/// (3x32x32).
 public let workloadConvs: [ConvLayer] = [
     .init(model: "lenet5", name: "1->6 5x5 @28", C: 1, H: 28, K: 6, R: 5, stride: 1, pad: 2, count: 1),
     .init(model: "lenet5", name: "6->16 5x5 @14", C: 6, H: 14, K: 16, R: 5, stride: 1, pad: 0, count: 1),
@@ -62,6 +64,7 @@ public let workloadConvs: [ConvLayer] = [
     .init(model: "vgg11", name: "256->512 @4", C: 256, H: 4, K: 512, R: 3, stride: 1, pad: 1, count: 1),
     .init(model: "vgg11", name: "512->512 @4", C: 512, H: 4, K: 512, R: 3, stride: 1, pad: 1, count: 1),
     .init(model: "vgg11", name: "512->512 @2", C: 512, H: 2, K: 512, R: 3, stride: 1, pad: 1, count: 2),
+    .init(model: "plain-deep-32", name: "64->64 @32", C: 64, H: 32, K: 64, R: 3, stride: 1, pad: 1, count: 31),
 ]
 
 /// A GEMM shape, M x N x K.

@@ -20,19 +20,23 @@ struct KernelBench: ParsableCommand {
 
     enum Part: String, ExpressibleByArgument, CaseIterable { case gemm, conv, peak }
     enum Algo: String, ExpressibleByArgument, CaseIterable {
-        case auto, paddedGrid = "padded-grid", batchInner = "batch-inner", im2col, reference
+        case auto, paddedGrid = "padded-grid", batchInner = "batch-inner", im2col, reference, winograd
     }
 
     @Option(help: "Kernel team size (default: all cores).") var threads: Int?
     @Option(help: "Timed calls per kernel; the median is reported.") var repeats = 7
     @Option(help: "Only one part: \(Part.allCases.map(\.rawValue).joined(separator: ", ")).") var only: Part?
-    @Option(help: "Conv algorithm: auto (the plan's choice per pass), padded-grid or batch-inner (stride-1 layers; the others keep the plan's choice), im2col or reference.")
+    @Option(help: "Conv algorithm: auto (the plan's choice per pass), padded-grid or batch-inner (stride-1 layers), winograd (3x3 stride-1 layers; the others keep the plan's choice), im2col or reference.")
     var algo: Algo = .auto
+    @Option(help: "Only the conv layers of this model (lenet5, resnet56, vgg11, plain-deep-32).") var model: String?
     @Flag(help: "One JSON object per line instead of tables.") var json = false
 
     func validate() throws {
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1 (got \(t)).") }
         if repeats < 1 { throw ValidationError("--repeats must be at least 1 (got \(repeats)).") }
+        if let m = model, !workloadConvs.contains(where: { $0.model == m }) {
+            throw ValidationError("--model \(m): no such model; use one of \(Set(workloadConvs.map(\.model)).sorted().joined(separator: ", ")).")
+        }
     }
 
     func run() throws {
@@ -83,9 +87,9 @@ struct KernelBench: ParsableCommand {
 
     func conv(team: Int, peak: Double) {
         let request = [Algo.auto: KN_CONV_AUTO, .paddedGrid: KN_CONV_PADDED_GRID, .batchInner: KN_CONV_BATCH_INNER,
-                       .im2col: KN_CONV_IM2COL, .reference: KN_CONV_REFERENCE][algo]!
+                       .im2col: KN_CONV_IM2COL, .reference: KN_CONV_REFERENCE, .winograd: KN_CONV_WINOGRAD][algo]!
         if !json { print("\nConv2d, batch 64              pass      algo          ms    GFLOP/s  % of peak") }
-        for l in workloadConvs {
+        for l in workloadConvs where model == nil || l.model == model {
             let cv = l.plan(batch: 64, algo: request)
             let x = Buffer(Int(cv.N * cv.C * cv.H * cv.W)), w = Buffer(Int(cv.K * cv.C * cv.R * cv.S), seed: 2)
             let bias = Buffer(Int(cv.K), seed: 3), y = Buffer(Int(cv.N * cv.K * cv.P * cv.Q), seed: 4)

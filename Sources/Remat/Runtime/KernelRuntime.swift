@@ -110,6 +110,8 @@ public struct KernelTuning: Sendable, Equatable, Codable {
     public var batchImages: Int
     public var dwGroups: Int
     public var transposeTile: Int
+    public var winogradMinChannels: Int
+    public var winogradCols: Int
 
     init(_ t: kn_tuning) {
         parallelMin = Int(t.parallel_min)
@@ -129,6 +131,8 @@ public struct KernelTuning: Sendable, Equatable, Codable {
         batchImages = Int(t.batch_images)
         dwGroups = Int(t.dw_groups)
         transposeTile = Int(t.transpose_tile)
+        winogradMinChannels = Int(t.winograd_min_channels)
+        winogradCols = Int(t.winograd_cols)
     }
 
     var kernelValue: kn_tuning {
@@ -150,6 +154,8 @@ public struct KernelTuning: Sendable, Equatable, Codable {
         t.batch_images = Int32(clamping: batchImages)
         t.dw_groups = Int32(clamping: dwGroups)
         t.transpose_tile = Int32(clamping: transposeTile)
+        t.winograd_min_channels = Int32(clamping: winogradMinChannels)
+        t.winograd_cols = Int32(clamping: winogradCols)
         return t
     }
 }

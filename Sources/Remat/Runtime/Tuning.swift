@@ -2,7 +2,7 @@ import Foundation
 
 /// The thread configuration `remat tune` found fastest for one model and batch on one CPU.
 ///
-/// Stored in a JSON file (`TuningFile`): `{"version": 1, "entries": [Tuning...]}`, one entry
+/// Stored in a JSON file (`TuningFile`): `{"version": 2, "entries": [Tuning...]}`, one entry
 /// per (cpu, model, batch); `remat bench` and `remat train` apply the matching entry unless
 /// told `--no-tuning`.
 public struct Tuning: Sendable, Equatable, Codable {
@@ -77,6 +77,9 @@ public struct TuningFile: Sendable {
         var version: Int
         var entries: [Tuning]
     }
+    /// Version 2 added the Winograd thresholds to the kernels' row.
+    private static let version = 2
+    private struct Header: Codable { var version: Int }
 
     /// Reads the file; a missing file has no entries; a malformed one is an error naming it.
     public init(path: String = TuningFile.defaultPath) throws {
@@ -86,11 +89,11 @@ public struct TuningFile: Sendable {
             throw RematError.malformedFile("cannot read the tuning file \(path): check its permissions")
         }
         do {
-            let contents = try JSONDecoder().decode(Contents.self, from: data)
-            guard contents.version == 1 else {
-                throw RematError.malformedFile("the tuning file \(path) has version \(contents.version); this Remat reads version 1: run remat tune again")
+            let header = try JSONDecoder().decode(Header.self, from: data)
+            guard header.version == Self.version else {
+                throw RematError.malformedFile("the tuning file \(path) has version \(header.version); this Remat reads version \(Self.version): run remat tune again")
             }
-            entries = contents.entries
+            entries = try JSONDecoder().decode(Contents.self, from: data).entries
         } catch let e as RematError {
             throw e
         } catch {
@@ -110,7 +113,7 @@ public struct TuningFile: Sendable {
         entries.append(tuning)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let data = try encoder.encode(Contents(version: 1, entries: entries))
+        let data = try encoder.encode(Contents(version: Self.version, entries: entries))
         let folder = (path as NSString).deletingLastPathComponent
         do {
             if !folder.isEmpty { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
