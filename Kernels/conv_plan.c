@@ -113,10 +113,10 @@ static verdict winograd_verdict(const kn_conv2d *cv, kn_conv_pass pass, char *wh
     }
     // the transformed weights and a chunk of winograd_cols tiles (or the batch) must fit the
     // scratch cap, or the GEMMs get too few columns (vgg11's 512-channel layers: 4x slower)
-    const long tiles = (long)((cv->P + 1) / 2) * ((cv->Q + 1) / 2);
+    const long tiles = kn_winograd_plane_tiles(cv->P, cv->Q);
     long nb = (cv->tune.winograd_cols + tiles - 1) / tiles;
     if (nb > cv->N) nb = cv->N;
-    const size_t need = 16 * ((size_t)cv->K * cv->C + (size_t)(cv->C + cv->K) * kn_chunk_ld(nb * tiles));
+    const size_t need = KN_WINOGRAD_XI * ((size_t)cv->K * cv->C + (size_t)(cv->C + cv->K) * kn_chunk_ld(nb * tiles));
     if (need > cv->scratch_cap) {
         snprintf(why, n, "its weights and a chunk need %zu floats of scratch, over %zu", need, cv->scratch_cap);
         return DOES_NOT_PAY;
@@ -249,12 +249,23 @@ static size_t plan_winograd(kn_conv2d *cv, size_t limit) {
                      cv->algo_backward_weights == KN_CONV_WINOGRAD;
     cv->wino_images = cv->wino_groups = cv->wino_slots = 1;
     if (!uses) return 0;
-    const long tiles = (long)((cv->P + 1) / 2) * ((cv->Q + 1) / 2);
+    const long tiles = kn_winograd_plane_tiles(cv->P, cv->Q);
     long nb = (cv->tune.winograd_cols + tiles - 1) / tiles;
     if (nb > cv->N) nb = cv->N;
     cv->wino_images = (int)nb;
     while (cv->wino_images > 1 && kn_winograd_shared_floats(cv) + kn_winograd_slot_floats(cv) > limit)
         cv->wino_images /= 2;
+    nb = cv->wino_images;
+    // down to half as many images a chunk, the first count whose chunks come in a multiple of
+    // dw_groups with a last chunk at least half full, so a team of 2 or 4 gets near-equal
+    // shares (vgg11's 8x8 layers: 11 chunks of 6 images left one thread 36 and the other 28)
+    for (long k = nb; 2 * k >= nb; k--) {
+        const long chunks = (cv->N + k - 1) / k, last = cv->N - (chunks - 1) * k;
+        if (chunks % cv->tune.dw_groups == 0 && 2 * last >= k) {
+            cv->wino_images = (int)k;
+            break;
+        }
+    }
     const int chunks = kn_winograd_chunks(cv);
     cv->wino_groups = chunks < cv->tune.dw_groups ? chunks : cv->tune.dw_groups;
     while (cv->wino_groups > 1 && kn_winograd_shared_floats(cv) + kn_winograd_slot_floats(cv) > limit) cv->wino_groups--;
@@ -344,6 +355,7 @@ kn_conv_algo kn_conv2d_algo(const kn_conv2d *plan, kn_conv_pass pass) {
 const char *kn_conv2d_explain(const kn_conv2d *plan) { return plan->explain; }
 
 kn_conv2d_chunks kn_conv2d_chunking(const kn_conv2d *plan) {
-    return (kn_conv2d_chunks){plan->col_images, plan->col_slots, plan->implicit_images, plan->implicit_groups,
-                              plan->implicit_slots};
+    return (kn_conv2d_chunks){plan->col_images,      plan->col_slots,   plan->implicit_images,
+                              plan->implicit_groups, plan->implicit_slots, plan->wino_images,
+                              plan->wino_groups,     plan->wino_slots};
 }

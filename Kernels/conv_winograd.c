@@ -3,7 +3,9 @@
 // instead of 36, so the GEMMs do 2.25x fewer FLOPs than a direct or implicit convolution.
 //
 //   forward          V = B^T d B (each 4x4 input tile), U = G g G^T (each 3x3 kernel), then
-//                    16 GEMMs M[xi] (K, T) = U[xi] (K, C) . V[xi] (C, T), and y = A^T m A
+//                    16 products M[xi] (K, T) = U[xi] (K, C) . V[xi] (C, T), and y = A^T m A;
+//                    U and V are written as the micro-kernel's packed panels, so each
+//                    product is micro-kernel calls alone
 //   backward-data    the same on dy, padded by 2 - pad, with the kernels turned 180 degrees
 //                    and (K, C) swapped: the transposed convolution is a 3x3 one too
 //   backward-weights the transpose of forward: dU[xi] (K, C) = sum over tiles of
@@ -11,31 +13,19 @@
 //
 // B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
 // A^T = [1 1 1 0; 0 1 -1 -1]. T counts the tiles of a chunk of images (the plane's tiles,
-// image after image); tiles past the output's edge read zeros and their outputs are dropped.
+// image after image; a large plane's in groups of tile rows); tiles past the output's edge
+// read zeros and their outputs are dropped.
 // Chunks are fixed by the shape, every image's tiles are computed alike, and backward-weights
 // sums fixed groups of chunks apart and then in order, so the bits never depend on the team.
 #include "conv_internal.h"
 
 #include <string.h>
 
-#define XI 16 // transformed positions of a tile (4x4)
+#define XI KN_WINOGRAD_XI
 
 // A plane's tiles: rows x columns of 2x2 output tiles.
 static inline int tiles_h(int out_h) { return (out_h + 1) / 2; }
 static inline int tiles_w(int out_w) { return (out_w + 1) / 2; }
-
-// One forward-shaped pass: a 3x3 convolution of `in` (N, in_ch, in_h, in_w) padded by
-// (pad_h, pad_w) into `out` (N, out_ch, out_h, out_w), with the weights transformed into u.
-typedef struct {
-    const kn_conv2d *cv;
-    const float *in;
-    int in_ch, in_h, in_w, pad_h, pad_w;
-    float *out;
-    int out_ch, out_h, out_w;
-    const float *u;    // XI x (out_ch, in_ch)
-    const float *bias; // out_ch, or NULL
-    int accumulate;    // out += rather than =
-} wino_pass;
 
 typedef struct {
     const kn_conv2d *cv;
@@ -64,10 +54,12 @@ KN_BODY void framed_rows(float buf[][ROW], const float *plane, int h, int w, int
     }
 }
 
-// Kernels [lo, hi) of the (rows, cols) grid: u[xi][i][j] = (G g G^T)[xi] of kernel (i, j),
-// g = w[i][j] as stored, or (transposed, for backward-data) w[j][i] turned 180 degrees.
-KN_BODY void weight_transform(float *u, const float *w, int rows, int cols, int transposed, size_t lo,
-                              size_t hi) {
+// Kernels [lo, hi) of the (rows, cols) grid: (G g G^T)[xi] of kernel (i, j), g = w[i][j] as
+// stored, or (transposed, for backward-data) w[j][i] turned 180 degrees, into the
+// micro-kernel's packed A panels: row i of matrix xi at u + xi * uxi + (i / mr) * cols * mr +
+// i % mr, column j mr floats on.
+KN_BODY void weight_transform(float *u, size_t uxi, int mr, const float *w, int rows, int cols, int transposed,
+                              size_t lo, size_t hi) {
     for (size_t e = lo; e < hi; e++) {
         const size_t i = e / cols, j = e % cols;
         const float *src = transposed ? w + (j * rows + i) * 9 : w + e * 9;
@@ -80,88 +72,131 @@ KN_BODY void weight_transform(float *u, const float *w, int rows, int cols, int 
             t[2][s] = 0.5f * (g[0][s] - g[1][s] + g[2][s]);
             t[3][s] = g[2][s];
         }
-        const size_t plane = (size_t)rows * cols;
+        float *at = u + (i / mr) * (size_t)cols * mr + j * mr + i % mr;
         for (int r = 0; r < 4; r++) {
-            float *d = u + (size_t)r * 4 * plane + e;
+            float *d = at + (size_t)r * 4 * uxi;
             d[0] = t[r][0];
-            d[plane] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
-            d[2 * plane] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
-            d[3 * plane] = t[r][2];
+            d[uxi] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
+            d[2 * uxi] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
+            d[3 * uxi] = t[r][2];
         }
     }
 }
-KN_BY_ISA(weight_transform, (float *u, const float *w, int rows, int cols, int transposed, size_t lo, size_t hi),
-          (u, w, rows, cols, transposed, lo, hi))
+KN_BY_ISA(weight_transform,
+          (float *u, size_t uxi, int mr, const float *w, int rows, int cols, int transposed, size_t lo, size_t hi),
+          (u, uxi, mr, w, rows, cols, transposed, lo, hi))
+
+// Where the transformed tiles go: tile t of row c of matrix xi at v + xi * xi_stride + c * ld
+// + t, or (nr > 0) in the micro-kernel's packed B panels, panel t / nr at (t / nr) * pstride,
+// row c nr floats on, lane t % nr.
+typedef struct {
+    size_t xi_stride, ld, pstride;
+    int nr;
+} wino_layout;
+
+// The tiles a transform covers: rows [ty0, ty0 + rows) of tw tiles, of each image in the chunk
+// (tile t counts them image after image).
+typedef struct {
+    int tw, ty0, rows;
+} wino_rows;
 
 // Planes [lo, hi) (image-major, ch each) of a chunk from image n0, each tile transformed into
-// v[xi][c][t]: the input's 4x4 windows (padded by pad_h, pad_w) as B^T d B, or (gradient)
-// dy's 2x2 tiles as A e A^T, the transpose of output_transform. Each tile row's input rows
-// go through a zero-framed row buffer first, so the tiles' loop has no edge cases.
-KN_BODY void tile_transform(float *v, size_t ld, const float *in, int n0, int ch, int h, int w, int pad_h,
-                            int pad_w, int th, int tw, int gradient, size_t lo, size_t hi) {
+// layout L: the input's 4x4 windows (padded by pad_h, pad_w) as B^T d B, or (gradient) dy's
+// 2x2 tiles as A e A^T, the transpose of output_transform. Each tile row's input rows go
+// through a zero-framed row buffer first, so the tiles' loop has no edge cases; it runs in
+// segments that stay within one panel.
+KN_BODY void tile_transform(float *v, wino_layout L, const float *in, int n0, int ch, int h, int w, int pad_h,
+                            int pad_w, wino_rows g, int gradient, size_t lo, size_t hi) {
+    const int tw = g.tw;
     float buf[4][ROW];
-    const size_t xi_stride = (size_t)ch * ld;
+    const size_t xs = L.xi_stride;
     for (size_t i = lo; i < hi; i++) {
         const size_t n = i / ch, c = i % ch;
         const float *plane = in + ((size_t)(n0 + n) * ch + c) * h * w;
-        float *vc = v + c * ld + n * (size_t)th * tw;
-        for (int ty = 0; ty < th; ty++) {
+        for (int ty = g.ty0; ty < g.ty0 + g.rows; ty++) {
             if (gradient) framed_rows(buf, plane, h, w, 2 * ty, 0, 2, 2 * tw);
             else framed_rows(buf, plane, h, w, 2 * ty - pad_h, pad_w, 4, 2 * tw + 2);
-            float *vt = vc + (size_t)ty * tw;
-            for (int tx = 0; tx < tw; tx++) {
-                float t[4][4], o[4][4];
-                for (int j = 0; j < 4; j++) {
-                    const float *col = &buf[0][2 * tx + j];
-                    if (gradient) { // rows of A (4x2) times e: e0, e0 + e1, e0 - e1, -e1
-                        if (j > 1) break;
-                        t[0][j] = col[0];
-                        t[1][j] = col[0] + col[ROW];
-                        t[2][j] = col[0] - col[ROW];
-                        t[3][j] = -col[ROW];
-                    } else { // B^T d
-                        t[0][j] = col[0] - col[2 * ROW];
-                        t[1][j] = col[ROW] + col[2 * ROW];
-                        t[2][j] = col[2 * ROW] - col[ROW];
-                        t[3][j] = col[ROW] - col[3 * ROW];
+            const size_t row_t = (n * g.rows + ty - g.ty0) * (size_t)tw;
+            for (int tx0 = 0; tx0 < tw;) {
+                const size_t t0 = row_t + tx0;
+                int len = tw - tx0;
+                float *dst;
+                if (L.nr) {
+                    const int lane = (int)(t0 % L.nr);
+                    if (len > L.nr - lane) len = L.nr - lane;
+                    dst = v + t0 / L.nr * L.pstride + c * L.nr + lane - tx0;
+                } else {
+                    dst = v + c * L.ld + t0 - tx0;
+                }
+                for (int tx = tx0; tx < tx0 + len; tx++) {
+                    float t[4][4], o[4][4];
+                    for (int j = 0; j < 4; j++) {
+                        const float *col = &buf[0][2 * tx + j];
+                        if (gradient) { // A e, A = [1 0; 1 1; 1 -1; 0 -1]
+                            if (j > 1) break;
+                            t[0][j] = col[0];
+                            t[1][j] = col[0] + col[ROW];
+                            t[2][j] = col[0] - col[ROW];
+                            t[3][j] = -col[ROW];
+                        } else { // B^T d
+                            t[0][j] = col[0] - col[2 * ROW];
+                            t[1][j] = col[ROW] + col[2 * ROW];
+                            t[2][j] = col[2 * ROW] - col[ROW];
+                            t[3][j] = col[ROW] - col[3 * ROW];
+                        }
+                    }
+                    for (int r = 0; r < 4; r++) {
+                        if (gradient) {
+                            o[r][0] = t[r][0];
+                            o[r][1] = t[r][0] + t[r][1];
+                            o[r][2] = t[r][0] - t[r][1];
+                            o[r][3] = -t[r][1];
+                        } else {
+                            o[r][0] = t[r][0] - t[r][2];
+                            o[r][1] = t[r][1] + t[r][2];
+                            o[r][2] = t[r][2] - t[r][1];
+                            o[r][3] = t[r][1] - t[r][3];
+                        }
+                        for (int j = 0; j < 4; j++) dst[(size_t)(4 * r + j) * xs + tx] = o[r][j];
                     }
                 }
-                for (int r = 0; r < 4; r++) {
-                    if (gradient) {
-                        o[r][0] = t[r][0];
-                        o[r][1] = t[r][0] + t[r][1];
-                        o[r][2] = t[r][0] - t[r][1];
-                        o[r][3] = -t[r][1];
-                    } else {
-                        o[r][0] = t[r][0] - t[r][2];
-                        o[r][1] = t[r][1] + t[r][2];
-                        o[r][2] = t[r][2] - t[r][1];
-                        o[r][3] = t[r][1] - t[r][3];
-                    }
-                    for (int j = 0; j < 4; j++) vt[(size_t)(4 * r + j) * xi_stride + tx] = o[r][j];
-                }
+                tx0 += len;
             }
         }
     }
 }
-KN_BY_ISA(tile_transform,
-          (float *v, size_t ld, const float *in, int n0, int ch, int h, int w, int pad_h, int pad_w, int th, int tw,
-           int gradient, size_t lo, size_t hi),
-          (v, ld, in, n0, ch, h, w, pad_h, pad_w, th, tw, gradient, lo, hi))
+// Each kind its own copy (a constant `gradient`): with the test inside the tiles' loop it
+// ran 3x slower.
+KN_BODY void input_tiles(float *v, wino_layout L, const float *in, int n0, int ch, int h, int w, int pad_h,
+                         int pad_w, wino_rows g, size_t lo, size_t hi) {
+    tile_transform(v, L, in, n0, ch, h, w, pad_h, pad_w, g, 0, lo, hi);
+}
+KN_BODY void gradient_tiles(float *v, wino_layout L, const float *dy, int n0, int ch, int h, int w, wino_rows g,
+                            size_t lo, size_t hi) {
+    tile_transform(v, L, dy, n0, ch, h, w, 0, 0, g, 1, lo, hi);
+}
+KN_BY_ISA(input_tiles,
+          (float *v, wino_layout L, const float *in, int n0, int ch, int h, int w, int pad_h, int pad_w, wino_rows g,
+           size_t lo, size_t hi),
+          (v, L, in, n0, ch, h, w, pad_h, pad_w, g, lo, hi))
+KN_BY_ISA(gradient_tiles,
+          (float *v, wino_layout L, const float *dy, int n0, int ch, int h, int w, wino_rows g, size_t lo,
+           size_t hi),
+          (v, L, dy, n0, ch, h, w, g, lo, hi))
 
 // Planes [lo, hi) of the chunk's output from image n0: each tile's 2x2 = A^T m A, plus bias,
 // written (or added) where it lies inside the plane.
-KN_BODY void output_transform(float *out, const float *m, size_t ld, int n0, int ch, int h, int w, int th,
-                              int tw, const float *bias, int accumulate, size_t lo, size_t hi) {
+KN_BODY void output_transform(float *out, const float *m, size_t xi_stride, size_t ld, int n0, int ch, int h,
+                              int w, wino_rows g, const float *bias, int accumulate, size_t lo, size_t hi) {
+    const int tw = g.tw;
     float rows[2][ROW];
-    const size_t xi_stride = (size_t)ch * ld;
     for (size_t i = lo; i < hi; i++) {
         const size_t n = i / ch, k = i % ch;
         float *plane = out + ((size_t)(n0 + n) * ch + k) * h * w;
-        const float *mk = m + k * ld + n * (size_t)th * tw;
+        const float *mk = m + k * ld + n * (size_t)g.rows * tw;
         const float b = bias ? bias[k] : 0.0f;
-        for (int ty = 0; ty < th; ty++) {
-            const float *mt = mk + (size_t)ty * tw;
+        for (int ty = g.ty0; ty < g.ty0 + g.rows; ty++) {
+            const float *mt = mk + (size_t)(ty - g.ty0) * tw;
             for (int tx = 0; tx < tw; tx++) {
                 float s[2][4];
                 for (int j = 0; j < 4; j++) {
@@ -183,9 +218,26 @@ KN_BODY void output_transform(float *out, const float *m, size_t ld, int n0, int
     }
 }
 KN_BY_ISA(output_transform,
-          (float *out, const float *m, size_t ld, int n0, int ch, int h, int w, int th, int tw, const float *bias,
-           int accumulate, size_t lo, size_t hi),
-          (out, m, ld, n0, ch, h, w, th, tw, bias, accumulate, lo, hi))
+          (float *out, const float *m, size_t xi_stride, size_t ld, int n0, int ch, int h, int w, wino_rows g,
+           const float *bias, int accumulate, size_t lo, size_t hi),
+          (out, m, xi_stride, ld, n0, ch, h, w, g, bias, accumulate, lo, hi))
+
+// Items [lo, hi) of (xi, column panel): every row block's MR x NR tile of m[xi] = u[xi] .
+// v[xi], straight from the packed panels (no GEMM driver: the depth is one channel count).
+KN_BODY void panel_products(kn_sgemm_ukr ukr, int depth, const float *u, size_t uxi, int blocks, int mr,
+                            const float *v, size_t vxi, size_t pstride, int panels, int nr, float *m, size_t mxi,
+                            size_t ldm, size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; i++) {
+        const size_t xi = i / panels, p = i % panels;
+        for (int b = 0; b < blocks; b++)
+            ukr(depth, u + xi * uxi + (size_t)b * depth * mr, v + xi * vxi + p * pstride,
+                m + xi * mxi + (size_t)b * mr * ldm + p * nr, (ptrdiff_t)ldm, 1.0f, 0.0f);
+    }
+}
+KN_BY_ISA(panel_products,
+          (kn_sgemm_ukr ukr, int depth, const float *u, size_t uxi, int blocks, int mr, const float *v, size_t vxi,
+           size_t pstride, int panels, int nr, float *m, size_t mxi, size_t ldm, size_t lo, size_t hi),
+          (ukr, depth, u, uxi, blocks, mr, v, vxi, pstride, panels, nr, m, mxi, ldm, lo, hi))
 
 // Kernels [lo, hi) of (K, C): dw[k][c] += G^T du G, du = the summed du[xi][k][c].
 KN_BODY void weight_gradient_transform(float *dw, const float *du, size_t plane, size_t lo, size_t hi) {
@@ -219,64 +271,142 @@ KN_BY_ISA(add_groups, (float *partials, size_t size, int groups, size_t lo, size
 
 // MARK: - Chunks
 
-// Row stride of a chunk's transformed matrices: the most tiles of either pass's planes.
-static size_t chunk_ld(const kn_conv2d *cv) {
-    const long fwd = (long)tiles_h(cv->P) * tiles_w(cv->Q), bwd = (long)tiles_h(cv->H) * tiles_w(cv->W);
-    return kn_chunk_ld((fwd > bwd ? fwd : bwd) * cv->wino_images);
+static inline size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+// A forward-shaped pass's matrices for one chunk of T tiles, on micro-kernel impl's tiles:
+// U's packed panels (before the chunks), V's packed panels and the products M (in a slot).
+typedef struct {
+    int mr, nr, blocks, panels;
+    size_t uxi, pstride, vxi, ldm, mxi;
+} wino_sizes;
+
+static wino_sizes sizes_for(const kn_gemm_impl *impl, int in_ch, int out_ch, long T) {
+    wino_sizes z = {.mr = impl->blocking.mr, .nr = impl->blocking.nr};
+    z.blocks = (out_ch + z.mr - 1) / z.mr;
+    z.panels = (int)((T + z.nr - 1) / z.nr);
+    z.uxi = (size_t)z.blocks * z.mr * in_ch;
+    z.pstride = round_up((size_t)in_ch * z.nr, 16);
+    z.vxi = (size_t)z.panels * z.pstride;
+    z.ldm = kn_chunk_ld((long)z.panels * z.nr);
+    z.mxi = (size_t)z.blocks * z.mr * z.ldm;
+    return z;
 }
 
-size_t kn_winograd_slot_floats(const kn_conv2d *cv) { return (size_t)XI * (cv->C + cv->K) * chunk_ld(cv); }
+long kn_winograd_plane_tiles(int h, int w) { return (long)tiles_h(h) * tiles_w(w); }
+
+// Tile rows a forward-shaped pass takes at a time out of an output plane: whole planes when
+// a chunk holds several images, else rows enough for winograd_cols tiles, so that its
+// transformed tiles and products stay in L2 between the transforms and the products.
+static int group_rows(const kn_conv2d *cv, int out_h, int out_w) {
+    const int th = tiles_h(out_h), tw = tiles_w(out_w);
+    if (cv->wino_images > 1) return th;
+    const int rows = (cv->tune.winograd_cols + tw - 1) / tw;
+    return rows < th ? rows : th;
+}
+static long group_tiles(const kn_conv2d *cv, int out_h, int out_w) {
+    return (long)cv->wino_images * group_rows(cv, out_h, out_w) * tiles_w(out_w);
+}
+
+// Bounds over every micro-kernel (MR <= 16, NR <= 64) of a slot's V and M for T tiles.
+static size_t forward_slot_bound(int in_ch, int out_ch, long T) {
+    return (size_t)XI * ((size_t)(T + 64) * (in_ch + 16) + (size_t)(out_ch + 16) * (T + 96));
+}
+
+// backward-weights' plain layout: V (C, T) and dy's transform (K, T), row stride ld
+static size_t dw_ld(const kn_conv2d *cv) { return kn_chunk_ld(kn_winograd_plane_tiles(cv->P, cv->Q) * cv->wino_images); }
+
+size_t kn_winograd_slot_floats(const kn_conv2d *cv) {
+    size_t slot = (size_t)XI * (cv->C + cv->K) * dw_ld(cv);
+    const size_t fwd = forward_slot_bound(cv->C, cv->K, group_tiles(cv, cv->P, cv->Q));
+    const size_t bwd = forward_slot_bound(cv->K, cv->C, group_tiles(cv, cv->H, cv->W));
+    if (fwd > slot) slot = fwd;
+    if (bwd > slot) slot = bwd;
+    return slot;
+}
 
 size_t kn_winograd_shared_floats(const kn_conv2d *cv) {
-    const int groups = cv->algo_backward_weights == KN_CONV_WINOGRAD ? cv->wino_groups : 1;
-    return (size_t)XI * cv->K * cv->C * groups;
+    const size_t kc = (size_t)cv->K * cv->C, packed = XI * (kc + 16 * (size_t)(cv->K > cv->C ? cv->K : cv->C));
+    const size_t partials = cv->algo_backward_weights == KN_CONV_WINOGRAD ? XI * kc * cv->wino_groups : 0;
+    return packed > partials ? packed : partials;
 }
 
 int kn_winograd_chunks(const kn_conv2d *cv) { return (cv->N + cv->wino_images - 1) / cv->wino_images; }
 
-// One chunk of a forward-shaped pass: transform its input, 16 GEMMs, transform the products
-// into the output.
-static void forward_chunk(const void *p, int chunk, float *slot) {
-    const wino_pass *ps = p;
-    const kn_conv2d *cv = ps->cv;
-    int n0, nb;
-    kn_chunk_images(cv, chunk, cv->wino_images, &n0, &nb);
-    const int th = tiles_h(ps->out_h), tw = tiles_w(ps->out_w), T = nb * th * tw;
-    const size_t ld = chunk_ld(cv), planes = (size_t)nb * (ps->in_ch > ps->out_ch ? ps->in_ch : ps->out_ch);
-    float *v = slot, *m = slot + (size_t)XI * ps->in_ch * ld;
-    const int parallel = planes * th * tw * XI > KN_PAR_MIN;
-    KN_PARALLEL_RANGES((size_t)nb * ps->in_ch, parallel, tile_transform,
-                       (v, ld, ps->in, n0, ps->in_ch, ps->in_h, ps->in_w, ps->pad_h, ps->pad_w, th, tw, 0, lo, hi));
-    for (int xi = 0; xi < XI; xi++) {
-        const kn_view A = {.kind = KN_VIEW_DENSE, .data = (float *)ps->u + (size_t)xi * ps->out_ch * ps->in_ch, .ld = ps->in_ch};
-        const kn_view B = {.kind = KN_VIEW_DENSE, .data = v + (size_t)xi * ps->in_ch * ld, .ld = (int)ld};
-        const kn_view C = {.kind = KN_VIEW_DENSE, .data = m + (size_t)xi * ps->out_ch * ld, .ld = (int)ld};
-        kn_gemm_views(ps->out_ch, T, ps->in_ch, 1.0f, &A, &B, 0.0f, &C);
-    }
+// One forward-shaped pass: a 3x3 convolution of `in` (N, in_ch, in_h, in_w) padded by
+// (pad_h, pad_w) into `out` (N, out_ch, out_h, out_w).
+typedef struct {
+    const kn_conv2d *cv;
+    const float *in;
+    int in_ch, in_h, in_w, pad_h, pad_w;
+    float *out;
+    int out_ch, out_h, out_w;
+    const float *bias; // out_ch, or NULL
+    int accumulate;    // out += rather than =
+    const kn_gemm_impl *impl;
+    const float *u;    // the transformed weights, packed (wino_sizes)
+} wino_pass;
+
+// One group of tile rows of a forward-shaped chunk: transform its tiles into packed panels,
+// multiply them by U's panels, transform the products into the output.
+static void forward_group(const wino_pass *ps, int n0, int nb, wino_rows g, float *slot) {
+    const int T = nb * g.rows * g.tw;
+    const wino_sizes z = sizes_for(ps->impl, ps->in_ch, ps->out_ch, T);
+    float *v = slot, *m = slot + XI * z.vxi;
+    const size_t planes = (size_t)nb * (ps->in_ch > ps->out_ch ? ps->in_ch : ps->out_ch);
+    const int parallel = planes * g.rows * g.tw * XI > KN_PAR_MIN;
+    const wino_layout L = {.xi_stride = z.vxi, .pstride = z.pstride, .nr = z.nr};
+    KN_PARALLEL_RANGES((size_t)nb * ps->in_ch, parallel, input_tiles,
+                       (v, L, ps->in, n0, ps->in_ch, ps->in_h, ps->in_w, ps->pad_h, ps->pad_w, g, lo, hi));
+    // the last panel's lanes past T: zeros, not a previous group's values
+    if (T % z.nr)
+        for (int xi = 0; xi < XI; xi++)
+            for (int c = 0; c < ps->in_ch; c++) {
+                float *lane = v + xi * z.vxi + (size_t)(z.panels - 1) * z.pstride + (size_t)c * z.nr;
+                for (int j = T % z.nr; j < z.nr; j++) lane[j] = 0.0f;
+            }
+    const size_t items = (size_t)XI * z.panels;
+    KN_PARALLEL_RANGES(items, 2.0 * XI * ps->out_ch * ps->in_ch * T > kn_tune()->gemm_parallel_flops, panel_products,
+                       (ps->impl->ukr, ps->in_ch, ps->u, z.uxi, z.blocks, z.mr, v, z.vxi, z.pstride, z.panels, z.nr,
+                        m, z.mxi, z.ldm, lo, hi));
     KN_PARALLEL_RANGES((size_t)nb * ps->out_ch, parallel, output_transform,
-                       (ps->out, m, ld, n0, ps->out_ch, ps->out_h, ps->out_w, th, tw, ps->bias, ps->accumulate, lo, hi));
+                       (ps->out, m, z.mxi, z.ldm, n0, ps->out_ch, ps->out_h, ps->out_w, g, ps->bias, ps->accumulate,
+                        lo, hi));
 }
 
-static void run_forward_shaped(const wino_pass *ps, const float *w, int transposed, float *scratch) {
+static void forward_chunk(const void *p, int chunk, float *slot) {
+    const wino_pass *ps = p;
+    int n0, nb;
+    kn_chunk_images(ps->cv, chunk, ps->cv->wino_images, &n0, &nb);
+    const int th = tiles_h(ps->out_h), rows = group_rows(ps->cv, ps->out_h, ps->out_w);
+    for (int ty0 = 0; ty0 < th; ty0 += rows)
+        forward_group(ps, n0, nb, (wino_rows){tiles_w(ps->out_w), ty0, th - ty0 < rows ? th - ty0 : rows}, slot);
+}
+
+// The weights transformed into U's packed panels once (the micro-kernel chosen for a whole
+// group's tiles), then the chunks across the team.
+static void run_forward_shaped(wino_pass *ps, const float *w, int transposed, float *scratch) {
     const kn_conv2d *cv = ps->cv;
+    const long T = group_tiles(cv, ps->out_h, ps->out_w);
+    ps->impl = kn_gemm_choose(ps->out_ch, (int)T);
+    const wino_sizes z = sizes_for(ps->impl, ps->in_ch, ps->out_ch, T);
     float *u = scratch;
+    memset(u, 0, sizeof(float) * XI * z.uxi); // rows past out_ch in the last block
     const int rows = ps->out_ch, cols = ps->in_ch;
     KN_PARALLEL_RANGES((size_t)rows * cols, (size_t)rows * cols * XI > KN_PAR_MIN, weight_transform,
-                       (u, w, rows, cols, transposed, lo, hi));
+                       (u, z.uxi, z.mr, w, rows, cols, transposed, lo, hi));
+    ps->u = u;
     kn_run_items(kn_winograd_chunks(cv), cv->wino_slots, scratch + kn_winograd_shared_floats(cv),
                  kn_winograd_slot_floats(cv), forward_chunk, ps);
 }
 
 void kn_winograd_forward(const kn_conv2d *cv, float *y, const float *x, const float *w, const float *bias,
                          float *scratch) {
-    float *u = scratch;
-    const wino_pass ps = {cv, x, cv->C, cv->H, cv->W, cv->pad_h, cv->pad_w, y, cv->K, cv->P, cv->Q, u, bias, 0};
+    wino_pass ps = {cv, x, cv->C, cv->H, cv->W, cv->pad_h, cv->pad_w, y, cv->K, cv->P, cv->Q, bias, 0, NULL, NULL};
     run_forward_shaped(&ps, w, 0, scratch);
 }
 
 void kn_winograd_backward_data(const kn_conv2d *cv, float *dx, const float *dy, const float *w, float *scratch) {
-    float *u = scratch;
-    const wino_pass ps = {cv, dy, cv->K, cv->P, cv->Q, 2 - cv->pad_h, 2 - cv->pad_w, dx, cv->C, cv->H, cv->W, u, NULL, 1};
+    wino_pass ps = {cv, dy, cv->K, cv->P, cv->Q, 2 - cv->pad_h, 2 - cv->pad_w, dx, cv->C, cv->H, cv->W, NULL, 1, NULL, NULL};
     run_forward_shaped(&ps, w, 1, scratch);
 }
 
@@ -285,7 +415,7 @@ static void dw_group(const void *p, int group, float *slot) {
     const wino_dw_pass *ps = p;
     const kn_conv2d *cv = ps->cv;
     const int K = cv->K, C = cv->C, th = tiles_h(cv->P), tw = tiles_w(cv->Q);
-    const size_t ld = chunk_ld(cv), plane = (size_t)K * C;
+    const size_t ld = dw_ld(cv), plane = (size_t)K * C;
     float *v = slot, *e = slot + (size_t)XI * C * ld, *du = ps->partials + (size_t)group * XI * plane;
     size_t lo_c, hi_c;
     kn_part((size_t)kn_winograd_chunks(cv), (size_t)cv->wino_groups, (size_t)group, &lo_c, &hi_c);
@@ -293,10 +423,11 @@ static void dw_group(const void *p, int group, float *slot) {
         int n0, nb;
         kn_chunk_images(cv, (int)c, cv->wino_images, &n0, &nb);
         const int T = nb * th * tw, parallel = (size_t)nb * (C > K ? C : K) * th * tw * XI > KN_PAR_MIN;
-        KN_PARALLEL_RANGES((size_t)nb * C, parallel, tile_transform,
-                           (v, ld, ps->x, n0, C, cv->H, cv->W, cv->pad_h, cv->pad_w, th, tw, 0, lo, hi));
-        KN_PARALLEL_RANGES((size_t)nb * K, parallel, tile_transform,
-                           (e, ld, ps->dy, n0, K, cv->P, cv->Q, 0, 0, th, tw, 1, lo, hi));
+        const wino_layout Lv = {.xi_stride = C * ld, .ld = ld}, Le = {.xi_stride = K * ld, .ld = ld};
+        const wino_rows g = {tw, 0, th};
+        KN_PARALLEL_RANGES((size_t)nb * C, parallel, input_tiles,
+                           (v, Lv, ps->x, n0, C, cv->H, cv->W, cv->pad_h, cv->pad_w, g, lo, hi));
+        KN_PARALLEL_RANGES((size_t)nb * K, parallel, gradient_tiles, (e, Le, ps->dy, n0, K, cv->P, cv->Q, g, lo, hi));
         for (int xi = 0; xi < XI; xi++) {
             const kn_view A = {.kind = KN_VIEW_DENSE, .data = e + (size_t)xi * K * ld, .ld = (int)ld};
             const kn_view B = {.kind = KN_VIEW_DENSE_T, .data = v + (size_t)xi * C * ld, .ld = (int)ld};

@@ -94,7 +94,7 @@ static const kn_tuning defaults = {
     .dw_groups = 4,
     .transpose_tile = 16,
     .winograd_min_channels = 64,
-    .winograd_cols = 256,
+    .winograd_cols = 96,
 };
 static kn_tuning tuning_table[KN_ISA_COUNT] = {defaults, defaults, defaults, defaults};
 

@@ -229,8 +229,10 @@ const char *kn_conv2d_explain(const kn_conv2d *plan);
 /// How the plan splits the batch (fixed by the shape and the tuning table, never by the team
 /// size, so sums run in the same order): images per im2col chunk and im2col backward-data
 /// chunks in flight; images per implicit-GEMM chunk, backward-weights' partial sums, and
-/// implicit chunks in flight. For tests and reports.
-typedef struct { int col_images, col_slots, implicit_images, implicit_groups, implicit_slots; } kn_conv2d_chunks;
+/// implicit chunks in flight; and the same three for Winograd. For tests and reports.
+typedef struct {
+    int col_images, col_slots, implicit_images, implicit_groups, implicit_slots, wino_images, wino_groups, wino_slots;
+} kn_conv2d_chunks;
 kn_conv2d_chunks kn_conv2d_chunking(const kn_conv2d *plan);
 
 /// y = conv(x, w) + bias. y (N,K,P,Q), x (N,C,H,W), w (K,C,R,S), bias (K) or NULL.
