@@ -95,7 +95,6 @@ static verdict padded_grid_verdict(const kn_conv2d *cv, kn_conv_pass pass, char 
 // transposed conv of backward-data has padding >= 0). Its GEMMs' depth is a channel count:
 // below winograd_min_channels the transforms outweigh the multiplies saved.
 static verdict winograd_verdict(const kn_conv2d *cv, kn_conv_pass pass, char *why, size_t n) {
-    (void)pass;
     if (cv->R != 3 || cv->S != 3 || cv->stride_h != 1 || cv->stride_w != 1 || cv->dil_h != 1 || cv->dil_w != 1 ||
         cv->pad_h > 2 || cv->pad_w > 2) {
         snprintf(why, n, "needs a 3x3 kernel, stride 1, no dilation, padding at most 2");
@@ -105,10 +104,19 @@ static verdict winograd_verdict(const kn_conv2d *cv, kn_conv_pass pass, char *wh
         snprintf(why, n, "planes over %d wide", KN_WINOGRAD_MAX_WIDTH - 4);
         return CANNOT;
     }
-    // narrow planes have few tiles a row, so the transforms' per-row cost counts double
+    // narrow planes: twice the channels, as the gain there is small (resnet56's 64->64 8x8
+    // layer: forward 1.1x) and its scratch is not, against activations this small
     const int least = cv->tune.winograd_min_channels * (narrow(cv) ? 2 : 1);
     if (cv->C < least || cv->K < least) {
         snprintf(why, n, "%d -> %d channels, under %d%s", cv->C, cv->K, least, narrow(cv) ? " on narrow planes" : "");
+        return DOES_NOT_PAY;
+    }
+    // a tile row of 2 or 3 tiles: the transforms' per-row cost outweighs the products saved
+    // (vgg11's 4x4 layers); backward-weights, whose products go through the GEMM driver,
+    // pays only on wide planes (plain-deep-32's 32x32: 1.19x; vgg11's 16x16: 0.7x)
+    const int width = pass == KN_PASS_BACKWARD_WEIGHTS ? cv->tune.winograd_dw_min_width : cv->tune.batch_dw_min_width;
+    if (cv->Q < width) {
+        snprintf(why, n, "%splanes under %d wide", pass == KN_PASS_BACKWARD_WEIGHTS ? "backward-weights on " : "", width);
         return DOES_NOT_PAY;
     }
     // the transformed weights and a chunk of winograd_cols tiles (or the batch) must fit the

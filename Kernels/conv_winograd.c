@@ -307,26 +307,39 @@ static long group_tiles(const kn_conv2d *cv, int out_h, int out_w) {
     return (long)cv->wino_images * group_rows(cv, out_h, out_w) * tiles_w(out_w);
 }
 
-// Bounds over every micro-kernel (MR <= 16, NR <= 64) of a slot's V and M for T tiles.
-static size_t forward_slot_bound(int in_ch, int out_ch, long T) {
-    return (size_t)XI * ((size_t)(T + 64) * (in_ch + 16) + (size_t)(out_ch + 16) * (T + 96));
+// A slot's V and M, and U, for T tiles on the micro-kernel that needs most: any ISA's (the plan
+// is sized once; a pass runs on the ISA active then).
+static void forward_floats(int in_ch, int out_ch, long T, size_t *slot, size_t *u) {
+    *slot = *u = 0;
+    for (int isa = 0; isa < KN_ISA_COUNT; isa++) {
+        if (!kn_isa_built((kn_isa)isa)) continue;
+        const kn_gemm_impl *table = kn_gemm_table((kn_isa)isa);
+        for (int i = 0; i < KN_KERNELS_PER_ISA && table[i].ukr; i++) {
+            const wino_sizes z = sizes_for(&table[i], in_ch, out_ch, T);
+            if (XI * (z.vxi + z.mxi) > *slot) *slot = XI * (z.vxi + z.mxi);
+            if (XI * z.uxi > *u) *u = XI * z.uxi;
+        }
+    }
 }
 
 // backward-weights' plain layout: V (C, T) and dy's transform (K, T), row stride ld
 static size_t dw_ld(const kn_conv2d *cv) { return kn_chunk_ld(kn_winograd_plane_tiles(cv->P, cv->Q) * cv->wino_images); }
 
 size_t kn_winograd_slot_floats(const kn_conv2d *cv) {
-    size_t slot = (size_t)XI * (cv->C + cv->K) * dw_ld(cv);
-    const size_t fwd = forward_slot_bound(cv->C, cv->K, group_tiles(cv, cv->P, cv->Q));
-    const size_t bwd = forward_slot_bound(cv->K, cv->C, group_tiles(cv, cv->H, cv->W));
+    size_t slot = (size_t)XI * (cv->C + cv->K) * dw_ld(cv), fwd, bwd, u;
+    forward_floats(cv->C, cv->K, group_tiles(cv, cv->P, cv->Q), &fwd, &u);
+    forward_floats(cv->K, cv->C, group_tiles(cv, cv->H, cv->W), &bwd, &u);
     if (fwd > slot) slot = fwd;
     if (bwd > slot) slot = bwd;
     return slot;
 }
 
 size_t kn_winograd_shared_floats(const kn_conv2d *cv) {
-    const size_t kc = (size_t)cv->K * cv->C, packed = XI * (kc + 16 * (size_t)(cv->K > cv->C ? cv->K : cv->C));
-    const size_t partials = cv->algo_backward_weights == KN_CONV_WINOGRAD ? XI * kc * cv->wino_groups : 0;
+    size_t slot, fwd_u, bwd_u;
+    forward_floats(cv->C, cv->K, group_tiles(cv, cv->P, cv->Q), &slot, &fwd_u);
+    forward_floats(cv->K, cv->C, group_tiles(cv, cv->H, cv->W), &slot, &bwd_u);
+    const size_t packed = fwd_u > bwd_u ? fwd_u : bwd_u;
+    const size_t partials = cv->algo_backward_weights == KN_CONV_WINOGRAD ? XI * (size_t)cv->K * cv->C * cv->wino_groups : 0;
     return packed > partials ? packed : partials;
 }
 

@@ -95,6 +95,7 @@ static const kn_tuning defaults = {
     .transpose_tile = 16,
     .winograd_min_channels = 64,
     .winograd_cols = 96,
+    .winograd_dw_min_width = 32,
 };
 static kn_tuning tuning_table[KN_ISA_COUNT] = {defaults, defaults, defaults, defaults};
 

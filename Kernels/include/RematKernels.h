@@ -151,6 +151,7 @@ typedef struct {
     int transpose_tile;      // side of the tile that sums and transposes them (1 to 32)
     int winograd_min_channels; // fewest input and output channels Winograd accepts
     int winograd_cols;       // Winograd: tiles (GEMM columns) a chunk of images aims for
+    int winograd_dw_min_width; // Winograd backward-weights: output width at least this
 } kn_tuning;
 /// The table's row of `isa`; KN_EUNSUPPORTED for an ISA this build lacks.
 kn_status kn_tuning_get(kn_isa isa, kn_tuning *out);

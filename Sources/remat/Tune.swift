@@ -201,6 +201,7 @@ struct KernelVariant: Equatable {
             ("narrow plane", \.narrowPlane), ("grid junk ratio", \.gridJunkRatio), ("implicit min rows", \.implicitMinRows), ("transposed min rows", \.transposedMinRows),
             ("im2col width", \.colWidth), ("batch-inner images", \.batchImages), ("grid chunk floats", \.gridChunkFloats),
             ("parallel min", \.parallelMin), ("winograd min channels", \.winogradMinChannels), ("winograd columns", \.winogradCols),
+            ("winograd dw min width", \.winogradDwMinWidth),
         ]
         return fields.flatMap { name, field in
             [row[keyPath: field] / 2, row[keyPath: field] * 2].filter { $0 >= 1 }.map { v in

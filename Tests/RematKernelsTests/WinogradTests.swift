@@ -205,12 +205,18 @@ struct WinogradTests {
         #expect(!strided.algos.contains(KN_CONV_WINOGRAD))
         #expect(String(cString: kn_conv2d_explain(strided.plan)).contains("winograd: needs a 3x3 kernel, stride 1"))
         // 512 -> 512 channels: the transformed weights alone fill the default scratch cap
-        let big = Conv(N: 8, C: 512, H: 4, W: 4, K: 512, R: 3, S: 3, pad: (1, 1))!
+        let big = Conv(N: 8, C: 512, H: 8, W: 8, K: 512, R: 3, S: 3, pad: (1, 1))!
         #expect(!big.algos.contains(KN_CONV_WINOGRAD), "\(big)")
         #expect(String(cString: kn_conv2d_explain(big.plan)).contains("floats of scratch"))
-        // on narrow planes it needs twice the channels
+        // twice the channels on narrow planes; backward-weights only on planes 32 wide or more,
+        // none of it under 8 wide
         #expect(!Conv(N: 64, C: 64, H: 8, W: 8, K: 64, R: 3, S: 3, pad: (1, 1))!.algos.contains(KN_CONV_WINOGRAD))
-        #expect(Conv(N: 64, C: 128, H: 8, W: 8, K: 128, R: 3, S: 3, pad: (1, 1))!.algos == Array(repeating: KN_CONV_WINOGRAD, count: 3))
+        let at8 = Conv(N: 64, C: 128, H: 8, W: 8, K: 128, R: 3, S: 3, pad: (1, 1))!
+        #expect(at8.algos == [KN_CONV_WINOGRAD, KN_CONV_WINOGRAD, KN_CONV_BATCH_INNER], "\(at8)")
+        #expect(String(cString: kn_conv2d_explain(at8.plan)).contains("winograd: backward-weights on planes under 32 wide"))
+        let at4 = Conv(N: 64, C: 256, H: 4, W: 4, K: 256, R: 3, S: 3, pad: (1, 1))!
+        #expect(!at4.algos.contains(KN_CONV_WINOGRAD), "\(at4)")
+        #expect(String(cString: kn_conv2d_explain(at4.plan)).contains("winograd: planes under 8 wide"))
         // requested for a shape it cannot run at all: refused
         #expect(Conv(N: 1, C: 2, H: 5, W: 5, K: 2, R: 5, S: 5, algo: KN_CONV_WINOGRAD) == nil)
     }

@@ -112,6 +112,7 @@ public struct KernelTuning: Sendable, Equatable, Codable {
     public var transposeTile: Int
     public var winogradMinChannels: Int
     public var winogradCols: Int
+    public var winogradDwMinWidth: Int
 
     init(_ t: kn_tuning) {
         parallelMin = Int(t.parallel_min)
@@ -133,6 +134,7 @@ public struct KernelTuning: Sendable, Equatable, Codable {
         transposeTile = Int(t.transpose_tile)
         winogradMinChannels = Int(t.winograd_min_channels)
         winogradCols = Int(t.winograd_cols)
+        winogradDwMinWidth = Int(t.winograd_dw_min_width)
     }
 
     var kernelValue: kn_tuning {
@@ -156,6 +158,7 @@ public struct KernelTuning: Sendable, Equatable, Codable {
         t.transpose_tile = Int32(clamping: transposeTile)
         t.winograd_min_channels = Int32(clamping: winogradMinChannels)
         t.winograd_cols = Int32(clamping: winogradCols)
+        t.winograd_dw_min_width = Int32(clamping: winogradDwMinWidth)
         return t
     }
 }
