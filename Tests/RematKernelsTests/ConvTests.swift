@@ -93,6 +93,27 @@ struct Conv: CustomStringConvertible {
     }
 }
 
+/// Finite differences of the forward pass (the fast one, or the direct reference) against
+/// the fast backward passes: d/dx, d/dw and d/dbias.
+func checkConvGradients(_ conv: Conv, seed: UInt64, referenceForward: Bool = false,
+                        sourceLocation: SourceLocation = #_sourceLocation) {
+    var rng = SplitMix(seed)
+    let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(conv.K))
+    let g = rng.array(conv.yCount)
+    let zeroX = [Float](repeating: 0, count: conv.xCount), zeroW = [Float](repeating: 0, count: conv.wCount)
+    let zeroB = [Float](repeating: 0, count: Int(conv.K))
+    let ref = referenceForward
+    checkGradient("conv dx \(conv)", x: x, outputWeights: g, reduction: conv.crs + 1,
+                  forward: { conv.forward($0, w, b, reference: ref) }, gradient: { _ in conv.backwardData(g, w, into: zeroX) },
+                  sourceLocation: sourceLocation)
+    checkGradient("conv dw \(conv)", x: w, outputWeights: g, reduction: conv.crs + 1,
+                  forward: { conv.forward(x, $0, b, reference: ref) },
+                  gradient: { _ in conv.backwardWeights(g, x, into: zeroW, biasInto: zeroB).0 }, sourceLocation: sourceLocation)
+    checkGradient("conv dbias \(conv)", x: b, outputWeights: g, reduction: conv.crs + 1,
+                  forward: { conv.forward(x, w, $0, reference: ref) },
+                  gradient: { _ in conv.backwardWeights(g, x, into: zeroW, biasInto: zeroB).1 }, sourceLocation: sourceLocation)
+}
+
 extension UnsafeMutableBufferPointer where Element == Float {
     func initialized(_ a: [Float]) -> Self { _ = self.initialize(from: a); return self }
 }
@@ -175,19 +196,7 @@ struct ConvTests {
     /// Finite differences through the fast kernels: d/dx, d/dw and d/dbias.
     @Test func finiteDifferences() {
         for (i, conv) in convShapes().prefix(20).enumerated() {
-            var rng = SplitMix(UInt64(300 + i))
-            let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(conv.K))
-            let g = rng.array(conv.yCount)
-            let zeroX = [Float](repeating: 0, count: conv.xCount), zeroW = [Float](repeating: 0, count: conv.wCount)
-            let zeroB = [Float](repeating: 0, count: Int(conv.K))
-            checkGradient("conv dx \(conv)", x: x, outputWeights: g, reduction: conv.crs + 1,
-                          forward: { conv.forward($0, w, b) }, gradient: { _ in conv.backwardData(g, w, into: zeroX) })
-            checkGradient("conv dw \(conv)", x: w, outputWeights: g, reduction: conv.crs + 1,
-                          forward: { conv.forward(x, $0, b) },
-                          gradient: { _ in conv.backwardWeights(g, x, into: zeroW, biasInto: zeroB).0 })
-            checkGradient("conv dbias \(conv)", x: b, outputWeights: g, reduction: conv.crs + 1,
-                          forward: { conv.forward(x, w, $0) },
-                          gradient: { _ in conv.backwardWeights(g, x, into: zeroW, biasInto: zeroB).1 })
+            checkConvGradients(conv, seed: UInt64(300 + i))
         }
     }
 

@@ -156,20 +156,7 @@ struct WinogradTests {
     /// swamp a finite difference.)
     @Test func finiteDifferences() {
         for (i, conv) in Self.shapes().filter({ $0.yCount <= 4096 }).enumerated() { // the large planes: bias tolerance too loose
-            var rng = SplitMix(UInt64(700 + i))
-            let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(conv.K))
-            let g = rng.array(conv.yCount)
-            let zeroX = [Float](repeating: 0, count: conv.xCount), zeroW = [Float](repeating: 0, count: conv.wCount)
-            let zeroB = [Float](repeating: 0, count: Int(conv.K))
-            checkGradient("winograd dx \(conv)", x: x, outputWeights: g, reduction: conv.crs + 1,
-                          forward: { conv.forward($0, w, b, reference: true) },
-                          gradient: { _ in conv.backwardData(g, w, into: zeroX) })
-            checkGradient("winograd dw \(conv)", x: w, outputWeights: g, reduction: conv.crs + 1,
-                          forward: { conv.forward(x, $0, b, reference: true) },
-                          gradient: { _ in conv.backwardWeights(g, x, into: zeroW, biasInto: zeroB).0 })
-            checkGradient("winograd dbias \(conv)", x: b, outputWeights: g, reduction: conv.crs + 1,
-                          forward: { conv.forward(x, w, $0, reference: true) },
-                          gradient: { _ in conv.backwardWeights(g, x, into: zeroW, biasInto: zeroB).1 })
+            checkConvGradients(conv, seed: UInt64(700 + i), referenceForward: true)
         }
     }
 
