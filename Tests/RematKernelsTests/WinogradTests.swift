@@ -78,76 +78,106 @@ struct WinogradTests {
     }
 
     @Test func forwardMatchesReference() {
-        for (i, conv) in Self.shapes().enumerated() {
-            #expect(conv.algos == Array(repeating: KN_CONV_WINOGRAD, count: 3), "\(conv)")
-            var rng = SplitMix(UInt64(400 + i))
-            let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(conv.K))
-            let fast = conv.forward(x, w, b), ref = conv.forward(x, w, b, reference: true)
-            let mag = windowMagnitude(N: conv.N, C: conv.C, H: conv.H, W: conv.W, K: conv.K,
-                                      pad: (conv.desc.pad_h, conv.desc.pad_w), x: x) { kernelAbs(w, $0, $1, Int(conv.C)) }
-            let bound = mag.indices.map { j in
-                2.1 * gamma(conv.crs + Winograd.roundings)
-                    * (Winograd.amplification * Double(mag[j]) + Double(abs(b[j / Int(conv.P * conv.Q) % Int(conv.K)])))
-            }
-            expectClose(fast, ref, bound: bound, "forward \(conv)")
-        }
+        for (i, conv) in Self.shapes().enumerated() { checkForward(conv, seed: UInt64(400 + i)) }
     }
 
     @Test func backwardDataMatchesReference() {
-        for (i, conv) in Self.shapes().enumerated() {
-            var rng = SplitMix(UInt64(500 + i))
-            let dy = rng.array(conv.yCount), w = rng.array(conv.wCount), base = rng.array(conv.xCount)
-            let fast = conv.backwardData(dy, w, into: base), ref = conv.backwardData(dy, w, into: base, reference: true)
-            // the transposed conv: dy (K channels, P x Q) padded by 2 - pad, weights (C, K)
-            let mag = windowMagnitude(N: conv.N, C: conv.K, H: conv.P, W: conv.Q, K: conv.C,
-                                      pad: (2 - conv.desc.pad_h, 2 - conv.desc.pad_w), x: dy) { c, k in
-                kernelAbs(w, k, c, Int(conv.C))
-            }
-            let L = Int(conv.K) * 9 + Winograd.roundings
-            let bound = mag.indices.map { j in 2.1 * gamma(L) * (Winograd.amplification * Double(mag[j]) + Double(abs(base[j]))) }
-            expectClose(fast, ref, bound: bound, "backward-data \(conv)")
-        }
+        for (i, conv) in Self.shapes().enumerated() { checkBackwardData(conv, seed: UInt64(500 + i)) }
     }
 
     @Test func backwardWeightsMatchesReference() {
-        for (i, conv) in Self.shapes().enumerated() {
-            var rng = SplitMix(UInt64(600 + i))
-            let dy = rng.array(conv.yCount), x = rng.array(conv.xCount)
-            let w0 = rng.array(conv.wCount), b0 = rng.array(Int(conv.K))
-            let fast = conv.backwardWeights(dy, x, into: w0, biasInto: b0)
-            let ref = conv.backwardWeights(dy, x, into: w0, biasInto: b0, reference: true)
-            // per (k, c): sum over images and tiles of (sum of |dy_k| on the 2x2 tile) x (sum
-            // of |x_c| on its 4x4 window)
-            let (N, C, H, W, K, P, Q) = (Int(conv.N), Int(conv.C), Int(conv.H), Int(conv.W), Int(conv.K), Int(conv.P), Int(conv.Q))
-            let (ph, pw) = (Int(conv.desc.pad_h), Int(conv.desc.pad_w))
-            let (m, a) = (Winograd.outputTile, Winograd.inputTile)
-            let th = (P + m - 1) / m, tw = (Q + m - 1) / m
-            var mag = [Double](repeating: 0, count: K * C)
-            for n in 0..<N {
-                for ty in 0..<th {
-                    for tx in 0..<tw {
-                        let e = (0..<K).map { k in
-                            (0..<m).reduce(0.0) { s, r in (0..<m).reduce(s) { s, q in
-                                let (yy, xx) = (m * ty + r, m * tx + q)
-                                return yy < P && xx < Q ? s + Double(abs(dy[((n * K + k) * P + yy) * Q + xx])) : s
-                            } }
-                        }
-                        let d = (0..<C).map { c in
-                            (0..<a).reduce(0.0) { s, r in (0..<a).reduce(s) { s, q in
-                                let (yy, xx) = (m * ty - ph + r, m * tx - pw + q)
-                                return yy >= 0 && yy < H && xx >= 0 && xx < W ? s + Double(abs(x[((n * C + c) * H + yy) * W + xx])) : s
-                            } }
-                        }
-                        for k in 0..<K { for c in 0..<C { mag[k * C + c] += e[k] * d[c] } }
+        for (i, conv) in Self.shapes().enumerated() { checkBackwardWeights(conv, seed: UInt64(600 + i)) }
+    }
+
+    /// Every instruction set this CPU runs, each planning its own convolutions (its own
+    /// tuning row and micro-kernels), and a plan made on the default one run on the portable
+    /// kernels (the scratch covers any ISA's panels).
+    @Test func everyInstructionSet() {
+        let shapes = Array(Self.shapes().prefix(6))
+        kernelStateLock.withLock {
+            let main = kn_isa_active()
+            defer { _ = kn_isa_select(main) }
+            let plannedOnMain = shapes[4]
+            for isa in [KN_ISA_PORTABLE, KN_ISA_AVX2, KN_ISA_AVX512, KN_ISA_NEON] where kn_isa_supported(isa) != 0 {
+                #expect(kn_isa_select(isa) == KN_OK)
+                for (i, planned) in shapes.enumerated() {
+                    let conv = planned.with(algo: KN_CONV_WINOGRAD)!
+                    checkForward(conv, seed: UInt64(900 + i))
+                    checkBackwardData(conv, seed: UInt64(920 + i))
+                    checkBackwardWeights(conv, seed: UInt64(940 + i))
+                }
+                checkForward(plannedOnMain, seed: 960)
+                checkBackwardData(plannedOnMain, seed: 961)
+                checkBackwardWeights(plannedOnMain, seed: 962)
+            }
+        }
+    }
+
+    func checkForward(_ conv: Conv, seed: UInt64) {
+        #expect(conv.algos == Array(repeating: KN_CONV_WINOGRAD, count: 3), "\(conv)")
+        var rng = SplitMix(seed)
+        let x = rng.array(conv.xCount), w = rng.array(conv.wCount), b = rng.array(Int(conv.K))
+        let fast = conv.forward(x, w, b), ref = conv.forward(x, w, b, reference: true)
+        let mag = windowMagnitude(N: conv.N, C: conv.C, H: conv.H, W: conv.W, K: conv.K,
+                                  pad: (conv.desc.pad_h, conv.desc.pad_w), x: x) { kernelAbs(w, $0, $1, Int(conv.C)) }
+        let bound = mag.indices.map { j in
+            2.1 * gamma(conv.crs + Winograd.roundings)
+                * (Winograd.amplification * Double(mag[j]) + Double(abs(b[j / Int(conv.P * conv.Q) % Int(conv.K)])))
+        }
+        expectClose(fast, ref, bound: bound, "forward \(conv)")
+    }
+
+    func checkBackwardData(_ conv: Conv, seed: UInt64) {
+        var rng = SplitMix(seed)
+        let dy = rng.array(conv.yCount), w = rng.array(conv.wCount), base = rng.array(conv.xCount)
+        let fast = conv.backwardData(dy, w, into: base), ref = conv.backwardData(dy, w, into: base, reference: true)
+        // the transposed conv: dy (K channels, P x Q) padded by 2 - pad, weights (C, K)
+        let mag = windowMagnitude(N: conv.N, C: conv.K, H: conv.P, W: conv.Q, K: conv.C,
+                                  pad: (2 - conv.desc.pad_h, 2 - conv.desc.pad_w), x: dy) { c, k in
+            kernelAbs(w, k, c, Int(conv.C))
+        }
+        let L = Int(conv.K) * 9 + Winograd.roundings
+        let bound = mag.indices.map { j in 2.1 * gamma(L) * (Winograd.amplification * Double(mag[j]) + Double(abs(base[j]))) }
+        expectClose(fast, ref, bound: bound, "backward-data \(conv)")
+    }
+
+    func checkBackwardWeights(_ conv: Conv, seed: UInt64) {
+        var rng = SplitMix(seed)
+        let dy = rng.array(conv.yCount), x = rng.array(conv.xCount)
+        let w0 = rng.array(conv.wCount), b0 = rng.array(Int(conv.K))
+        let fast = conv.backwardWeights(dy, x, into: w0, biasInto: b0)
+        let ref = conv.backwardWeights(dy, x, into: w0, biasInto: b0, reference: true)
+        // per (k, c): sum over images and tiles of (sum of |dy_k| on the 2x2 tile) x (sum
+        // of |x_c| on its 4x4 window)
+        let (N, C, H, W, K, P, Q) = (Int(conv.N), Int(conv.C), Int(conv.H), Int(conv.W), Int(conv.K), Int(conv.P), Int(conv.Q))
+        let (ph, pw) = (Int(conv.desc.pad_h), Int(conv.desc.pad_w))
+        let (m, a) = (Winograd.outputTile, Winograd.inputTile)
+        let th = (P + m - 1) / m, tw = (Q + m - 1) / m
+        var mag = [Double](repeating: 0, count: K * C)
+        for n in 0..<N {
+            for ty in 0..<th {
+                for tx in 0..<tw {
+                    let e = (0..<K).map { k in
+                        (0..<m).reduce(0.0) { s, r in (0..<m).reduce(s) { s, q in
+                            let (yy, xx) = (m * ty + r, m * tx + q)
+                            return yy < P && xx < Q ? s + Double(abs(dy[((n * K + k) * P + yy) * Q + xx])) : s
+                        } }
                     }
+                    let d = (0..<C).map { c in
+                        (0..<a).reduce(0.0) { s, r in (0..<a).reduce(s) { s, q in
+                            let (yy, xx) = (m * ty - ph + r, m * tx - pw + q)
+                            return yy >= 0 && yy < H && xx >= 0 && xx < W ? s + Double(abs(x[((n * C + c) * H + yy) * W + xx])) : s
+                        } }
+                    }
+                    for k in 0..<K { for c in 0..<C { mag[k * C + c] += e[k] * d[c] } }
                 }
             }
-            let L = N * th * tw + Winograd.roundings
-            let bound = w0.indices.map { j in 2.1 * gamma(L) * (Winograd.amplification * mag[j / 9] + Double(abs(w0[j]))) }
-            expectClose(fast.0, ref.0, bound: bound, "backward-weights \(conv)")
-            let biasMag = conv.backwardWeights(dy.map(abs), x.map(abs), into: w0.map(abs), biasInto: b0.map(abs), reference: true).1
-            expectClose(fast.1, ref.1, bound: biasMag.map { 2.1 * gamma(N * P * Q + 1) * Double($0) }, "backward-bias \(conv)")
         }
+        let L = N * th * tw + Winograd.roundings
+        let bound = w0.indices.map { j in 2.1 * gamma(L) * (Winograd.amplification * mag[j / 9] + Double(abs(w0[j]))) }
+        expectClose(fast.0, ref.0, bound: bound, "backward-weights \(conv)")
+        let biasMag = conv.backwardWeights(dy.map(abs), x.map(abs), into: w0.map(abs), biasInto: b0.map(abs), reference: true).1
+        expectClose(fast.1, ref.1, bound: biasMag.map { 2.1 * gamma(N * P * Q + 1) * Double($0) }, "backward-bias \(conv)")
     }
 
     /// Finite differences of the direct reference's forward against the Winograd backward
@@ -172,12 +202,8 @@ struct WinogradTests {
             let (dw, db) = conv.backwardWeights(dy, x, into: zeroW, biasInto: zeroB)
             return [conv.forward(x, w, b), conv.backwardData(dy, w, into: zeroX), dw, db]
         }
-        let saved = kn_get_num_threads()
-        defer { kn_set_num_threads(saved) }
-        kn_set_num_threads(1)
-        let one = run()
-        kn_set_num_threads(2)
-        #expect(run() == one, "\(conv)")
+        let (one, team) = kernelStateLock.withLock { (withThreads(1, run), withThreads(2, run)) }
+        #expect(team == one, "\(conv)")
     }
 
     /// The plan takes Winograd for wide layers with channels enough, and declines it where it
