@@ -122,9 +122,10 @@ void kn_batch_inner_dw_group(const void *pass, int group, float *slot);
 // buffers live on the stack). Scratch: the transformed weights (or backward-weights' partial
 // sums) first, then a slot per chunk in flight.
 #define KN_WINOGRAD_MAX_WIDTH 1024
-#define KN_WINOGRAD_XI 16 // transformed positions of a tile (4x4)
-// Output tiles of an h x w plane.
-long kn_winograd_plane_tiles(int h, int w);
+// Images a chunk aims for (winograd_cols tiles, at most the batch), and the scratch the packed
+// weights and one such chunk need: what the plan's verdict checks against the cap.
+int kn_winograd_target_images(const kn_conv2d *cv);
+size_t kn_winograd_least_floats(const kn_conv2d *cv);
 size_t kn_winograd_slot_floats(const kn_conv2d *cv);
 size_t kn_winograd_shared_floats(const kn_conv2d *cv);
 int kn_winograd_chunks(const kn_conv2d *cv);

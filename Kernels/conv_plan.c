@@ -121,10 +121,7 @@ static verdict winograd_verdict(const kn_conv2d *cv, kn_conv_pass pass, char *wh
     }
     // the transformed weights and a chunk of winograd_cols tiles (or the batch) must fit the
     // scratch cap, or the GEMMs get too few columns (vgg11's 512-channel layers: 4x slower)
-    const long tiles = kn_winograd_plane_tiles(cv->P, cv->Q);
-    long nb = (cv->tune.winograd_cols + tiles - 1) / tiles;
-    if (nb > cv->N) nb = cv->N;
-    const size_t need = KN_WINOGRAD_XI * ((size_t)cv->K * cv->C + (size_t)(cv->C + cv->K) * kn_chunk_ld(nb * tiles));
+    const size_t need = kn_winograd_least_floats(cv);
     if (need > cv->scratch_cap) {
         snprintf(why, n, "its weights and a chunk need %zu floats of scratch, over %zu", need, cv->scratch_cap);
         return DOES_NOT_PAY;
@@ -257,9 +254,7 @@ static size_t plan_winograd(kn_conv2d *cv, size_t limit) {
                      cv->algo_backward_weights == KN_CONV_WINOGRAD;
     cv->wino_images = cv->wino_groups = cv->wino_slots = 1;
     if (!uses) return 0;
-    const long tiles = kn_winograd_plane_tiles(cv->P, cv->Q);
-    long nb = (cv->tune.winograd_cols + tiles - 1) / tiles;
-    if (nb > cv->N) nb = cv->N;
+    long nb = kn_winograd_target_images(cv);
     cv->wino_images = (int)nb;
     while (cv->wino_images > 1 && kn_winograd_shared_floats(cv) + kn_winograd_slot_floats(cv) > limit)
         cv->wino_images /= 2;

@@ -21,7 +21,7 @@
 
 #include <string.h>
 
-#define XI KN_WINOGRAD_XI
+#define XI 16 // transformed positions of a tile (4x4)
 
 // A plane's tiles: rows x columns of 2x2 output tiles.
 static inline int tiles_h(int out_h) { return (out_h + 1) / 2; }
@@ -292,19 +292,23 @@ static wino_sizes sizes_for(const kn_gemm_impl *impl, int in_ch, int out_ch, lon
     return z;
 }
 
-long kn_winograd_plane_tiles(int h, int w) { return (long)tiles_h(h) * tiles_w(w); }
+int kn_winograd_target_images(const kn_conv2d *cv) {
+    const long tiles = (long)tiles_h(cv->P) * tiles_w(cv->Q), nb = (cv->tune.winograd_cols + tiles - 1) / tiles;
+    return nb < cv->N ? (int)nb : cv->N;
+}
 
-// Tile rows a forward-shaped pass takes at a time out of an output plane: whole planes when
-// a chunk holds several images, else rows enough for winograd_cols tiles, so that its
-// transformed tiles and products stay in L2 between the transforms and the products.
-static int group_rows(const kn_conv2d *cv, int out_h, int out_w) {
+// Tile rows a forward-shaped pass takes at a time out of an output plane, in chunks of
+// `images` images: whole planes when a chunk holds several, else rows enough for
+// winograd_cols tiles, so that its transformed tiles and products stay in L2 between the
+// transforms and the products.
+static int group_rows(const kn_conv2d *cv, int images, int out_h, int out_w) {
     const int th = tiles_h(out_h), tw = tiles_w(out_w);
-    if (cv->wino_images > 1) return th;
+    if (images > 1) return th;
     const int rows = (cv->tune.winograd_cols + tw - 1) / tw;
     return rows < th ? rows : th;
 }
-static long group_tiles(const kn_conv2d *cv, int out_h, int out_w) {
-    return (long)cv->wino_images * group_rows(cv, out_h, out_w) * tiles_w(out_w);
+static long group_tiles(const kn_conv2d *cv, int images, int out_h, int out_w) {
+    return (long)images * group_rows(cv, images, out_h, out_w) * tiles_w(out_w);
 }
 
 // A slot's V and M, and U, for T tiles on the micro-kernel that needs most: any ISA's (the plan
@@ -323,24 +327,39 @@ static void forward_floats(int in_ch, int out_ch, long T, size_t *slot, size_t *
 }
 
 // backward-weights' plain layout: V (C, T) and dy's transform (K, T), row stride ld
-static size_t dw_ld(const kn_conv2d *cv) { return kn_chunk_ld(kn_winograd_plane_tiles(cv->P, cv->Q) * cv->wino_images); }
+static size_t dw_ld(const kn_conv2d *cv, int images) {
+    return kn_chunk_ld((long)tiles_h(cv->P) * tiles_w(cv->Q) * images);
+}
+
+// For chunks of `images` images: a slot (the most any pass's matrices need) and the packed
+// weights.
+static void floats_for(const kn_conv2d *cv, int images, size_t *slot, size_t *packed) {
+    size_t fwd, bwd, fwd_u, bwd_u;
+    forward_floats(cv->C, cv->K, group_tiles(cv, images, cv->P, cv->Q), &fwd, &fwd_u);
+    forward_floats(cv->K, cv->C, group_tiles(cv, images, cv->H, cv->W), &bwd, &bwd_u);
+    *slot = (size_t)XI * (cv->C + cv->K) * dw_ld(cv, images);
+    if (fwd > *slot) *slot = fwd;
+    if (bwd > *slot) *slot = bwd;
+    *packed = fwd_u > bwd_u ? fwd_u : bwd_u;
+}
 
 size_t kn_winograd_slot_floats(const kn_conv2d *cv) {
-    size_t slot = (size_t)XI * (cv->C + cv->K) * dw_ld(cv), fwd, bwd, u;
-    forward_floats(cv->C, cv->K, group_tiles(cv, cv->P, cv->Q), &fwd, &u);
-    forward_floats(cv->K, cv->C, group_tiles(cv, cv->H, cv->W), &bwd, &u);
-    if (fwd > slot) slot = fwd;
-    if (bwd > slot) slot = bwd;
+    size_t slot, packed;
+    floats_for(cv, cv->wino_images, &slot, &packed);
     return slot;
 }
 
 size_t kn_winograd_shared_floats(const kn_conv2d *cv) {
-    size_t slot, fwd_u, bwd_u;
-    forward_floats(cv->C, cv->K, group_tiles(cv, cv->P, cv->Q), &slot, &fwd_u);
-    forward_floats(cv->K, cv->C, group_tiles(cv, cv->H, cv->W), &slot, &bwd_u);
-    const size_t packed = fwd_u > bwd_u ? fwd_u : bwd_u;
+    size_t slot, packed;
+    floats_for(cv, cv->wino_images, &slot, &packed);
     const size_t partials = cv->algo_backward_weights == KN_CONV_WINOGRAD ? XI * (size_t)cv->K * cv->C * cv->wino_groups : 0;
     return packed > partials ? packed : partials;
+}
+
+size_t kn_winograd_least_floats(const kn_conv2d *cv) {
+    size_t slot, packed;
+    floats_for(cv, kn_winograd_target_images(cv), &slot, &packed);
+    return packed + slot;
 }
 
 int kn_winograd_chunks(const kn_conv2d *cv) { return (cv->N + cv->wino_images - 1) / cv->wino_images; }
@@ -390,7 +409,7 @@ static void forward_chunk(const void *p, int chunk, float *slot) {
     const wino_pass *ps = p;
     int n0, nb;
     kn_chunk_images(ps->cv, chunk, ps->cv->wino_images, &n0, &nb);
-    const int th = tiles_h(ps->out_h), rows = group_rows(ps->cv, ps->out_h, ps->out_w);
+    const int th = tiles_h(ps->out_h), rows = group_rows(ps->cv, ps->cv->wino_images, ps->out_h, ps->out_w);
     for (int ty0 = 0; ty0 < th; ty0 += rows)
         forward_group(ps, n0, nb, (wino_rows){tiles_w(ps->out_w), ty0, th - ty0 < rows ? th - ty0 : rows}, slot);
 }
@@ -399,7 +418,7 @@ static void forward_chunk(const void *p, int chunk, float *slot) {
 // group's tiles), then the chunks across the team.
 static void run_forward_shaped(wino_pass *ps, const float *w, int transposed, float *scratch) {
     const kn_conv2d *cv = ps->cv;
-    const long T = group_tiles(cv, ps->out_h, ps->out_w);
+    const long T = group_tiles(cv, cv->wino_images, ps->out_h, ps->out_w);
     ps->impl = kn_gemm_choose(ps->out_ch, (int)T);
     const wino_sizes z = sizes_for(ps->impl, ps->in_ch, ps->out_ch, T);
     float *u = scratch;
@@ -428,7 +447,7 @@ static void dw_group(const void *p, int group, float *slot) {
     const wino_dw_pass *ps = p;
     const kn_conv2d *cv = ps->cv;
     const int K = cv->K, C = cv->C, th = tiles_h(cv->P), tw = tiles_w(cv->Q);
-    const size_t ld = dw_ld(cv), plane = (size_t)K * C;
+    const size_t ld = dw_ld(cv, cv->wino_images), plane = (size_t)K * C;
     float *v = slot, *e = slot + (size_t)XI * C * ld, *du = ps->partials + (size_t)group * XI * plane;
     size_t lo_c, hi_c;
     kn_part((size_t)kn_winograd_chunks(cv), (size_t)cv->wino_groups, (size_t)group, &lo_c, &hi_c);
