@@ -286,7 +286,7 @@ kn_status kn_conv2d_create(kn_conv2d **plan, const kn_conv2d_desc *d) {
     if (d->N < 1 || d->C < 1 || d->H < 1 || d->W < 1 || d->K < 1 || d->R < 1 || d->S < 1 ||
         d->stride_h < 1 || d->stride_w < 1 || d->pad_h < 0 || d->pad_w < 0 || d->dil_h < 1 || d->dil_w < 1)
         return KN_EINVAL;
-    if ((unsigned)d->algo > KN_CONV_WINOGRAD) return KN_EINVAL;
+    if ((unsigned)d->algo > KN_CONV_WINOGRAD || (d->tuning && !kn_tuning_valid(d->tuning))) return KN_EINVAL;
     const long eff_r = (long)d->dil_h * (d->R - 1) + 1, eff_s = (long)d->dil_w * (d->S - 1) + 1;
     const long span_h = (long)d->H + 2L * d->pad_h, span_w = (long)d->W + 2L * d->pad_w;
     if (eff_r > span_h || eff_s > span_w) return KN_ESHAPE;
@@ -301,7 +301,7 @@ kn_status kn_conv2d_create(kn_conv2d **plan, const kn_conv2d_desc *d) {
     *cv = (kn_conv2d){.N = d->N, .C = d->C, .H = d->H, .W = d->W, .K = d->K, .R = d->R, .S = d->S,
                       .stride_h = d->stride_h, .stride_w = d->stride_w, .pad_h = d->pad_h, .pad_w = d->pad_w,
                       .dil_h = d->dil_h, .dil_w = d->dil_w, .algo = d->algo, .P = (int)P, .Q = (int)Q,
-                      .tune = *kn_tune()};
+                      .tune = d->tuning ? *d->tuning : *kn_tune()};
     cv->scratch_cap = d->scratch_limit ? d->scratch_limit : (size_t)cv->tune.conv_scratch_floats;
     int cannot = 0;
     cv->algo_forward = choose(cv, KN_PASS_FORWARD, &cannot);

@@ -24,6 +24,8 @@ void kn_team_exit(void);
     for (int team = kn_team_enter(), team##_once_ = 1; team##_once_; team##_once_ = 0, kn_team_exit())
 // The active ISA's row of the tuning table (tuning.c).
 const kn_tuning *kn_tune(void);
+// Every field at least 1 and the transpose tile at most KN_TRANSPOSE_TILE_MAX (tuning.c).
+int kn_tuning_valid(const kn_tuning *t);
 #define KN_TRANSPOSE_TILE_MAX 32
 // True when `work` elements are worth a parallel region (below this the fork costs more).
 #define KN_PAR_MIN ((size_t)kn_tune()->parallel_min)

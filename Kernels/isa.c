@@ -129,6 +129,12 @@ const char *kn_dispatch_report(void) {
                       g->blocking.mr, g->blocking.nr, g->blocking.mc, g->blocking.kc,
                       g->blocking.nc, i ? " (where it pads an M x N product less)" : "");
     }
+    const kn_caches here = kn_machine_caches(), ref = kn_reference_caches();
+    if (n < (int)sizeof report)
+        n += snprintf(report + n, sizeof report - n,
+                      "caches a core: L1d %ld KiB, L2 %ld KiB, L3 %ld KiB; blocks sized for L2 "
+                      "follow it (measured with %ld KiB)\n",
+                      here.l1d >> 10, here.l2 >> 10, here.l3 >> 10, ref.l2 >> 10);
     for (int i = 0; i < KN_ISA_COUNT && n < (int)sizeof report; i++)
         n += snprintf(report + n, sizeof report - n, "  %s: %s, %s\n", kn_isa_name((kn_isa)i),
                       kn_isa_supported((kn_isa)i) ? "available" : "unavailable",

@@ -6,8 +6,9 @@
 #include <string.h>
 
 // MARK: - GEMM micro-kernels and their blocking
-// Cache blocks: KC*NR*4 bytes of B (a sliver) stay in L1 while a KC*MR sliver of A streams;
-// MC*KC*4 bytes of A stay in L2; KC*NC*4 bytes of B sit in L3.
+// Cache blocks: an MC x KC block of A and the KC x NR sliver of B its tiles share sit in L2;
+// a KC x NC panel of B sits in L3. The rows below were measured on the reference machine
+// (kn_reference_caches); at start-up their L2-sized blocks follow this machine's L2 (below).
 
 static kn_gemm_impl gemm_table[KN_ISA_COUNT][KN_KERNELS_PER_ISA] = {
     [KN_ISA_PORTABLE] = {{kn_sgemm_ukr_portable_4x8, kn_sgemm_ukr_portable_4x8_rows, kn_sgemm_ukr_portable_4x8_arows, "kn_sgemm_ukr_portable_4x8",
@@ -99,6 +100,60 @@ static const kn_tuning defaults = {
 };
 static kn_tuning tuning_table[KN_ISA_COUNT] = {defaults, defaults, defaults, defaults};
 
+// MARK: - Following the machine
+// The rows above were measured on an AMD Zen 5 (48 KiB L1d, 1 MiB L2 a core). What was sized
+// to sit in L2 follows this machine's L2 by r = L2 / 1 MiB (at most 4): the GEMM's A block and
+// B sliver, (MC + NR) x KC floats, keep their share of L2 (a smaller L2 shortens KC first, a
+// larger one widens MC: a deep KC amortises each tile's loads and stores of C), the depth of
+// in-place GEMMs shortens with KC, and Winograd's tiles per chunk follow L2 in proportion. The
+// result depends on the caches alone, so a machine always gets the same table (and bits).
+
+static const kn_caches reference = {48 * 1024, 1024 * 1024, 0};
+static kn_gemm_blocking measured[KN_ISA_COUNT][KN_KERNELS_PER_ISA]; // the rows as written above
+
+kn_caches kn_reference_caches(void) { return reference; }
+
+// A depth KC on an L2 r times the reference's: shorter on a smaller one, never below 128.
+static int follow_depth(int kc, double r) {
+    if (r >= 1 || kc <= 128) return kc;
+    const int k = (int)(kc * r) / 64 * 64;
+    return k < 128 ? 128 : k;
+}
+
+int kn_tuning_for_caches(kn_isa isa, kn_caches c, kn_tuning *row, kn_gemm_blocking *out, int max) {
+    if (!kn_isa_built(isa)) return -1;
+    const double r = c.l2 <= 0 ? 1.0 : c.l2 > 4 * reference.l2 ? 4.0 : (double)c.l2 / reference.l2;
+    int n = 0;
+    for (; n < KN_KERNELS_PER_ISA && gemm_table[isa][n].ukr; n++) {
+        kn_gemm_blocking b = measured[isa][n];
+        const int kc = follow_depth(b.kc, r);
+        const int fit = (int)((double)(b.mc + b.nr) * b.kc * r / kc) - b.nr; // rows of A that fit
+        b.mc = fit < b.mr ? b.mr : fit > 4096 ? 4096 / b.mr * b.mr : fit / b.mr * b.mr;
+        b.kc = kc;
+        if (out && n < max) out[n] = b;
+    }
+    if (row) {
+        *row = defaults;
+        row->gemm_kc_in_place = follow_depth(defaults.gemm_kc_in_place, r);
+        const int cols = (int)(defaults.winograd_cols * r) / 16 * 16;
+        row->winograd_cols = cols < 32 ? 32 : cols;
+    }
+    return n;
+}
+
+// At load, before any kernel runs: every built ISA's row for this machine's caches.
+__attribute__((constructor)) static void follow_machine(void) {
+    const kn_caches here = kn_machine_caches();
+    for (int isa = 0; isa < KN_ISA_COUNT; isa++) {
+        if (!kn_isa_built((kn_isa)isa)) continue;
+        for (int i = 0; i < KN_KERNELS_PER_ISA && gemm_table[isa][i].ukr; i++)
+            measured[isa][i] = gemm_table[isa][i].blocking;
+        kn_gemm_blocking b[KN_KERNELS_PER_ISA];
+        const int n = kn_tuning_for_caches((kn_isa)isa, here, &tuning_table[isa], b, KN_KERNELS_PER_ISA);
+        for (int i = 0; i < n; i++) gemm_table[isa][i].blocking = b[i];
+    }
+}
+
 static _Atomic unsigned generation; // bumped by every change of a row (not by a rewrite of the same)
 
 const kn_tuning *kn_tune(void) { return &tuning_table[kn_isa_active()]; }
@@ -112,13 +167,16 @@ kn_status kn_tuning_get(kn_isa isa, kn_tuning *out) {
     return KN_OK;
 }
 
-kn_status kn_tuning_set(kn_isa isa, const kn_tuning *t) {
-    if (!kn_isa_built(isa)) return KN_EUNSUPPORTED;
-    if (!t) return KN_EINVAL;
+int kn_tuning_valid(const kn_tuning *t) {
     const int *field = (const int *)t;
     for (size_t i = 0; i < sizeof *t / sizeof(int); i++)
-        if (field[i] < 1) return KN_EINVAL;
-    if (t->transpose_tile > KN_TRANSPOSE_TILE_MAX) return KN_EINVAL;
+        if (field[i] < 1) return 0;
+    return t->transpose_tile <= KN_TRANSPOSE_TILE_MAX;
+}
+
+kn_status kn_tuning_set(kn_isa isa, const kn_tuning *t) {
+    if (!kn_isa_built(isa)) return KN_EUNSUPPORTED;
+    if (!t || !kn_tuning_valid(t)) return KN_EINVAL;
     if (memcmp(&tuning_table[isa], t, sizeof *t) == 0) return KN_OK; // plans made under it stay valid
     tuning_table[isa] = *t;
     atomic_fetch_add(&generation, 1);

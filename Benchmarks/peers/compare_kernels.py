@@ -4,11 +4,14 @@ PyTorch's CPU convolutions (oneDNN), in one run, at 1 and 2 threads.
 
     swift build -c release --package-path Benchmarks --product kernel-bench
     python3 Benchmarks/peers/compare_kernels.py [--threads 1 2] [--repeats 7] [--torch PYTHON]
+        [--only gemm|conv] [--model NAME] [--isa avx2]
 
 Our figures come from the kernel-bench executable (--json); each peer runs in its own
 process so its thread count and environment are its own. OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE are removed for the NumPy process only (they slow a current OpenBLAS).
 Prints Markdown tables: GFLOP/s, ratio ours/peer and the fraction of the measured FMA peak.
+--isa avx2 holds Remat and PyTorch to AVX2 and FMA (REMAT_ISA; ATEN_CPU_CAPABILITY and
+ONEDNN_MAX_CPU_ISA), as compare_training.py does; NumPy keeps OpenBLAS's own choice.
 """
 import argparse, json, os, statistics, subprocess, sys, time
 
@@ -86,9 +89,10 @@ def peer_torch(threads, repeats, shapes):
 
 # ---- driver
 
-def run_ours(kind, threads, repeats):
-    out = subprocess.run([BENCH_BIN, "--json", "--only", kind, "--threads", str(threads), "--repeats", str(repeats)],
-                         check=True, capture_output=True, text=True).stdout
+def run_ours(kind, threads, repeats, env, model=None):
+    out = subprocess.run([BENCH_BIN, "--json", "--only", kind, "--threads", str(threads), "--repeats", str(repeats)]
+                         + (["--model", model] if model else []),
+                         check=True, capture_output=True, text=True, env=env).stdout
     return [r for r in (json.loads(l) for l in out.splitlines() if l.strip()) if r["kind"] == kind]
 
 
@@ -98,8 +102,8 @@ def run_peer(kind, python, threads, repeats, shapes, env):
     return [json.loads(l) for l in out.splitlines() if l.strip()]
 
 
-def peak(threads):
-    return run_ours("peak", threads, 1)[0]["gflops"]
+def peak(threads, env):
+    return run_ours("peak", threads, 1, env)[0]["gflops"]
 
 
 def main():
@@ -115,15 +119,20 @@ def main():
     ap.add_argument("--torch", default=os.environ.get("TORCH_PYTHON", "/opt/torchenv/bin/python"),
                     help="python with torch (a venv outside the repository)")
     ap.add_argument("--only", choices=["gemm", "conv"])
+    ap.add_argument("--model", help="only this model's conv layers")
+    ap.add_argument("--isa", choices=["avx2"], help="hold Remat and PyTorch to this instruction set")
     args = ap.parse_args()
+    env = dict(os.environ)
+    if args.isa:
+        env.update(REMAT_ISA=args.isa, ATEN_CPU_CAPABILITY=args.isa, ONEDNN_MAX_CPU_ISA=args.isa.upper())
     if not os.path.exists(BENCH_BIN):
         sys.exit(f"missing {BENCH_BIN}: run  swift build -c release --package-path Benchmarks --product kernel-bench")
     np_env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     for t in args.threads:
-        pk = peak(t)
+        pk = peak(t, env)
         print(f"\n## {t} thread(s): measured FMA peak {pk:.0f} GFLOP/s\n")
         if args.only in (None, "gemm"):
-            ours = run_ours("gemm", t, args.repeats)
+            ours = run_ours("gemm", t, args.repeats, env)
             np_env["OPENBLAS_NUM_THREADS"] = str(t)
             theirs = {r["name"]: r for r in run_peer("numpy", args.numpy, t, args.repeats, ours, np_env)}
             print(f"SGEMM vs {next(iter(theirs.values()))['peer']} (ours: {ours[0]['isa']})\n")
@@ -136,8 +145,8 @@ def main():
                 print(f"| {r['name']} | {r['M']}x{r['N']}x{r['K']} | {g_ours:.0f} | {g_peer:.0f} | "
                       f"{g_ours / g_peer:.2f} | {100 * g_ours / pk:.0f}% |")
         if args.only in (None, "conv"):
-            ours = run_ours("conv", t, args.repeats)
-            theirs = {r["name"]: r for r in run_peer("torch", args.torch, t, args.repeats, ours, dict(os.environ))}
+            ours = run_ours("conv", t, args.repeats, env, args.model)
+            theirs = {r["name"]: r for r in run_peer("torch", args.torch, t, args.repeats, ours, env)}
             print(f"\nConv2d at batch 64 vs {next(iter(theirs.values()))['peer']}\n")
             print("| layer | x count | pass | Remat algo | Remat GFLOP/s | PyTorch GFLOP/s | ratio | Remat % of peak |")
             print("|---|---:|---|---|---:|---:|---:|---:|")

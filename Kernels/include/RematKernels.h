@@ -111,15 +111,25 @@ double kn_peak_gflops(void);
 /// more across dies. Benchmarks print it beside 2-thread figures. Takes about 0.01 s.
 double kn_core_round_trip_ns(void);
 
+/// The data caches of one core, in bytes (0 where the system does not say): L1d, L2, and the
+/// share of the L3 of each CPU that shares it.
+typedef struct {
+    long l1d, l2, l3;
+} kn_caches;
+/// This machine's caches, read from the operating system (Linux sysfs, macOS sysctl).
+kn_caches kn_machine_caches(void);
+/// The caches of the machine the tuning table's rows were measured on (an AMD Zen 5).
+kn_caches kn_reference_caches(void);
+
 // MARK: - GEMM
 
 /// Register and cache blocking of the GEMM for one instruction set (BLIS names).
 /// MR x NR is the micro-kernel tile (fixed per ISA); MC, KC, NC are the cache blocks.
 typedef struct {
     int mr, nr; // micro-tile, fixed by the micro-kernel
-    int mc;     // rows of A packed per block (multiple of mr; sized for L2)
-    int kc;     // depth per packed panel (sized so a KC x NR sliver of B fits L1)
-    int nc;     // columns of B packed per block (multiple of nr; sized for L3)
+    int mc;     // rows of A packed per block (multiple of mr)
+    int kc;     // depth per packed panel: an MC x KC block of A and a KC x NR sliver of B share L2
+    int nc;     // columns of B packed per block (multiple of nr; a KC x NC panel sits in L3)
 } kn_gemm_blocking;
 
 /// The blocking of each micro-kernel of an ISA (most used first); returns how many there are
@@ -157,6 +167,12 @@ typedef struct {
 kn_status kn_tuning_get(kn_isa isa, kn_tuning *out);
 /// Replaces the row; KN_EINVAL if a field is out of its range (every one >= 1).
 kn_status kn_tuning_set(kn_isa isa, const kn_tuning *t);
+/// What the tuning table holds for `isa` on a machine with caches `c`: the measured row and
+/// GEMM blockings with their L2-sized blocks scaled to c's L2 (an unknown L2 keeps them).
+/// Fills `row` and up to `max` blockings (either may be NULL); returns how many blockings the
+/// ISA has. At start-up the table is set to this for kn_machine_caches(); `remat tune` may
+/// then rewrite it. -1 when this build lacks the ISA.
+int kn_tuning_for_caches(kn_isa isa, kn_caches c, kn_tuning *row, kn_gemm_blocking *blockings, int max);
 /// Counts the changes of the table: a plan made under an older count may be made again.
 unsigned kn_tuning_generation(void);
 
@@ -205,6 +221,7 @@ typedef struct {
     kn_conv_algo algo;          // KN_CONV_AUTO, or one algorithm for every pass
     size_t scratch_limit;       // cap on the scratch (0: the tuning table's); images are processed
                                 // in chunks that fit, but one image always gets what it needs
+    const kn_tuning *tuning;    // the row to plan with (NULL: the table's row of the active ISA)
 } kn_conv2d_desc;
 
 /// A 2-D convolution planned once and run many times (oneDNN style): the output size, the
@@ -213,7 +230,8 @@ typedef struct {
 typedef struct kn_conv2d kn_conv2d;
 
 /// Validates the description and plans it. KN_EINVAL for a size, stride or dilation out of
-/// range or an algorithm that cannot run the shape, KN_ESHAPE when the kernel does not fit.
+/// range, a tuning row kn_tuning_set would refuse, or an algorithm that cannot run the shape;
+/// KN_ESHAPE when the kernel does not fit.
 kn_status kn_conv2d_create(kn_conv2d **plan, const kn_conv2d_desc *desc);
 void kn_conv2d_destroy(kn_conv2d *plan);
 /// Output rows and columns (N, K, P, Q).

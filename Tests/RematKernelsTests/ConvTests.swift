@@ -5,6 +5,8 @@ import Testing
 /// each pass on Swift arrays.
 struct Conv: CustomStringConvertible {
     let desc: kn_conv2d_desc
+    /// The tuning row it was planned with (nil: the table's).
+    let tuning: kn_tuning?
     private let handle: Handle
     let P: Int32, Q: Int32
 
@@ -14,10 +16,16 @@ struct Conv: CustomStringConvertible {
         deinit { kn_conv2d_destroy(plan) }
     }
 
-    init?(desc: kn_conv2d_desc) {
-        var d = desc, plan: OpaquePointer?
-        guard kn_conv2d_create(&plan, &d) == KN_OK, let plan else { return nil }
-        self.desc = desc
+    init?(desc: kn_conv2d_desc, tuning: kn_tuning? = nil) {
+        var d = desc, plan: OpaquePointer?, row = tuning ?? kn_tuning()
+        let status = withUnsafePointer(to: &row) { r in
+            d.tuning = tuning == nil ? nil : r
+            return kn_conv2d_create(&plan, &d)
+        }
+        guard status == KN_OK, let plan else { return nil }
+        d.tuning = nil
+        self.desc = d
+        self.tuning = tuning
         handle = Handle(plan)
         var p: Int32 = 0, q: Int32 = 0
         kn_conv2d_output(plan, &p, &q)
@@ -25,7 +33,8 @@ struct Conv: CustomStringConvertible {
     }
 
     init?(N: Int, C: Int, H: Int, W: Int, K: Int, R: Int, S: Int, stride: (Int, Int) = (1, 1),
-          pad: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), algo: kn_conv_algo = KN_CONV_AUTO) {
+          pad: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), algo: kn_conv_algo = KN_CONV_AUTO,
+          tuning: kn_tuning? = nil) {
         var d = kn_conv2d_desc()
         d.algo = algo
         (d.N, d.C, d.H, d.W) = (Int32(N), Int32(C), Int32(H), Int32(W))
@@ -33,15 +42,16 @@ struct Conv: CustomStringConvertible {
         (d.stride_h, d.stride_w) = (Int32(stride.0), Int32(stride.1))
         (d.pad_h, d.pad_w) = (Int32(pad.0), Int32(pad.1))
         (d.dil_h, d.dil_w) = (Int32(dilation.0), Int32(dilation.1))
-        self.init(desc: d)
+        self.init(desc: d, tuning: tuning)
     }
 
-    /// The same convolution planned with another algorithm or scratch limit.
+    /// The same convolution planned with another algorithm or scratch limit (and the same
+    /// tuning row).
     func with(algo: kn_conv_algo, scratchLimit: Int = 0) -> Conv? {
         var d = desc
         d.algo = algo
         d.scratch_limit = scratchLimit
-        return Conv(desc: d)
+        return Conv(desc: d, tuning: tuning)
     }
 
     var plan: OpaquePointer { handle.plan }

@@ -26,24 +26,35 @@ enum Winograd {
 
 @Suite("Winograd convolution against the direct reference")
 struct WinogradTests {
+    /// The active ISA's row as measured on the reference machine (96 tiles a chunk), whatever
+    /// this machine's caches: the shapes below chunk as their comments say.
+    static var referenceRow: kn_tuning {
+        var row = kn_tuning()
+        _ = kn_tuning_for_caches(kn_isa_active(), kn_reference_caches(), &row, nil, 0)
+        return row
+    }
+
     /// Ragged planes (odd outputs), every padding it runs (0 to 2), a single row,
     /// one image per chunk (a tiny scratch limit), several chunks of several images, and an
-    /// image in groups of tile rows.
+    /// image in groups of tile rows; planned with the reference row.
     static func shapes() -> [Conv] {
+        let row = referenceRow
+        func wino(_ N: Int, _ C: Int, _ H: Int, _ W: Int, _ K: Int, pad: (Int, Int)) -> Conv? {
+            Conv(N: N, C: C, H: H, W: W, K: K, R: 3, S: 3, pad: pad, algo: KN_CONV_WINOGRAD, tuning: row)
+        }
         var shapes: [Conv] = [
-            Conv(N: 2, C: 3, H: 7, W: 9, K: 4, R: 3, S: 3, pad: (1, 1), algo: KN_CONV_WINOGRAD)!,
-            Conv(N: 3, C: 5, H: 6, W: 5, K: 2, R: 3, S: 3, pad: (0, 2), algo: KN_CONV_WINOGRAD)!,
-            Conv(N: 1, C: 2, H: 3, W: 3, K: 3, R: 3, S: 3, pad: (0, 0), algo: KN_CONV_WINOGRAD)!, // one output
-            Conv(N: 2, C: 4, H: 1, W: 8, K: 5, R: 3, S: 3, pad: (1, 1), algo: KN_CONV_WINOGRAD)!, // one row
-            Conv(N: 5, C: 6, H: 33, W: 32, K: 7, R: 3, S: 3, pad: (1, 1), algo: KN_CONV_WINOGRAD)!, // tile rows 6+6+5
-            Conv(N: 3, C: 4, H: 23, W: 21, K: 5, R: 3, S: 3, pad: (1, 1), algo: KN_CONV_WINOGRAD)!, // tile rows 9 + 3
-            Conv(N: 70, C: 3, H: 4, W: 4, K: 3, R: 3, S: 3, pad: (1, 1), algo: KN_CONV_WINOGRAD)!, // chunks of 20, 20, 20, 10
+            wino(2, 3, 7, 9, 4, pad: (1, 1))!,
+            wino(3, 5, 6, 5, 2, pad: (0, 2))!,
+            wino(1, 2, 3, 3, 3, pad: (0, 0))!, // one output
+            wino(2, 4, 1, 8, 5, pad: (1, 1))!, // one row
+            wino(5, 6, 33, 32, 7, pad: (1, 1))!, // tile rows 6+6+5
+            wino(3, 4, 23, 21, 5, pad: (1, 1))!, // tile rows 9 + 3
+            wino(70, 3, 4, 4, 3, pad: (1, 1))!, // chunks of 20, 20, 20, 10
         ]
         var rng = SplitMix(77)
         while shapes.count < 15 {
             let pad = (rng.int(0...2), rng.int(0...2))
-            if let c = Conv(N: rng.int(1...3), C: rng.int(1...9), H: rng.int(1...13), W: rng.int(1...13),
-                            K: rng.int(1...9), R: 3, S: 3, pad: pad, algo: KN_CONV_WINOGRAD) {
+            if let c = wino(rng.int(1...3), rng.int(1...9), rng.int(1...13), rng.int(1...13), rng.int(1...9), pad: pad) {
                 shapes.append(shapes.count % 2 == 0 ? c : c.with(algo: KN_CONV_WINOGRAD, scratchLimit: 1)!)
             }
         }
@@ -73,7 +84,7 @@ struct WinogradTests {
         let shapes = Self.shapes()
         #expect(shapes[4].chunks.wino_images == 1 && shapes[5].chunks.wino_images == 1)
         #expect(shapes[6].chunks.wino_images == 20 && shapes[6].chunks.wino_groups == 4, "\(shapes[6])")
-        let vgg8x8 = Conv(N: 64, C: 128, H: 8, W: 8, K: 256, R: 3, S: 3, pad: (1, 1))!
+        let vgg8x8 = Conv(N: 64, C: 128, H: 8, W: 8, K: 256, R: 3, S: 3, pad: (1, 1), tuning: Self.referenceRow)!
         #expect(vgg8x8.chunks.wino_images == 4, "16 chunks of 4 rather than 11 of 6")
     }
 

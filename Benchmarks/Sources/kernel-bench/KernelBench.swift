@@ -29,6 +29,8 @@ struct KernelBench: ParsableCommand {
     @Option(help: "Conv algorithm: auto (the plan's choice per pass), padded-grid or batch-inner (stride-1 layers), winograd (3x3 stride-1 layers; the others keep the plan's choice), im2col or reference.")
     var algo: Algo = .auto
     @Option(help: "Only the conv layers of this model (lenet5, resnet56, vgg11, plain-deep-32).") var model: String?
+    @Option(help: "Cache blocking MC,KC,NC for every GEMM micro-kernel (MC and NC rounded up to each one's MR and NR), instead of the defaults.")
+    var blocking: String?
     @Flag(help: "One JSON object per line instead of tables.") var json = false
 
     func validate() throws {
@@ -37,11 +39,36 @@ struct KernelBench: ParsableCommand {
         if let m = model, !workloadConvs.contains(where: { $0.model == m }) {
             throw ValidationError("--model \(m): no such model; use one of \(Set(workloadConvs.map(\.model)).sorted().joined(separator: ", ")).")
         }
+        if let b = blocking, blockSizes(b) == nil {
+            throw ValidationError("--blocking \(b): expected three positive integers MC,KC,NC, for example 96,1024,4032.")
+        }
+    }
+
+    func blockSizes(_ text: String) -> (mc: Int32, kc: Int32, nc: Int32)? {
+        let v = text.split(separator: ",").compactMap { Int32($0) }
+        guard v.count == 3, v.allSatisfy({ $0 > 0 }) else { return nil }
+        return (v[0], v[1], v[2])
+    }
+
+    /// Applies --blocking to each micro-kernel of the active instruction set.
+    func applyBlocking() throws {
+        guard let text = blocking, let b = blockSizes(text) else { return }
+        var rows = [kn_gemm_blocking](repeating: kn_gemm_blocking(), count: 8)
+        let n = Int(kn_gemm_kernels(kn_isa_active(), &rows, 8))
+        for var r in rows.prefix(n) {
+            r.mc = (b.mc + r.mr - 1) / r.mr * r.mr
+            r.kc = b.kc
+            r.nc = (b.nc + r.nr - 1) / r.nr * r.nr
+            guard kn_gemm_set_blocking(kn_isa_active(), r) == KN_OK else {
+                throw ValidationError("--blocking \(text): refused for the \(r.mr)x\(r.nr) micro-kernel (at most MC 4096, KC 4096, NC 65536).")
+            }
+        }
     }
 
     func run() throws {
         let team = threads ?? Int(kn_num_cores())
         kn_set_num_threads(Int32(team))
+        try applyBlocking()
         let isa = String(cString: kn_isa_name(kn_isa_active()))
         warmUp()
         let peak = kn_peak_gflops(), roundTrip = kn_core_round_trip_ns()
