@@ -48,6 +48,7 @@ struct MachineTests {
         #expect(avx512.row.winograd_cols == 96 && avx512.row.gemm_kc_in_place == 512)
         let avx2 = derived(KN_ISA_AVX2, l2: kn_reference_caches().l2)
         #expect(avx2.blockings.first?.description == "6x16 MC=144 KC=512 NC=4096")
+        #expect(avx2.row.winograd_min_channels == 32 && avx512.row.winograd_min_channels == 64)
         #endif
         kernelStateLock.withLock {
             let here = derived(kn_isa_active(), l2: kn_machine_caches().l2)

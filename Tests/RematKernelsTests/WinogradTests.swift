@@ -218,8 +218,14 @@ struct WinogradTests {
     }
 
     /// The plan takes Winograd for wide layers with channels enough, and declines it where it
-    /// cannot run or does not pay, saying why.
+    /// cannot run or does not pay, saying why (with the reference row, 64 channels at least).
     @Test func planChoosesWinogradWhereItPays() {
+        var row = Self.referenceRow
+        row.winograd_min_channels = 64
+        func Conv(N: Int, C: Int, H: Int, W: Int, K: Int, R: Int, S: Int, stride: (Int, Int) = (1, 1),
+                  pad: (Int, Int) = (0, 0), algo: kn_conv_algo = KN_CONV_AUTO) -> RematKernelsTests.Conv? {
+            RematKernelsTests.Conv(N: N, C: C, H: H, W: W, K: K, R: R, S: S, stride: stride, pad: pad, algo: algo, tuning: row)
+        }
         let wide = Conv(N: 8, C: 64, H: 32, W: 32, K: 64, R: 3, S: 3, pad: (1, 1))!
         #expect(wide.algos == Array(repeating: KN_CONV_WINOGRAD, count: 3), "\(wide)")
         let few = Conv(N: 8, C: 16, H: 32, W: 32, K: 16, R: 3, S: 3, pad: (1, 1))!
@@ -243,5 +249,9 @@ struct WinogradTests {
         #expect(String(cString: kn_conv2d_explain(at4.plan)).contains("winograd: planes under 8 wide"))
         // requested for a shape it cannot run at all: refused
         #expect(Conv(N: 1, C: 2, H: 5, W: 5, K: 2, R: 5, S: 5, algo: KN_CONV_WINOGRAD) == nil)
+        // AVX2's row takes it from 32 channels: resnet56's 32->32 layer on 16x16 planes
+        row.winograd_min_channels = 32
+        #expect(Array(Conv(N: 64, C: 32, H: 16, W: 16, K: 32, R: 3, S: 3, pad: (1, 1))!.algos.prefix(2))
+                == [KN_CONV_WINOGRAD, KN_CONV_WINOGRAD])
     }
 }
