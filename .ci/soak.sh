@@ -2,7 +2,7 @@
 # Soak: 2,000 training steps of resnet20 with overlapped sqrt(n) checkpointing, the resident
 # memory sampled at every step; then a shorter run of the same under AddressSanitizer's
 # LeakSanitizer. Fails if RSS keeps growing after warm-up (the second half of the measured
-# steps more than 1 % above the first) or a leak is reported.
+# steps more than 1 % and 4 MiB above the first) or a leak is reported.
 #   .ci/soak.sh            # 2,000 steps (a few minutes on 2 cores), then 100 under LSan
 #   .ci/soak.sh 400 30     # shorter (CI): two epochs of warm-up, two measured
 set -euo pipefail
@@ -22,15 +22,16 @@ rss = [r["rss_mib"] for r in rows][: int(sys.argv[2])]
 # warm-up: a tenth, and at least two epochs with their evaluations (on a loaded machine the
 # heap settled only in the second epoch once: a one-time rise of 3.4 MiB there, flat after)
 # A leak grows the whole time, so the highest RSS of the second half of the measured steps
-# must stay within 1 % of the first half's; a one-time rise of the heap in the first half
-# (once 111.0 -> 114.3 MiB after warm-up in a CI run; the same run again: +0.02 %)
-# is no leak.
+# must stay within 1 % or 4 MiB of the first half's. One-time rises of the heap are no leak:
+# CI runs saw 111.0 -> 114.3 MiB in the first half and 110.8 -> 113.8 in the second, the
+# same runs again +0.02 % and +0.01 %. A tensor kept a step (64 KiB at the least) would pass
+# 4 MiB within the 200 measured steps of the CI soak.
 warm = min(len(rss) - 2, max(len(rss) // 10, 201))
 mid = warm + (len(rss) - warm) // 2
 first, second = max(rss[warm:mid]), max(rss[mid:])
 print(f"soak: {len(rss)} steps, RSS after warm-up {rss[warm - 1]:.1f} MiB, highest in the first half "
       f"after {first:.1f} MiB, in the second {second:.1f} MiB ({100 * (second / first - 1):+.2f} %)")
-sys.exit(0 if second <= 1.01 * first else 1)
+sys.exit(0 if second <= max(1.01 * first, first + 4) else 1)
 PY
 # LeakSanitizer: the same run, shorter, in the ASan build sanitize.sh address makes (the same
 # flags, so after it nothing is rebuilt; leaks are reported at exit)
