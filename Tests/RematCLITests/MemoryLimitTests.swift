@@ -39,19 +39,19 @@ struct MemoryLimitTests {
         let r = try remat(["plan", "--model", "resnet20", "--memory", "70MiB"], folder: folder)
         #expect(r.status != 0 && r.stderr.contains("smallest limit at this batch") && r.stderr.contains("largest batch"),
                 "\(r.stderr)")
-        // --max-batch, the answer for none checked on its own: 10 % below it the limit keeps
-        // everything, 10 % above it no longer (the runtime measured in another process moves a
+        // --max-batch, the answer for none checked on its own: 20 % below it the limit keeps
+        // everything, 20 % above it no longer (the runtime measured in another process moves a
         // few hundred KiB, and near the answer lenet5's activations grow in 4 MiB steps, flat
-        // between them: a few hundred KiB there move the boundary by 5 %)
+        // between them: a few hundred KiB there moved the boundary by 5 %, once in CI by 10 %)
         let m = try remat(["plan", "--model", "lenet5", "--memory", "64MiB", "--max-batch", "--json"], folder: folder)
         let largest = try #require(m.json.first?["largest_batch"] as? [String: Int], "\(m.stdout)\(m.stderr)")
         let n = try #require(largest["none"]), any = try #require(largest["any plan (the smallest budget)"])
         #expect(n >= 1 && largest.values.allSatisfy { $0 <= any }, "\(largest)")
-        let below = try remat(["plan", "--model", "lenet5", "--batch", "\(n - n / 10)", "--memory", "64MiB"], folder: folder)
+        let below = try remat(["plan", "--model", "lenet5", "--batch", "\(n - n / 5)", "--memory", "64MiB"], folder: folder)
         #expect(below.status == 0 && below.stdout.contains("the fastest plan that fits is none"),
-                "batch \(n - n / 10): \(below.stdout)\(below.stderr)")
-        let above = try remat(["plan", "--model", "lenet5", "--batch", "\(n + n / 10 + 1)", "--memory", "64MiB"], folder: folder)
-        #expect(!above.stdout.contains("the fastest plan that fits is none"), "batch \(n + n / 10 + 1): \(above.stdout)")
+                "batch \(n - n / 5): \(below.stdout)\(below.stderr)")
+        let above = try remat(["plan", "--model", "lenet5", "--batch", "\(n + n / 5 + 1)", "--memory", "64MiB"], folder: folder)
+        #expect(!above.stdout.contains("the fastest plan that fits is none"), "batch \(n + n / 5 + 1): \(above.stdout)")
         let auto = try remat(["plan", "--model", "lenet5", "--memory", "auto"], folder: folder)
         #expect(auto.status == 0 && (auto.stdout.contains("cgroup") || auto.stdout.contains("MemAvailable")), "\(auto.stdout)")
         let both = try remat(["train", "--model", "lenet5", "--memory", "1GiB", "--policy", "sqrt"], folder: folder)
