@@ -209,21 +209,34 @@ void kn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
                        (dx, dgamma, dbeta, dy, x, mean, invstd, gamma, N, C, HW, lo, hi));
 }
 
-// dz = dy where sum > 0; then a += sum dz, b += sum dz * xhat, as grad_sums_into (the mask in
+// dz = dy where sum > 0, dz either dy itself or apart from it (each case its own loop, so both
+// vectorise)
+KN_BODY void residual_mask(float *dz, const float *dy, const float *restrict sum, int n) {
+    if (dz == dy) {
+        for (int i = 0; i < n; i++) dz[i] = sum[i] > 0.0f ? dz[i] : 0.0f;
+    } else {
+        float *restrict out = dz;
+        const float *restrict in = dy;
+        for (int i = 0; i < n; i++) out[i] = sum[i] > 0.0f ? in[i] : 0.0f;
+    }
+}
+
+// dz as residual_mask; then a += sum dz, b += sum dz * xhat, as grad_sums_into (the mask in
 // a loop of its own: beside the sums it kept them scalar, 8x slower)
-KN_BODY void residual_sums_into(lanes *a, lanes *b, float *restrict dz, const float *restrict dy,
+KN_BODY void residual_sums_into(lanes *a, lanes *b, float *dz, const float *dy,
                                 const float *restrict sum, const float *restrict shortcut, int n,
                                 float rg, float bt) {
-    for (int i = 0; i < n; i++) dz[i] = sum[i] > 0.0f ? dy[i] : 0.0f;
+    residual_mask(dz, dy, sum, n);
+    const float *restrict z = dz;
     int i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int k = 0; k < LANES; k++) {
-            a->v[k] += dz[i + k];
-            b->v[k] += (double)dz[i + k] * (((sum[i + k] - shortcut[i + k]) - bt) * rg);
+            a->v[k] += z[i + k];
+            b->v[k] += (double)z[i + k] * (((sum[i + k] - shortcut[i + k]) - bt) * rg);
         }
     for (; i < n; i++) {
-        a->v[i % LANES] += dz[i];
-        b->v[i % LANES] += (double)dz[i] * (((sum[i] - shortcut[i]) - bt) * rg);
+        a->v[i % LANES] += z[i];
+        b->v[i % LANES] += (double)z[i] * (((sum[i] - shortcut[i]) - bt) * rg);
     }
 }
 

@@ -364,7 +364,7 @@ void kn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
 /// The backward of relu(BN(x) + shortcut) from the sum it kept (kn_batchnorm_forward_add_relu's) instead of
 /// x: dsum = dy where sum > 0 (the shortcut's gradient), BN's output recovered as
 /// sum - shortcut and xhat as (that - beta) * (1 / gamma); dx as kn_batchnorm_backward's, dgamma
-/// and dbeta accumulated. dsum and dx are written, never read. Needs
+/// and dbeta accumulated. dsum may be dy itself (written over it); dx is written, never read. Needs
 /// kn_batchnorm_invertible(gamma, beta); the same bits for any team size.
 void kn_batchnorm_residual_backward(float *dsum, float *dx, float *dgamma, float *dbeta,
                                     const float *dy, const float *sum, const float *shortcut,

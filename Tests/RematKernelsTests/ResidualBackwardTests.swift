@@ -59,6 +59,17 @@ struct ResidualBackwardTests {
             let other = withThreads(team) { fromSum() }
             expectBitwise(other.0 + other.1 + other.2 + other.3, dsum + dx + dg + db, "\(team) threads")
         }
+        // d(sum) written over dy itself: the same bits
+        for team in [1, 2] {
+            var over = dy, inDx = [Float](repeating: .nan, count: count), inDg = [Float](repeating: 0, count: C), inDb = inDg
+            withThreads(team) {
+                over.withUnsafeMutableBufferPointer { d in
+                    kn_batchnorm_residual_backward(d.baseAddress, &inDx, &inDg, &inDb, d.baseAddress, sum, sc, gamma, beta, invstd,
+                                                   Int32(N), Int32(C), Int32(HW))
+                }
+            }
+            expectBitwise(over + inDx + inDg + inDb, dsum + dx + dg + db, "d(sum) over dy, \(team) threads")
+        }
     }
 
     /// BatchNorm, the shortcut added and ReLU in one pass: the bits of the three passes, for

@@ -95,6 +95,53 @@ struct GradientTests {
         try checkBlockInputGradient(BasicBlock(2, 4, stride: 2), input: Shape(2, 2, 6, 6))
     }
 
+    /// A backward pass given its output gradient to write over computes the same bits (input
+    /// and parameter gradients) as one that must leave it alone, which does; over it, a
+    /// residual block's peak is one activation lower. Identity and projection shortcuts, a
+    /// second BatchNorm scale of 0 (the backward from conv2's input), and a container.
+    @Test(arguments: ["identity", "projection", "zero scale", "sequential"])
+    func inPlaceBackwardIsTheSameArithmetic(_ kind: String) throws {
+        let (block, input): (Layer, Shape) = switch kind {
+        case "projection": (BasicBlock(3, 6, stride: 2), Shape(4, 3, 10, 10))
+        case "sequential": (Sequential([Conv2D(3, 5, kernel: 3, padding: 1), BatchNorm2D(5), ReLU()]), Shape(4, 3, 9, 9))
+        default: (BasicBlock(5, 5), Shape(4, 5, 9, 9))
+        }
+        let slot = UnsafeMutableBufferPointer<Float>.allocate(capacity: 2 * block.parameterCount)
+        defer { slot.deallocate() }
+        slot.initialize(repeating: 0)
+        block.bind(ParameterSlot(values: slot.baseAddress!, gradients: slot.baseAddress! + block.parameterCount, count: block.parameterCount))
+        var rng = SeededGenerator(seed: 5)
+        block.initialize(&rng)
+        if kind == "zero scale", let b = block as? BasicBlock { // bn2, the main path's last layer: its scale first
+            let bn2 = b.main.layers[4] as! BatchNorm2D, start = b.main.parameterCount - bn2.parameterCount
+            for c in 0..<bn2.channels { slot[start + c] = 0 }
+        }
+        let context = ForwardContext(training: true, seed: 1, step: 0)
+        let x = try Tensor(shape: input, values: (0..<input.count).map { _ in rng.uniform(-1, 1) })
+        let account = MemoryAccount()
+        try account.withCurrent {
+            let (y, saved) = try block.forward(x, context)
+            let dyValues = (0..<y.shape.count).map { _ in rng.uniform(-1, 1) }
+            let gradients = { Array(slot[block.parameterCount...]) }
+            func run(owned: Bool) throws -> (dx: [Float], dy: [Float], gradients: [Float], peak: Int) {
+                let dy = try Tensor(shape: y.shape, values: dyValues)
+                account.resetPeak()
+                let before = account.liveBytes
+                let dx = try block.backward(dy, saved, owned: owned).scalars
+                return (dx, dy.scalars, gradients(), account.peakBytes - before)
+            }
+            let kept = try run(owned: false)
+            #expect(kept.dy == dyValues, "\(kind): the caller's gradient left alone")
+            let over = try run(owned: true)
+            #expect(over.dx.map(\.bitPattern) == kept.dx.map(\.bitPattern), "\(kind): input gradients")
+            // the second pass added the same gradients again: exactly twice the first's
+            #expect(over.gradients.map(\.bitPattern) == kept.gradients.map { ($0 * 2).bitPattern }, "\(kind): parameter gradients")
+            if kind != "sequential" {
+                #expect(over.peak + y.accountBytes <= kept.peak, "\(kind): peaks \(over.peak) over dy, \(kept.peak) beside it")
+            }
+        }
+    }
+
     @Test func lenet5() throws {
         try checkModelGradient(try Zoo.lenet5(seed: 1), batch: 3)
     }

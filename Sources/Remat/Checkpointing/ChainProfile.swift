@@ -108,7 +108,7 @@ public struct ChainProfile: Sendable {
                     var (y, saved): (Tensor?, Saved) = try block.forward(x, context)
                     let g = Tensor(zeros: y!.shape)
                     y = nil // as in a step, the block's output is gone by its backward (unless its records keep it)
-                    _ = try block.backward(g, saved)
+                    _ = try block.backward(g, saved, owned: true)
                 }
                 // the cache may hold what the warm run needed at once, no more: the profile's
                 // resident memory stays what one step of this block takes
@@ -128,7 +128,7 @@ public struct ChainProfile: Sendable {
                 do {
                     let g = Tensor(zeros: y!.shape)
                     y = nil // taken back from the recompute below
-                    let (dx, bPeak, bSeconds) = try peak { try block.backward(g, saved) }
+                    let (dx, bPeak, bSeconds) = try peak { try block.backward(g, saved, owned: true) } // as a step runs it
                     (cost.backwardPeak, cost.backwardSeconds, cost.inputGradientBytes) = (bPeak, bSeconds, dx.accountBytes)
                 }
                 saved = Saved() // what a step frees after the backward: the runs below do not hold it

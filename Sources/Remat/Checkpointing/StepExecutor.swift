@@ -129,7 +129,7 @@ struct StepExecutor {
             (replay.stash, replay.statistics) = (state.stashes[i], state.stashStatistics[i])
             state.records[i] = try trace.span("recompute", block: i) { try model.blocks[i].forward(input, replay).1 }
         case .backward(let i):
-            state.gradient = try trace.span("backward", block: i) { try model.blocks[i].backward(state.gradient!, state.records[i]!) }
+            state.gradient = try trace.span("backward", block: i) { try model.blocks[i].backward(state.gradient!, state.records[i]!, owned: true) }
             (state.records[i], state.stashes[i], state.stashStatistics[i], state.keptInputs[i]) = (nil, nil, nil, nil) // its activations go now
             blockDone?(i)
         case .release:

@@ -104,7 +104,15 @@ public final class BasicBlock: Layer, OutputFromStash {
     }
 
     /// Back-propagates through both paths and adds their input gradients.
-    public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
+    public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor { try backward(dy, saved, overwriting: false) }
+
+    /// The same arithmetic with d(sum) written over dy: one activation's bytes fewer at the
+    /// backward pass's peak.
+    func backward(overwriting dy: Tensor, _ saved: Saved) throws -> Tensor { try backward(dy, saved, overwriting: true) }
+
+    /// The shortcut's input gradient comes first and conv1's is added onto it, so no third
+    /// gradient of the input's size is live beside those two.
+    private func backward(_ dy: Tensor, _ saved: Saved, overwriting: Bool) throws -> Tensor {
         guard saved.children.count == 3 else {
             throw RematError.invalidArgument("\(name): backward needs a training-mode forward")
         }
@@ -114,17 +122,16 @@ public final class BasicBlock: Layer, OutputFromStash {
         if bn2Saved.tensors.count == 1 { // from the sum: bn2's output is the sum less the shortcut
             let sc = try shortcut.map { try ($0.layers[1] as! BatchNorm2D).output(from: shortcutSaved.children[1]) }
                 ?? mainSaved.children[0].tensors[0] // identity: the block's input, conv1's record
-            (dsum, dc2) = try bn2.residualBackward(dy, sum: sum, shortcut: sc, invstd: bn2Saved.tensors[0])
+            (dsum, dc2) = try bn2.residualBackward(dy, sum: sum, shortcut: sc, invstd: bn2Saved.tensors[0], overwriting: overwriting)
         } else { // a scale too small to divide by: c2 again from conv2's input, the forward's bits
             let c2 = try conv2.forward(mainSaved.children[3].tensors[0], ForwardContext(training: true)).0
-            dsum = try relu.backward(dy, Saved(tensors: [sum])) // the sum has the output's sign
+            dsum = try relu.backward(dy, Saved(tensors: [sum]), owned: overwriting) // the sum has the output's sign
             dc2 = try bn2.backward(dsum, Saved(tensors: [c2] + bn2Saved.tensors))
         }
         var g = dc2
-        for i in (0...3).reversed() { g = try main.layers[i].backward(g, mainSaved.children[i], owned: true) } // dc2 is ours
-        let dshort = try shortcut?.backward(dsum, shortcutSaved) ?? dsum
-        kn_accumulate(g.pointer, dshort.pointer, g.shape.count) // g is ours: the main path made it
-        return g
+        for i in (1...3).reversed() { g = try main.layers[i].backward(g, mainSaved.children[i], owned: true) } // dc2 is ours
+        let dx = try shortcut?.backward(dsum, shortcutSaved, owned: true) ?? dsum // dsum is ours either way
+        return try conv1.backward(g, mainSaved.children[0], addingTo: dx)
     }
 
     /// Keeping the minimum, its output is relu of the sum its stash ends with.
@@ -141,3 +148,5 @@ public final class BasicBlock: Layer, OutputFromStash {
         return y
     }
 }
+
+extension BasicBlock: BackwardInPlace {}

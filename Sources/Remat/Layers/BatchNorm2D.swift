@@ -159,10 +159,11 @@ public final class BatchNorm2D: Layer {
 
     /// The backward pass of relu(this + shortcut) from the sum the forward kept instead of this
     /// layer's input (`invertible` must have held): d(loss)/d(sum), which the shortcut
-    /// receives, and d(loss)/d(input); accumulates the scale and shift gradients.
-    func residualBackward(_ dy: Tensor, sum: Tensor, shortcut: Tensor, invstd: Tensor) throws -> (dsum: Tensor, dx: Tensor) {
+    /// receives (over dy with `overwriting`), and d(loss)/d(input); accumulates the scale and
+    /// shift gradients.
+    func residualBackward(_ dy: Tensor, sum: Tensor, shortcut: Tensor, invstd: Tensor, overwriting: Bool) throws -> (dsum: Tensor, dx: Tensor) {
         let (n, c, h, w) = try sum.shape.nchw(name)
-        let dsum = Tensor(uninitialized: sum.shape), dx = Tensor(uninitialized: sum.shape), s = slot!
+        let dsum = overwriting ? dy : Tensor(uninitialized: sum.shape), dx = Tensor(uninitialized: sum.shape), s = slot!
         kn_batchnorm_residual_backward(dsum.pointer, dx.pointer, s.gradients, s.gradients + c, dy.pointer, sum.pointer,
                                        shortcut.pointer, s.values, s.values + c, invstd.pointer, Int32(n), Int32(c), Int32(h * w))
         return (dsum, dx)

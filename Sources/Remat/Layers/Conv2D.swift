@@ -91,9 +91,14 @@ public final class Conv2D: ExpensiveLayer {
     /// Accumulates the weight (and bias) gradients; returns d(loss)/d(input), or an empty tensor for the first
     /// convolution of a model that needs no image gradient.
     public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
+        try backward(dy, saved, addingTo: needsInputGradient ? Tensor(zeros: saved.tensors[0].shape) : Tensor(uninitialized: Shape(0)))
+    }
+
+    /// The backward pass with the input gradient added onto `dx` (of the input's shape), which it returns.
+    func backward(_ dy: Tensor, _ saved: Saved, addingTo dx: Tensor) throws -> Tensor {
         let x = saved.tensors[0]
         let plan = try self.plan(x.shape)
-        let dx = needsInputGradient ? Tensor(zeros: x.shape) : Tensor(uninitialized: Shape(0))
+        precondition(!needsInputGradient || dx.shape == x.shape, "\(name): input gradient of \(dx.shape), not \(x.shape)")
         let scratch = Tensor(uninitialized: Shape(plan.scratchFloats))
         let s = slot!
         if needsInputGradient { kn_conv2d_backward_data(plan.handle, dx.pointer, dy.pointer, s.values, scratch.pointer) }

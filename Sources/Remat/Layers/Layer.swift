@@ -53,8 +53,9 @@ extension Layer {
 /// rebuilt like cheap ones, which is exact.
 protocol ExpensiveLayer: Layer {}
 
-/// A layer whose backward pass can write the input gradient over the output gradient (same
-/// shape), saving an allocation where the caller owns that gradient.
+/// A layer whose backward pass can write over the output gradient when the caller gives it
+/// up (with the input gradient where the shapes agree, else with its own intermediates),
+/// saving an allocation. The arithmetic is the same either way, so are the bits.
 protocol BackwardInPlace: Layer {
     func backward(overwriting dy: Tensor, _ saved: Saved) throws -> Tensor
 }

@@ -72,9 +72,14 @@ public final class Sequential: Layer, OutputFromStash {
 
     /// Back-propagates through the layers in reverse, in place over gradients its own layers
     /// made (never over the caller's dy).
-    public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor {
+    public func backward(_ dy: Tensor, _ saved: Saved) throws -> Tensor { try backward(dy, saved, ownsDy: false) }
+
+    /// The same, in place over dy too.
+    func backward(overwriting dy: Tensor, _ saved: Saved) throws -> Tensor { try backward(dy, saved, ownsDy: true) }
+
+    private func backward(_ dy: Tensor, _ saved: Saved, ownsDy: Bool) throws -> Tensor {
         var g = dy
-        for (l, s) in zip(layers, saved.children).reversed() { g = try l.backward(g, s, owned: g.storageID != dy.storageID) }
+        for (l, s) in zip(layers, saved.children).reversed() { g = try l.backward(g, s, owned: ownsDy || g.storageID != dy.storageID) }
         return g
     }
 
@@ -110,3 +115,5 @@ protocol OutputFromStash: Layer {
 extension OutputFromStash {
     func stashRebuildFLOPs(for input: Shape, _ kind: BlockChoice) -> Int { 0 }
 }
+
+extension Sequential: BackwardInPlace {}

@@ -151,7 +151,7 @@ public final class Model {
     public func backward(_ dlogits: Tensor, _ saved: inout [Saved]) throws -> Tensor? {
         var g = dlogits
         for i in blocks.indices.reversed() {
-            g = try blocks[i].backward(g, saved[i])
+            g = try blocks[i].backward(g, saved[i], owned: g.storageID != dlogits.storageID) // the caller's is not ours
             saved[i] = Saved() // free this block's activations now
         }
         return g.shape.count == 0 ? nil : g
