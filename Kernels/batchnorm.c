@@ -1,6 +1,7 @@
 // BatchNorm2d. Statistics and parameter gradients are per-channel sums in double, each channel
 // summed by one thread in a fixed order: the same bits for any team size.
 #include "internal.h"
+#include "pool_plane.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -55,20 +56,19 @@ void kn_batchnorm_stats(float *mean, float *invstd, const float *x, int N, int C
 
 // y = x * scale[c] + shift[c] over (image, channel) planes [lo, hi), then with `relu`
 // ReLU's select (kn_relu_forward's): the bits of the two passes, in one
+KN_BODY void affine_plane(float *yp, const float *xp, float a, float b, int HW, int relu) {
+    if (relu)
+        for (int i = 0; i < HW; i++) {
+            const float v = xp[i] * a + b;
+            yp[i] = v > 0.0f ? v : 0.0f;
+        }
+    else
+        for (int i = 0; i < HW; i++) yp[i] = xp[i] * a + b;
+}
 KN_BODY void affine_planes(float *y, const float *x, const float *scale, const float *shift,
                            int C, int HW, int relu, size_t lo, size_t hi) {
-    for (size_t plane = lo; plane < hi; plane++) {
-        const float a = scale[plane % C], b = shift[plane % C];
-        const float *xp = x + plane * HW;
-        float *yp = y + plane * HW;
-        if (relu)
-            for (int i = 0; i < HW; i++) {
-                const float v = xp[i] * a + b;
-                yp[i] = v > 0.0f ? v : 0.0f;
-            }
-        else
-            for (int i = 0; i < HW; i++) yp[i] = xp[i] * a + b;
-    }
+    for (size_t plane = lo; plane < hi; plane++)
+        affine_plane(y + plane * HW, x + plane * HW, scale[plane % C], shift[plane % C], HW, relu);
 }
 KN_BY_ISA(affine_planes,
           (float *y, const float *x, const float *scale, const float *shift, int C, int HW,
@@ -165,6 +165,27 @@ void kn_batchnorm_inference(float *y, const float *x, const float *running_mean,
     free(scale);
 }
 
+// dx = k * (dy - mdy - xhat * mdyx) over one plane; dx may be dy or x itself (a loop over
+// one pointer each way, so it vectorises without an overlap check)
+KN_BODY void dx_plane(float *dx, const float *dy, const float *x, int HW, float mu, float is, float k,
+                      float mdy, float mdyx) {
+    if (dx == dy)
+        for (int i = 0; i < HW; i++) {
+            const float xhat = (x[i] - mu) * is;
+            dx[i] = k * (dx[i] - mdy - xhat * mdyx);
+        }
+    else if (dx == x)
+        for (int i = 0; i < HW; i++) {
+            const float xhat = (dx[i] - mu) * is;
+            dx[i] = k * (dy[i] - mdy - xhat * mdyx);
+        }
+    else
+        for (int i = 0; i < HW; i++) {
+            const float xhat = (x[i] - mu) * is;
+            dx[i] = k * (dy[i] - mdy - xhat * mdyx);
+        }
+}
+
 // channels [lo, hi): a channel's sums and its dx planes belong to one thread
 KN_BODY void backward_channels(float *dx, float *dgamma, float *dbeta, const float *dy,
                                const float *x, const float *mean, const float *invstd,
@@ -183,16 +204,7 @@ KN_BODY void backward_channels(float *dx, float *dgamma, float *dbeta, const flo
         const float k = gamma[c] * is, mdy = (float)(sdy / count), mdyx = (float)(sdyx / count);
         for (int n = 0; n < N; n++) {
             const size_t o = ((size_t)n * C + c) * HW;
-            if (dx == dy) // in place: one pointer, so the loop vectorises without an overlap check
-                for (int i = 0; i < HW; i++) {
-                    const float xhat = (x[o + i] - mu) * is;
-                    dx[o + i] = k * (dx[o + i] - mdy - xhat * mdyx);
-                }
-            else
-                for (int i = 0; i < HW; i++) {
-                    const float xhat = (x[o + i] - mu) * is;
-                    dx[o + i] = k * (dy[o + i] - mdy - xhat * mdyx);
-                }
+            dx_plane(dx + o, dy + o, x + o, HW, mu, is, k, mdy, mdyx);
         }
     }
 }
@@ -207,6 +219,88 @@ void kn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
                            const float *gamma, int N, int C, int HW) {
     KN_PARALLEL_RANGES((size_t)C, (size_t)N * C * HW > KN_PAR_MIN, backward_channels,
                        (dx, dgamma, dbeta, dy, x, mean, invstd, gamma, N, C, HW, lo, hi));
+}
+
+// MARK: BatchNorm, ReLU and max pooling in one pass each way
+
+// planes [lo, hi) of relu(x * scale + shift) max-pooled: each normalised plane lives in a
+// buffer of this thread's, never in a whole activation
+KN_BODY void affine_relu_pool_planes(float *y, uint8_t *arg, const float *x, const float *scale,
+                                     const float *shift, int C, pool_geom g, size_t lo, size_t hi) {
+    const size_t hw = (size_t)g.H * g.W, pq = (size_t)g.P * g.Q;
+    float *z = malloc(sizeof(float) * hw);
+    if (!z) abort();
+    for (size_t plane = lo; plane < hi; plane++) {
+        affine_plane(z, x + plane * hw, scale[plane % C], shift[plane % C], (int)hw, 1);
+        maxpool_plane(y + plane * pq, arg + plane * pq, z, g);
+    }
+    free(z);
+}
+KN_BY_ISA(affine_relu_pool_planes,
+          (float *y, uint8_t *arg, const float *x, const float *scale, const float *shift, int C,
+           pool_geom g, size_t lo, size_t hi),
+          (y, arg, x, scale, shift, C, g, lo, hi))
+
+kn_status kn_batchnorm_relu_maxpool_forward(float *y, void *argmax, const float *x, const float *mean,
+                                            const float *invstd, const float *gamma, const float *beta,
+                                            int N, int C, int H, int W, int kh, int kw, int sh, int sw,
+                                            int ph, int pw) {
+    if (!argmax || !pool_ok(N, C, H, W, kh, kw, sh, sw, ph, pw) || kh * kw > 256) return KN_EINVAL;
+    const pool_geom g = pool_geometry(H, W, kh, kw, sh, sw, ph, pw);
+    float *scale = fold_affine(mean, invstd, gamma, beta, C), *shift = scale + C;
+    KN_PARALLEL_RANGES((size_t)N * C, (size_t)N * C * H * W > KN_PAR_MIN, affine_relu_pool_planes,
+                       (y, argmax, x, scale, shift, C, g, lo, hi));
+    free(scale);
+    return KN_OK;
+}
+
+// channels [lo, hi): each image's unpooled gradient plane is routed into this thread's buffer
+// twice, for the sums and for dx, as kn_maxpool2d_argmax_backward routes it into zeros
+KN_BODY void relu_pool_backward_channels(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                         const uint8_t *arg, const float *pooled, const float *x,
+                                         const float *mean, const float *invstd, const float *gamma,
+                                         int N, int C, pool_geom g, size_t lo, size_t hi) {
+    const int HW = g.H * g.W;
+    const size_t pq = (size_t)g.P * g.Q;
+    const double count = (double)N * HW;
+    float *dz = malloc(sizeof(float) * (size_t)HW);
+    if (!dz) abort();
+    for (size_t c = lo; c < hi; c++) {
+        const float mu = mean[c], is = invstd[c];
+        lanes a = {{0}}, b = {{0}}; // sum dz, sum dz * xhat
+        for (int pass = 0; pass < 2; pass++) {
+            const float k = gamma[c] * is, mdy = (float)(lanes_total(&a) / count), mdyx = (float)(lanes_total(&b) / count);
+            for (int n = 0; n < N; n++) {
+                const size_t plane = (size_t)n * C + c;
+                for (int i = 0; i < HW; i++) dz[i] = 0.0f;
+                route_plane(dz, dy + plane * pq, arg + plane * pq, pooled + plane * pq, g);
+                if (pass == 0) grad_sums_into(&a, &b, dz, x + plane * HW, HW, mu, is);
+                else dx_plane(dx + plane * HW, dz, x + plane * HW, HW, mu, is, k, mdy, mdyx);
+            }
+            if (pass == 0) {
+                dbeta[c] += (float)lanes_total(&a);
+                dgamma[c] += (float)lanes_total(&b);
+            }
+        }
+    }
+    free(dz);
+}
+KN_BY_ISA(relu_pool_backward_channels,
+          (float *dx, float *dgamma, float *dbeta, const float *dy, const uint8_t *arg,
+           const float *pooled, const float *x, const float *mean, const float *invstd,
+           const float *gamma, int N, int C, pool_geom g, size_t lo, size_t hi),
+          (dx, dgamma, dbeta, dy, arg, pooled, x, mean, invstd, gamma, N, C, g, lo, hi))
+
+kn_status kn_batchnorm_relu_maxpool_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                             const void *argmax, const float *pooled, const float *x,
+                                             const float *mean, const float *invstd, const float *gamma,
+                                             int N, int C, int H, int W, int kh, int kw, int sh, int sw,
+                                             int ph, int pw) {
+    if (!argmax || !pool_ok(N, C, H, W, kh, kw, sh, sw, ph, pw) || kh * kw > 256) return KN_EINVAL;
+    const pool_geom g = pool_geometry(H, W, kh, kw, sh, sw, ph, pw);
+    KN_PARALLEL_RANGES((size_t)C, (size_t)N * C * H * W > KN_PAR_MIN, relu_pool_backward_channels,
+                       (dx, dgamma, dbeta, dy, argmax, pooled, x, mean, invstd, gamma, N, C, g, lo, hi));
+    return KN_OK;
 }
 
 // dz = dy where sum > 0, dz either dy itself or apart from it (each case its own loop, so both

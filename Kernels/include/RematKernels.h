@@ -361,6 +361,23 @@ void kn_batchnorm_inference(float *y, const float *x, const float *running_mean,
 void kn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *x, const float *mean, const float *invstd,
                            const float *gamma, int N, int C, int HW);
+/// relu(BN(x)) max-pooled in one pass: y (N,C,P,Q) and each window's winner (argmax, bytes) as
+/// kn_maxpool2d_argmax_forward's, the normalised activation never written whole (a plane a
+/// thread at a time). The bits of kn_batchnorm_forward_relu then kn_maxpool2d_argmax_forward.
+/// KN_EINVAL as kn_maxpool2d_argmax_forward.
+kn_status kn_batchnorm_relu_maxpool_forward(float *y, void *argmax, const float *x, const float *mean,
+                                            const float *invstd, const float *gamma, const float *beta,
+                                            int N, int C, int H, int W, int kh, int kw, int sh, int sw,
+                                            int ph, int pw);
+/// Its backward from the pooled gradient dy, the winners, the pooled output (the ReLU's mask) and
+/// BN's input x: dx (N,C,H,W) written (x itself allowed: written over it), dgamma and dbeta
+/// accumulated. The bits of kn_maxpool2d_argmax_backward into zeros then kn_batchnorm_backward;
+/// the unpooled gradient is never written whole. The same bits for any team size.
+kn_status kn_batchnorm_relu_maxpool_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                             const void *argmax, const float *pooled, const float *x,
+                                             const float *mean, const float *invstd, const float *gamma,
+                                             int N, int C, int H, int W, int kh, int kw, int sh, int sw,
+                                             int ph, int pw);
 /// The backward of relu(BN(x) + shortcut) from the sum it kept (kn_batchnorm_forward_add_relu's) instead of
 /// x: dsum = dy where sum > 0 (the shortcut's gradient), BN's output recovered as
 /// sum - shortcut and xhat as (that - beta) * (1 / gamma); dx as kn_batchnorm_backward's, dgamma

@@ -132,6 +132,56 @@ struct OpsTests {
         #expect(kn_maxpool2d_argmax_forward(&y, &arg, x, 1, 1, 17, 17, 17, 16, 1, 1, 0, 0) == KN_EINVAL) // 272 positions
     }
 
+    /// BatchNorm, ReLU and max pooling fused each way give the bits of the separate passes:
+    /// forward (output and winners), and backward from the pooled gradient (input, scale and
+    /// shift gradients) into a new tensor or over the BatchNorm input, for 1 to 3 threads.
+    /// The 2x2 window, odd planes, strides, padding and overlapping windows.
+    @Test func batchNormReluMaxPoolIsTheThreePasses() {
+        var rng = SplitMix(21)
+        let shapes = poolShapes + [Pool(N: 3, C: 4, H: 8, W: 8, kh: 2, kw: 2, sh: 2, sw: 2, ph: 0, pw: 0),
+                                   Pool(N: 2, C: 3, H: 9, W: 7, kh: 2, kw: 2, sh: 2, sw: 2, ph: 0, pw: 0),
+                                   Pool(N: 2, C: 2, H: 9, W: 9, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1),
+                                   Pool(N: 2, C: 3, H: 6, W: 11, kh: 3, kw: 2, sh: 1, sw: 1, ph: 0, pw: 1)]
+        for p in shapes {
+            let (N, C, HW) = (p.N, p.C, p.H * p.W), a = p.args
+            let x = rng.array(N * C * HW, -2, 2), dy = rng.array(N * C * p.P * p.Q)
+            let gamma = (0..<C).map { c in (c % 2 == 0 ? 1 : -1) * rng.uniform(0.5, 1.5) }, beta = rng.array(C, -0.5, 0.5)
+            var mean = [Float](repeating: 0, count: C), invstd = mean
+            kn_batchnorm_stats(&mean, &invstd, x, Int32(N), Int32(C), Int32(HW), 1e-5)
+            // the three passes
+            var z = [Float](repeating: .nan, count: x.count)
+            kn_batchnorm_forward_relu(&z, x, mean, invstd, gamma, beta, Int32(N), Int32(C), Int32(HW))
+            let (y, arg) = p.argmaxForward(z)
+            let dz = p.argmaxBackward(dy, arg, mask: y)
+            var dx = [Float](repeating: .nan, count: x.count), dg = [Float](repeating: 0, count: C), db = dg
+            kn_batchnorm_backward(&dx, &dg, &db, dz, x, mean, invstd, gamma, Int32(N), Int32(C), Int32(HW))
+            #expect(N * HW < 4 || dg.contains { $0 != 0 }, "\(p): some gradient reaches the scale")
+            for team in [1, 2, 3] {
+                var fy = [Float](repeating: .nan, count: y.count), farg = [UInt8](repeating: 255, count: y.count)
+                var fdx = [Float](repeating: .nan, count: x.count), fdg = [Float](repeating: 0, count: C), fdb = fdg
+                var over = x, odg = fdg, odb = fdg
+                withThreads(team) {
+                    #expect(kn_batchnorm_relu_maxpool_forward(&fy, &farg, x, mean, invstd, gamma, beta,
+                                                              a.0, a.1, a.2, a.3, a.4, a.5, a.6, a.7, a.8, a.9) == KN_OK)
+                    #expect(kn_batchnorm_relu_maxpool_backward(&fdx, &fdg, &fdb, dy, farg, fy, x, mean, invstd, gamma,
+                                                               a.0, a.1, a.2, a.3, a.4, a.5, a.6, a.7, a.8, a.9) == KN_OK)
+                    over.withUnsafeMutableBufferPointer { o in
+                        #expect(kn_batchnorm_relu_maxpool_backward(o.baseAddress, &odg, &odb, dy, farg, fy, o.baseAddress, mean, invstd,
+                                                                   gamma, a.0, a.1, a.2, a.3, a.4, a.5, a.6, a.7, a.8, a.9) == KN_OK)
+                    }
+                }
+                expectBitwise(fy, y, "\(p) forward, \(team) threads")
+                #expect(farg == arg, "\(p) winners, \(team) threads")
+                expectBitwise(fdx + fdg + fdb, dx + dg + db, "\(p) backward, \(team) threads")
+                expectBitwise(over + odg + odb, dx + dg + db, "\(p) backward over x, \(team) threads")
+            }
+        }
+        var y = [Float](repeating: 0, count: 1), arg = [UInt8](repeating: 0, count: 1), one: [Float] = [1]
+        let x = [Float](repeating: 0, count: 17 * 17)
+        #expect(kn_batchnorm_relu_maxpool_forward(&y, &arg, x, one, one, one, one, 1, 1, 17, 17, 17, 16, 1, 1, 0, 0) == KN_EINVAL)
+        #expect(kn_batchnorm_relu_maxpool_forward(&y, &arg, x, one, one, one, one, 1, 1, 2, 2, 2, 2, 1, 1, 2, 0) == KN_EINVAL)
+    }
+
     @Test func globalAveragePool() {
         let (N, C, HW) = (2, 3, 10)
         var rng = SplitMix(1)

@@ -75,6 +75,36 @@ public final class BatchNorm2D: Layer {
         return (y, try train(x, into: y, context, then: .relu), Saved(tensors: [y]))
     }
 
+    /// Training forward, ReLU and a max pool that records its winners, in one pass: the pooled
+    /// output and the records of this layer and the pool (the ReLU's is empty: the pool masks
+    /// by its output), the bits of the three layers one after another. The normalised tensor is
+    /// never written whole.
+    func forwardWithReLUAndMaxPool(_ x: Tensor, _ pool: Pool2D, _ context: ForwardContext) throws -> (Tensor, Saved, Saved) {
+        _ = try outputShape(for: x.shape)
+        let y = Tensor(uninitialized: try pool.outputShape(for: x.shape)), winners = pool.winners(for: y.shape)
+        let saved = try train(x, into: y, context, then: .reluMaxPool(pool, winners: winners))
+        return (y, saved, pool.maskedRecord(winners: winners, output: y, input: x.shape))
+    }
+
+    /// The backward pass of the three layers `forwardWithReLUAndMaxPool` runs, from the pooled
+    /// gradient: one pass, the unpooled gradient never written whole. With `overwritingInput`
+    /// d(loss)/d(input) goes over this layer's recorded input (the caller gives the record up).
+    func reluMaxPoolBackward(_ dy: Tensor, _ saved: Saved, pool: Pool2D, poolSaved: Saved, overwritingInput: Bool) throws -> Tensor {
+        guard saved.tensors.count == 3 else {
+            throw RematError.invalidArgument("\(name): backward needs a training-mode forward (batch statistics)")
+        }
+        let x = saved.tensors[0], mean = saved.tensors[1], invstd = saved.tensors[2], s = slot!
+        let (n, c, h, w) = try x.shape.nchw(name)
+        let dx = overwritingInput ? x : Tensor(uninitialized: x.shape)
+        let k = Int32(pool.kernel), st = Int32(pool.stride), p = Int32(pool.padding)
+        let status = kn_batchnorm_relu_maxpool_backward(dx.pointer, s.gradients, s.gradients + c, dy.pointer,
+                                                        UnsafeRawPointer(poolSaved.tensors[0].pointer), poolSaved.tensors[1].pointer,
+                                                        x.pointer, mean.pointer, invstd.pointer, s.values,
+                                                        Int32(n), Int32(c), Int32(h), Int32(w), k, k, st, st, p, p)
+        precondition(status == KN_OK, "checked by the pool's outputShape")
+        return dx
+    }
+
     /// Training forward, then the shortcut added and ReLU, in one pass (the end of a residual
     /// block): the sum, relu(sum) and this layer's record.
     func forwardAddReLU(_ x: Tensor, shortcut: Tensor, _ context: ForwardContext) throws -> (sum: Tensor, y: Tensor, Saved) {
@@ -91,6 +121,8 @@ public final class BatchNorm2D: Layer {
         case nothing, relu
         /// Adds `shortcut`, writes the result to `sum` and its ReLU to the output.
         case addReLU(shortcut: Tensor, sum: Tensor)
+        /// ReLU, then max pooling (the output is the pooled one; `winners` gets the pool's record).
+        case reluMaxPool(Pool2D, winners: Tensor)
     }
 
     /// Batch statistics (recorded in, or in a recompute taken back from,
@@ -115,6 +147,12 @@ public final class BatchNorm2D: Layer {
         case .addReLU(let shortcut, let sum):
             kn_batchnorm_forward_add_relu(sum.pointer, y.pointer, x.pointer, shortcut.pointer, mean.pointer, invstd.pointer,
                                           gamma, beta, nn, cc, hw)
+        case .reluMaxPool(let pool, let winners):
+            let k = Int32(pool.kernel), st = Int32(pool.stride), p = Int32(pool.padding)
+            let status = kn_batchnorm_relu_maxpool_forward(y.pointer, UnsafeMutableRawPointer(winners.pointer), x.pointer,
+                                                           mean.pointer, invstd.pointer, gamma, beta, nn, cc, Int32(h), Int32(w),
+                                                           k, k, st, st, p, p)
+            precondition(status == KN_OK, "checked by the pool's outputShape")
         }
         if context.updateRunningStatistics {
             kn_batchnorm_update_running(&runningMean, &runningVariance, mean.pointer, invstd.pointer, Int32(c),

@@ -39,7 +39,7 @@ public final class Pool2D: Layer {
         let (n, c, h, w) = try x.shape.nchw(name)
         let k = Int32(kernel), s = Int32(stride), p = Int32(padding)
         if recordsWinners {
-            let winners = Tensor(uninitialized: Shape((y.shape.count + 3) / 4)) // bytes, four a float
+            let winners = winners(for: y.shape)
             let status = kn_maxpool2d_argmax_forward(y.pointer, UnsafeMutableRawPointer(winners.pointer), x.pointer,
                                                      Int32(n), Int32(c), Int32(h), Int32(w), k, k, s, s, p, p)
             precondition(status == KN_OK, "checked by outputShape")
@@ -83,5 +83,13 @@ public final class Pool2D: Layer {
     /// (max and ReLU commute), so the ReLU keeps nothing.
     func masking(_ saved: Saved, output: Tensor) -> Saved {
         Saved(tensors: saved.tensors + [output], shapes: saved.shapes)
+    }
+
+    /// Room for the winners of an output of `shape`: bytes, four a float.
+    func winners(for shape: Shape) -> Tensor { Tensor(uninitialized: Shape((shape.count + 3) / 4)) }
+
+    /// The record `masking` makes, from its parts.
+    func maskedRecord(winners: Tensor, output: Tensor, input: Shape) -> Saved {
+        masking(Saved(tensors: [winners], shapes: [input]), output: output)
     }
 }

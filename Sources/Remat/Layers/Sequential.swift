@@ -45,11 +45,18 @@ public final class Sequential: Layer, OutputFromStash {
     }
 
     /// Runs the layers in order; keeps each one's record. In training, a BatchNorm followed by
-    /// a ReLU runs as one pass (the same bits and records; the normalised tensor is never
-    /// written).
+    /// a ReLU runs as one pass, and so does one followed by a ReLU and a max pool (the same
+    /// bits and records; the normalised tensor is never written whole).
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> (Tensor, Saved) {
         var y = x, saved = Saved(), i = 0
         while i < layers.count {
+            if context.training, let bn = layers[i] as? BatchNorm2D, let pool = maxPoolAfterReLU(at: i + 1) {
+                let (out, bnSaved, poolSaved) = try bn.forwardWithReLUAndMaxPool(y, pool, context)
+                saved.children += [bnSaved, Saved(), poolSaved]
+                y = out
+                i += 3
+                continue
+            }
             if context.training, let bn = layers[i] as? BatchNorm2D, i + 1 < layers.count, layers[i + 1] is ReLU {
                 let (out, bnSaved, reluSaved) = try bn.forwardWithReLU(y, context)
                 saved.children += [bnSaved, reluSaved]
@@ -77,10 +84,28 @@ public final class Sequential: Layer, OutputFromStash {
     /// The same, in place over dy too.
     func backward(overwriting dy: Tensor, _ saved: Saved) throws -> Tensor { try backward(dy, saved, ownsDy: true) }
 
+    /// A BatchNorm, ReLU and max pool run as one pass backward too; given the record, over the
+    /// BatchNorm's input where a convolution made it (nothing else holds that).
     private func backward(_ dy: Tensor, _ saved: Saved, ownsDy: Bool) throws -> Tensor {
-        var g = dy
-        for (l, s) in zip(layers, saved.children).reversed() { g = try l.backward(g, s, owned: ownsDy || g.storageID != dy.storageID) }
+        var g = dy, i = layers.count - 1
+        while i >= 0 {
+            if i >= 2, let pool = maxPoolAfterReLU(at: i - 1), let bn = layers[i - 2] as? BatchNorm2D,
+               saved.children[i].tensors.count == 2, saved.children[i - 1].tensors.isEmpty { // masked by its output
+                g = try bn.reluMaxPoolBackward(g, saved.children[i - 2], pool: pool, poolSaved: saved.children[i],
+                                               overwritingInput: ownsDy && i >= 3 && layers[i - 3] is Conv2D)
+                i -= 3
+                continue
+            }
+            g = try layers[i].backward(g, saved.children[i], owned: ownsDy || g.storageID != dy.storageID)
+            i -= 1
+        }
         return g
+    }
+
+    /// The max pool recording its winners at i + 1 when layer i is a ReLU.
+    private func maxPoolAfterReLU(at i: Int) -> Pool2D? {
+        guard i + 1 < layers.count, layers[i] is ReLU, let pool = layers[i + 1] as? Pool2D, pool.recordsWinners else { return nil }
+        return pool
     }
 
     /// Selective recomputation: the block's output rebuilt from its stash alone (the last
